@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/xraydebug demo --out demo-run
+
+lint: $(STAMP)
+	$(BIN)/ruff check xraydebug tests benchmarks
+	$(BIN)/ruff format --check xraydebug tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format xraydebug tests benchmarks
+	$(BIN)/ruff check --fix xraydebug tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo-run .pytest_cache .ruff_cache

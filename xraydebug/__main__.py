@@ -1,0 +1,3 @@
+from xraydebug.cli import main
+
+main()

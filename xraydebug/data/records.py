@@ -1,0 +1,77 @@
+"""The record types every dataset reader produces and every later stage consumes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from xraydebug.data.labels import DEFAULT_CLASSES
+
+STATUS_OK = "ok"
+STATUS_WARNING = "warning"
+STATUS_ERROR = "error"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One labelled image of a dataset.
+
+    ``path`` is relative to the dataset root, POSIX style (``train/P001_1.png``); it is the key
+    used in every CSV the tool writes. ``status`` is ``ok``, ``warning`` (usable, but look) or
+    ``error`` (skipped, with the reason in ``message``).
+    """
+
+    path: str
+    split: str
+    label: str | None
+    source: str = ""
+    patient_id: str = ""
+    status: str = STATUS_OK
+    message: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.status != STATUS_ERROR and self.label is not None
+
+    @property
+    def group(self) -> str:
+        """Grouping key for patient-level splits and bootstraps (the path when no patient id)."""
+        return self.patient_id or self.path
+
+    def with_problem(self, status: str, message: str) -> ImageRecord:
+        """A copy with ``status`` raised to the worse of the two and ``message`` appended."""
+        order = {STATUS_OK: 0, STATUS_WARNING: 1, STATUS_ERROR: 2}
+        worst = status if order[status] >= order[self.status] else self.status
+        joined = f"{self.message}; {message}" if self.message else message
+        return replace(self, status=worst, message=joined)
+
+
+@dataclass
+class DatasetIndex:
+    """All records found under ``root`` by one layout reader.
+
+    ``records`` also holds the broken entries (``status='error'``) so that reports can list them;
+    use :meth:`usable` for the ones a model may read.
+    """
+
+    root: Path
+    layout: str
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    records: list[ImageRecord] = field(default_factory=list)
+
+    def usable(self, splits: Iterable[str] | str | None = None) -> list[ImageRecord]:
+        """Records with a known label and no error, optionally restricted to ``splits``."""
+        wanted = {splits} if isinstance(splits, str) else set(splits) if splits else None
+        return [r for r in self.records if r.usable and (wanted is None or r.split in wanted)]
+
+    @property
+    def splits(self) -> list[str]:
+        order = {"train": 0, "val": 1, "test": 2}
+        return sorted({r.split for r in self.records}, key=lambda s: (order.get(s, 9), s))
+
+    def class_index(self, label: str) -> int:
+        return self.classes.index(label)
+
+    def absolute(self, record: ImageRecord) -> Path:
+        return self.root / record.path

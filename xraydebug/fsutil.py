@@ -1,0 +1,55 @@
+"""Atomic file output: write to a temporary file in the same directory, then rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_open(path: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on success it replaces ``path`` atomically.
+
+    On an exception the temp file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def ensure_outside(output: Path, data_root: Path, what: str = "output") -> None:
+    """Raise ValueError if ``output`` lies inside ``data_root`` (inputs are never written)."""
+    out = output.resolve()
+    root = data_root.resolve()
+    if out == root or out.is_relative_to(root):
+        raise ValueError(f"{what} {output} is inside the input dataset {data_root}; choose another")
