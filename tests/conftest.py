@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from xraydebug.models.train import TrainConfig
+
+TINY_TRAIN = TrainConfig(arch="tiny", epochs=6, batch_size=8, lr=1e-2, patience=10, device="cpu")
+
 
 def write_png(
     path: Path, value: int = 100, size: tuple[int, int] = (24, 32), seed: int = 0
@@ -78,3 +82,47 @@ def folders_dir(tmp_path: Path) -> Path:
                 write_png(root / split / cls / f"{cls}_{i}.png", seed=k * 10 + i)
     (root / "train" / "normal" / "README.txt").write_text("ignored")
     return root
+
+
+def make_tiny_covidx(root: Path, n_per_class: int = 12, n_test_per_class: int = 6) -> Path:
+    """64x64 COVIDx set a ``tiny`` model learns in seconds.
+
+    normal: noise only; pneumonia: a bright 16 px blob; COVID-19: a 16 px striped patch; the
+    patch position varies so the class is in the pattern, not the place.
+    """
+    classes = ["normal", "pneumonia", "COVID-19"]
+    rng = np.random.default_rng(0)
+    stripes = np.tile(np.array([1.0, 1.0, 0.0, 0.0]), 4)[None, :] * np.ones((16, 1))
+    for split, n in (("train", n_per_class), ("test", n_test_per_class)):
+        lines = []
+        for k, label in enumerate(classes):
+            for i in range(n):
+                pixels = rng.normal(60, 12, size=(64, 64))
+                y, x = rng.integers(4, 44, size=2)
+                if k == 1:
+                    pixels[y : y + 16, x : x + 16] += 120
+                elif k == 2:
+                    pixels[y : y + 16, x : x + 16] += 140 * stripes
+                name = f"{split}_{label}_{i}.png"
+                (root / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / split / name)
+                patient = f"{split[:2]}{k}{i // 2}"  # two images per patient
+                lines.append(f"{patient} {name} {label} site-{'ab'[i % 2]}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_covidx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_covidx(tmp_path_factory.mktemp("tiny") / "covidx")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_covidx: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A ``tiny`` classifier trained for a few seconds on :func:`tiny_covidx`."""
+    from xraydebug.models.train import train
+
+    before = tree_digest(tiny_covidx)
+    result = train(tiny_covidx, tmp_path_factory.mktemp("models") / "tiny.pt", TINY_TRAIN)
+    assert tree_digest(tiny_covidx) == before  # inputs untouched
+    return result

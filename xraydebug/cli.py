@@ -195,22 +195,167 @@ def _not_implemented(name: str) -> None:
     raise _fail(f"'{name}' is not implemented yet")
 
 
-@app.command()
-def train(debug: DebugOpt = False) -> None:
-    """Train a COVID-Net-style classifier (not implemented yet)."""
-    _not_implemented("train")
+def _arch_names() -> list[str]:
+    from xraydebug.models.architectures import list_archs
+
+    return list_archs()
 
 
 @app.command()
-def evaluate(debug: DebugOpt = False) -> None:
-    """Evaluate a checkpoint: per-class, per-source metrics with CIs (not implemented yet)."""
-    _not_implemented("evaluate")
+@handle_errors
+def train(
+    data: Annotated[
+        Path, typer.Argument(help="Dataset folder (COVIDx, class folders or manifest).")
+    ],
+    arch: Annotated[
+        str, typer.Option(help="Architecture: covidnext | covidnet | small | tiny.")
+    ] = "small",
+    epochs: Annotated[
+        int, typer.Option(help="Maximum epochs (early stopping may end sooner).")
+    ] = 30,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 1e-3,
+    class_weights: Annotated[
+        str, typer.Option(help="auto (inverse frequency) | none | w1,w2,w3 in class order.")
+    ] = "auto",
+    val_fraction: Annotated[
+        float, typer.Option(help="Patient-grouped share of train used for validation.")
+    ] = 0.1,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
+    augment: Annotated[bool, typer.Option(help="Small affine + intensity jitter.")] = True,
+    init_weights: Annotated[
+        Path | None, typer.Option(help="Local state_dict to start from (no downloads).")
+    ] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run.")] = True,
+    out: Annotated[Path, typer.Option(help="Checkpoint path.")] = Path("models/covidnet.pt"),
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Train a COVID-Net-style classifier; best epoch by validation macro-F1.
+
+    Example: [bold]xraydebug train covidx/ --arch covidnext --epochs 20[/]
+    """
+    from xraydebug.models.architectures import get_arch
+    from xraydebug.models.train import TrainConfig
+    from xraydebug.models.train import train as train_model
+
+    get_arch(arch)  # unknown names fail before any data is read
+    config = TrainConfig(
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        class_weights=class_weights,
+        val_fraction=val_fraction,
+        patience=patience,
+        seed=seed,
+        augment=augment,
+        device=device,
+    )
+    result = train_model(data, out, config, manifest, init_weights, resume, console)
+    m = result.val_metrics
+    console.print(
+        f"Trained {arch} in {result.seconds:.0f} s; best epoch {result.best_epoch} "
+        f"(validation accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}). "
+        f"Checkpoint: [bold]{result.checkpoint}[/]; model card: {result.card_json}, "
+        f"{result.card_md}. Next: xraydebug evaluate {data} --model {result.checkpoint}"
+    )
 
 
 @app.command()
-def scan(debug: DebugOpt = False) -> None:
-    """Explain every image with iGOS++ and flag reliance on text (not implemented yet)."""
-    _not_implemented("scan")
+@handle_errors
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    model: Annotated[Path, typer.Option(help="Checkpoint.")] = Path("models/covidnet.pt"),
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/eval"),
+    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Per-class and per-source metrics with patient-level bootstrap CIs.
+
+    Example: [bold]xraydebug evaluate covidx/ --model models/covidnet.pt --split test[/]
+    """
+    from xraydebug.models.evaluate import evaluate as evaluate_model
+    from xraydebug.models.evaluate import print_metrics
+
+    result = evaluate_model(data, model, split, out, manifest, batch_size, device, n_boot, seed)
+    print_metrics(result.metrics, console, f"{model} on {data} [{split}]")
+    for _rec, message in result.skipped:
+        console.print(f"[yellow]skipped[/] {message}", highlight=False)
+    console.print(
+        f"Evaluated {result.metrics['n']} images. Metrics: [bold]{result.metrics_path}[/]; "
+        f"predictions: {result.predictions_path}."
+    )
+
+
+@app.command()
+@handle_errors
+def scan(
+    data: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    model: Annotated[Path, typer.Option(help="Checkpoint.")] = Path("models/covidnet.pt"),
+    out: Annotated[Path, typer.Option(help="Output folder (resumes if it holds a scan).")] = Path(
+        "runs/scan"
+    ),
+    method: Annotated[str, typer.Option(help="igospp | igos | gradcam.")] = "igospp",
+    mask_size: Annotated[int, typer.Option(help="Mask side (28, 56, 112 or the input size).")] = 56,
+    iterations: Annotated[int, typer.Option(help="Optimisation iterations.")] = 20,
+    ig_steps: Annotated[int, typer.Option(help="Integrated-gradient points.")] = 15,
+    explain: Annotated[
+        str, typer.Option(help="Explain the predicted (pred) or labelled class.")
+    ] = ("pred"),
+    split: Annotated[str, typer.Option(help="all, or splits separated by commas.")] = "all",
+    shard: Annotated[str, typer.Option(help="i/n: every n-th image from the i-th (0-based).")] = (
+        "0/1"
+    ),
+    limit: Annotated[int | None, typer.Option(help="Scan at most N images.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images explained together.")] = 8,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Explain every image with iGOS++ and score the explanations.
+
+    Example: [bold]xraydebug scan covidx/ --model models/covidnet.pt --mask-size 56[/]
+    """
+    from xraydebug.audit.scan import ScanConfig, parse_shard
+    from xraydebug.audit.scan import scan as run_scan
+
+    config = ScanConfig(
+        method=method,
+        mask_size=mask_size,
+        iterations=iterations,
+        ig_steps=ig_steps,
+        explain=explain,
+        split=split,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        shard=parse_shard(shard),
+        limit=limit,
+    )
+    with progress_bar() as progress:
+        result = run_scan(data, model, out, config, manifest, _tracked(progress, "explaining"))
+    for message in result.errors:
+        console.print(f"[yellow]skipped[/] {message}", highlight=False)
+    run = result.run
+    speed = run.get("images_per_second")
+    console.print(
+        f"Scanned {result.n_new} new image(s) ({result.n_resumed} already done, "
+        f"{run['n_errors']} unreadable) in {run['seconds']:.0f} s"
+        + (f" ({speed:.2f} images/s)" if speed else "")
+        + f". Results: [bold]{out / 'scan.csv'}[/]; masks: {out / 'masks'}; "
+        f"run record: {out / 'run.json'}."
+    )
 
 
 @app.command()

@@ -60,7 +60,7 @@ def _mark_duplicates(records: list[ImageRecord]) -> list[ImageRecord]:
             continue
         labels = {records[j].label for j in indices}
         if len(labels) > 1:
-            shown = " vs ".join(sorted(str(label) for label in labels))
+            shown = " vs ".join(sorted(label or "an unknown label" for label in labels))
             out.append(
                 rec.with_problem(STATUS_ERROR, f"listed twice with conflicting labels ({shown})")
             )

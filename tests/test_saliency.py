@@ -1,0 +1,363 @@
+"""Tests of xraydebug.saliency: iGOS++ / I-GOS / Grad-CAM and the deletion/insertion metrics.
+
+The workhorse is ``PatchNet``, a hand-built CNN whose class-1 logit depends only on the
+brightness inside a known 8x8 square of a 32x32 image; every test image also carries an equally
+bright "distractor" square elsewhere that the model ignores. A faithful saliency map must put its
+mass on the patch and none on the distractor.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from xraydebug.saliency import (
+    EXPLAINERS,
+    IGOSConfig,
+    SaliencyResult,
+    bilateral_tv,
+    blur_baseline,
+    deletion_insertion,
+    get_explainer,
+    gradcam,
+    igos,
+    igospp,
+    total_variation,
+)
+
+SIZE = 32
+PATCH = (slice(6, 14), slice(18, 26))
+DISTRACTOR = (slice(20, 28), slice(4, 12))
+FAST = {"mask_size": 16, "iterations": 6, "ig_steps": 5}
+
+
+def region(where: tuple[slice, slice]) -> torch.Tensor:
+    out = torch.zeros(SIZE, SIZE)
+    out[where] = 1.0
+    return out
+
+
+class PatchNet(nn.Module):
+    """logit_1 = 20 * mean_patch(relu(avg3x3(x) - 0.5)) - 4, logit_0 = 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(SIZE * SIZE, 2)
+        inside = region(PATCH).flatten()
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 9)
+            self.conv.bias.fill_(-0.5)
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+            self.head.weight[1] = 20 * inside / inside.sum()
+            self.head.bias[1] = -4.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.relu(self.conv(x)).flatten(1))
+
+
+def make_images(n: int, patch: bool = True, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = 0.3 * torch.rand(n, 1, SIZE, SIZE, generator=g)
+    x[..., DISTRACTOR[0], DISTRACTOR[1]] = 1.0
+    if patch:
+        x[..., PATCH[0], PATCH[1]] = 0.9 + 0.1 * torch.rand(n, 1, 8, 8, generator=g)
+    return x
+
+
+def mass_fraction(saliency: torch.Tensor, where: tuple[slice, slice]) -> torch.Tensor:
+    """Share of each image's saliency ``(B, 1, H, W)`` that falls inside ``where`` -> ``(B,)``."""
+    sal = saliency[:, 0]
+    return (sal * region(where)).sum(dim=(1, 2)) / sal.sum(dim=(1, 2)).clamp_min(1e-12)
+
+
+@pytest.fixture(scope="module")
+def model() -> PatchNet:
+    return PatchNet()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return make_images(4)
+
+
+@pytest.fixture(scope="module")
+def explained(model: PatchNet, images: torch.Tensor) -> SaliencyResult:
+    return igospp(model, images, torch.ones(4, dtype=torch.long), mask_size=16, iterations=8)
+
+
+def test_patch_model_sanity(model: PatchNet, images: torch.Tensor) -> None:
+    with torch.no_grad():
+        p_patch = model(images).softmax(1)[:, 1]
+        p_plain = model(make_images(2, patch=False)).softmax(1)[:, 1]
+        p_blur = model(blur_baseline(images)).softmax(1)[:, 1]
+    assert (p_patch > 0.9).all() and (p_plain < 0.05).all() and (p_blur < 0.05).all()
+
+
+# (1) iGOS++ finds the patch ----------------------------------------------------------------------
+def test_igospp_mask_concentrates_on_patch(explained: SaliencyResult) -> None:
+    area = region(PATCH).mean().item()  # 1/16
+    sal = explained.saliency((SIZE, SIZE))
+    assert sal.shape == (4, 1, SIZE, SIZE)
+    assert sal.min() >= 0 and sal.max() <= 1
+    assert (mass_fraction(sal, PATCH) > 3 * area).all()
+    assert (mass_fraction(sal, DISTRACTOR) < 0.5 * area).all()
+    ins = explained.insertion_saliency((SIZE, SIZE))
+    assert (mass_fraction(ins, PATCH) > 3 * area).all()
+    # Control: a random map puts about the area's share on the patch, far below the threshold.
+    rand = torch.rand(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    assert (mass_fraction(rand, PATCH) < 2 * area).all()
+    # Mean saliency: high on the patch, nil on the equally bright distractor.
+    assert ((sal[:, 0] * region(PATCH)).sum(dim=(1, 2)) / 64 > 0.7).all()
+    assert ((sal[:, 0] * region(DISTRACTOR)).sum(dim=(1, 2)) / 64 < 0.05).all()
+
+
+def test_result_shapes_and_mask_product(explained: SaliencyResult, images: torch.Tensor) -> None:
+    assert explained.method == "igospp"
+    assert explained.mask.shape == (4, 1, 16, 16)
+    assert explained.deletion_mask is not None and explained.insertion_mask is not None
+    torch.testing.assert_close(explained.mask, explained.deletion_mask * explained.insertion_mask)
+    for m in (explained.mask, explained.deletion_mask, explained.insertion_mask):
+        assert m.min() >= 0 and m.max() <= 1
+    assert explained.targets.tolist() == [1, 1, 1, 1]
+    s = explained.stats
+    assert s["forward_images"] == s["ig_forward_images"] + s["line_search_forward_images"]
+    assert s["seconds"] > 0 and len(s["step_sizes"]) == 4
+    # Armijo steps only go downhill: start objective is 2 * (f(image) - f(blur)) at M = 1.
+    with torch.no_grad():
+        p = PatchNet()(images).softmax(1)[:, 1] - PatchNet()(blur_baseline(images)).softmax(1)[:, 1]
+    assert (torch.tensor(s["final_objective"]) < 2 * p).all()
+
+
+def test_ig_gradient_matches_reference_formulation(model: PatchNet) -> None:
+    """Without noise, the batched gradient equals the straightforward per-term autograd of
+    ``0.5 * sum_t sign_t * mean_k f(compose_t(alpha_k * M_t)) + regulariser`` (reference maths:
+    path masks ``alpha_k * M``, insertion terms with image and baseline swapped)."""
+    from xraydebug.saliency.igos import _IGOSPP_TERMS, _Optimizer
+
+    x = make_images(2)
+    base = blur_baseline(x)
+    targets = torch.tensor([1, 0])
+    cfg = IGOSConfig(mask_size=8, ig_steps=4, noise=0.0, batch_size=5)
+    masks = torch.rand(2, 2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    opt = _Optimizer(model, x, base, targets, _IGOSPP_TERMS, 2, True, 0.5, cfg, [0, 1], x.device)
+    got = opt.gradient(masks, torch.arange(2), it=0)
+
+    leaf = masks.clone().requires_grad_(True)
+    up = torch.nn.functional.interpolate(
+        leaf.flatten(0, 1), size=(SIZE, SIZE), mode="bilinear", align_corners=True
+    ).view(2, 2, 1, SIZE, SIZE)
+    m_del, m_ins = up[:, 0], up[:, 1]
+    total = torch.zeros(())
+    for sign, m, insertion in [
+        (1, m_del * m_ins, False),
+        (-1, m_del * m_ins, True),
+        (1, m_del, False),
+        (-1, m_ins, True),
+    ]:
+        for k in range(1, 5):
+            a = k / 4 * m
+            inp = base * a + x * (1 - a) if insertion else x * a + base * (1 - a)
+            p = model(inp).softmax(1).gather(1, targets.view(-1, 1)).sum()
+            total = total + 0.5 * sign * p / 4
+    m = leaf[:, 0] * leaf[:, 1]
+    reg = (1 - m).abs().flatten(1).mean(1) + 20 * bilateral_tv(m, x)
+    (want,) = torch.autograd.grad(total + reg.sum(), leaf)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_igos_single_mask_finds_patch(model: PatchNet, images: torch.Tensor) -> None:
+    res = igos(model, images, 1, **FAST)
+    assert res.method == "igos" and res.insertion_mask is None
+    assert torch.equal(res.mask, res.deletion_mask)
+    assert (mass_fraction(res.saliency((SIZE, SIZE)), PATCH) > 3 * region(PATCH).mean()).all()
+    # No insertion mask: insertion_saliency falls back to the combined saliency.
+    torch.testing.assert_close(res.insertion_saliency((8, 8)), res.saliency((8, 8)))
+
+
+# (2) bilateral TV --------------------------------------------------------------------------------
+def test_bilateral_tv_gradcheck() -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(2, 1, 5, 6, generator=g, dtype=torch.float64).requires_grad_(True)
+    image = torch.rand(2, 3, 10, 12, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda m: bilateral_tv(m, image), (mask,))
+    assert torch.autograd.gradcheck(lambda m: bilateral_tv(m, image, 0.05, 1.5), (mask,))
+
+
+def test_bilateral_tv_values() -> None:
+    image = torch.rand(3, 3, 16, 16)
+    assert torch.equal(bilateral_tv(torch.full((3, 1, 8, 8), 0.3), image), torch.zeros(3))
+    mask = torch.rand(3, 1, 8, 8)
+    # A flat image gives weights 1: half the plain total variation.
+    flat = torch.full((3, 1, 16, 16), 0.5)
+    torch.testing.assert_close(bilateral_tv(mask, flat), 0.5 * total_variation(mask))
+    # Edge-aware: a mask edge on an image edge costs less than the same edge on a flat image.
+    edge_image = torch.zeros(1, 1, 16, 16)
+    edge_image[..., 8:, :] = 1.0
+    edge_mask = torch.ones(1, 1, 8, 8)
+    edge_mask[..., 4:, :] = 0.0
+    assert bilateral_tv(edge_mask, edge_image) < 0.01 * bilateral_tv(edge_mask, flat[:1])
+
+
+def test_blur_baseline() -> None:
+    const = torch.full((2, 3, 20, 24), 0.7)
+    torch.testing.assert_close(blur_baseline(const), const)
+    x = make_images(2)
+    blurred = blur_baseline(x)
+    assert blurred.shape == x.shape
+    assert blurred.std() < 0.3 * x.std()
+    torch.testing.assert_close(blurred.mean(), x.mean(), atol=0.02, rtol=0)
+    assert blur_baseline(torch.rand(1, 1, 3, 3)).shape == (1, 1, 3, 3)  # kernel clipped
+    with pytest.raises(ValueError, match="odd kernel"):
+        blur_baseline(x, kernel=50)
+
+
+# (3) batching does not change the answer ---------------------------------------------------------
+def test_batch_equals_single_runs(model: PatchNet) -> None:
+    x = make_images(3)
+    x[2] = make_images(1, patch=False, seed=5)[0]
+    targets = torch.tensor([1, 1, 0])
+    batch = igospp(model, x, targets, **FAST)
+    for i in range(3):
+        single = igospp(model, x[i : i + 1], targets[i : i + 1], **FAST)
+        torch.testing.assert_close(
+            single.deletion_mask, batch.deletion_mask[i : i + 1], atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            single.insertion_mask, batch.insertion_mask[i : i + 1], atol=1e-5, rtol=0
+        )
+    # Chunking (batch_size not a multiple of ig_steps) and order do not matter either.
+    chunked = igospp(model, x, targets, batch_size=7, **FAST)
+    torch.testing.assert_close(chunked.mask, batch.mask, atol=1e-5, rtol=0)
+    flipped = igospp(model, x.flip(0), targets.flip(0), **FAST)
+    torch.testing.assert_close(flipped.mask.flip(0), batch.mask, atol=1e-5, rtol=0)
+    # A different seed draws different noise; explicit noise_seeds are honoured per image.
+    other = igospp(model, x, targets, seed=1, **FAST)
+    assert not torch.equal(other.mask, batch.mask)
+    a = igospp(model, x[:2], targets[:2], noise_seeds=[10, 11], **FAST)
+    b = igospp(model, x[1:2], targets[1:2], noise_seeds=[11], **FAST)
+    torch.testing.assert_close(b.mask, a.mask[1:2], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="one per image"):
+        igospp(model, x, targets, noise_seeds=[1], **FAST)
+
+
+# (4) deletion / insertion ------------------------------------------------------------------------
+def test_deletion_below_insertion(model: PatchNet, images: torch.Tensor, explained) -> None:
+    d, i = deletion_insertion(model, images, explained.targets, explained)
+    assert d.shape == i.shape == (4,)
+    assert ((d >= 0) & (d <= 1) & (i >= 0) & (i <= 1)).all()
+    assert (d < 0.15).all() and (i > 0.7).all() and (d < i).all()
+    # Reversed saliency (least salient first) swaps the picture.
+    d_rev, i_rev = deletion_insertion(model, images, 1, 1.0 - explained.saliency((SIZE, SIZE)))
+    assert (d_rev > i_rev).all()
+    # steps=1: the curves are just the two end points (image and blur), AUC = their mean.
+    d1, i1 = deletion_insertion(model, images, 1, region(PATCH).expand(4, SIZE, SIZE), steps=1)
+    with torch.no_grad():
+        p_img = model(images).softmax(1)[:, 1]
+        p_blur = model(blur_baseline(images)).softmax(1)[:, 1]
+    torch.testing.assert_close(d1, (p_img + p_blur) / 2)
+    torch.testing.assert_close(i1, (p_img + p_blur) / 2)
+    with pytest.raises(ValueError, match="saliency"):
+        deletion_insertion(model, images, 1, torch.rand(3, 1, 8, 8))
+
+
+# (5) model state is restored ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["igospp", "igos", "gradcam", "metric"])
+def test_model_state_restored(name: str) -> None:
+    model = PatchNet()
+    model.train()
+    model.relu.eval()  # a deliberately mixed state must come back exactly
+    model.head.bias.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    x = make_images(2)
+    if name == "metric":
+        deletion_insertion(model, x, 1, torch.rand(2, 1, 8, 8), steps=5)
+    else:
+        EXPLAINERS[name](model, x, 1, **({} if name == "gradcam" else FAST))
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert [m.training for m in model.modules()] == modes
+    assert all(p.grad is None for p in model.parameters())
+    assert not model._forward_hooks and not model.conv._forward_hooks
+
+
+def test_state_restored_on_error() -> None:
+    model = PatchNet().train()
+    with pytest.raises(ValueError, match="class indices"):
+        igospp(model, make_images(1), 7, **FAST)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+# (6) registry ------------------------------------------------------------------------------------
+def test_registry() -> None:
+    assert set(EXPLAINERS) == {"igospp", "igos", "gradcam"}
+    assert get_explainer("igospp") is igospp and get_explainer("gradcam") is gradcam
+    with pytest.raises(
+        ValueError, match="unknown explainer 'lime'; valid names: gradcam, igos, igospp"
+    ):
+        get_explainer("lime")
+
+
+# (7) settings reach the code ---------------------------------------------------------------------
+@pytest.mark.parametrize(("iterations", "ig_steps"), [(2, 3), (3, 2)])
+def test_config_reaches_the_code(model: PatchNet, iterations: int, ig_steps: int) -> None:
+    # The reference main.py swapped iterations and ig_iter; both orders must come out right.
+    x = make_images(2)
+    res = igospp(model, x, 1, mask_size=8, iterations=iterations, ig_steps=ig_steps)
+    assert res.stats["iterations"] == [iterations, iterations]
+    assert res.stats["backward_images"] == 2 * iterations * 4 * ig_steps
+    assert res.stats["config"]["ig_steps"] == ig_steps
+    assert res.mask.shape == (2, 1, 8, 8)
+    single = igos(model, x, 1, mask_size=8, iterations=iterations, ig_steps=ig_steps)
+    assert single.stats["backward_images"] == 2 * single.stats["iterations"][0] * ig_steps
+
+
+def test_config_object_and_overrides(model: PatchNet) -> None:
+    x = make_images(1)
+    cfg = IGOSConfig(mask_size=8, iterations=1, ig_steps=2)
+    assert igospp(model, x, 1, config=cfg).stats["iterations"] == [1]
+    res = igospp(model, x, 1, config=cfg, iterations=3, ls_group=2)
+    assert res.stats["iterations"] == [3] and res.stats["config"]["ls_group"] == 2
+    assert IGOSConfig().step_ladder()[:3] == [1000.0, 200.0, 40.0]
+    assert min(IGOSConfig().step_ladder()) >= IGOSConfig().min_step
+    with pytest.raises(TypeError, match="unknown IGOS setting"):
+        igospp(model, x, 1, iterashuns=3)
+    with pytest.raises(ValueError, match="ig_steps"):
+        IGOSConfig(ig_steps=0)
+    with pytest.raises(ValueError, match=r"targets: expected shape \(1,\)"):
+        igospp(model, x, [1, 1], **FAST)
+
+
+def test_device_argument(model: PatchNet) -> None:
+    x = make_images(1)
+    res = igospp(model, x, 1, device="cpu", **FAST)
+    assert res.stats["device"] == "cpu" and res.mask.device == x.device
+    with pytest.raises(ValueError, match="model's parameters are on 'cpu'"):
+        igospp(model, x, 1, device="meta", **FAST)
+
+
+def test_zero_iterations_gives_identity_masks(model: PatchNet) -> None:
+    res = igospp(model, make_images(2), 1, mask_size=8, iterations=0)
+    assert torch.equal(res.mask, torch.ones(2, 1, 8, 8))
+    assert res.stats["backward_images"] == 0 and res.stats["forward_images"] == 2 * 4
+
+
+# (8) Grad-CAM ------------------------------------------------------------------------------------
+def test_gradcam(model: PatchNet, images: torch.Tensor) -> None:
+    res = gradcam(model, images, 1)
+    assert res.method == "gradcam" and res.mask.shape == (4, 1, SIZE, SIZE)
+    assert res.mask.min() >= 0 and res.mask.max() <= 1
+    assert res.deletion_mask is None and res.insertion_mask is None
+    assert not model.conv._forward_hooks and not model.conv._backward_hooks
+    sal = res.saliency()
+    assert torch.allclose(sal.flatten(1).max(dim=1).values, torch.ones(4))
+    by_name = gradcam(model, images, 1, layer="conv")
+    torch.testing.assert_close(by_name.mask, res.mask)
+    with pytest.raises(ValueError, match="class indices"):
+        gradcam(model, images, 2)
+    with pytest.raises(ValueError, match=r"no nn\.Conv2d"):
+        gradcam(nn.Sequential(nn.Flatten(), nn.Linear(SIZE * SIZE, 2)), images, 1)
+    assert not model.conv._forward_hooks

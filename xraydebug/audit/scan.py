@@ -1,0 +1,356 @@
+"""``xraydebug scan``: classify and explain every image of a dataset with iGOS++.
+
+Writes, under ``out``:
+
+- ``scan.csv``: one row per image, columns :data:`SCAN_COLUMNS` (DESIGN.md section 7). The text
+  columns (``mass_in_text``, ``text_area``, ``text_reveal_prob``, ``flagged``, ``n_boxes``,
+  ``boxes``) stay empty until text detection runs.
+- ``masks/<path>.npz``: ``deletion`` and ``insertion`` masks (s, s) float16 in [0, 1] (0 =
+  salient; ``insertion`` absent for single-mask methods), ``target`` class index.
+- ``run.json``: the config, versions, model hash, timings and images/s.
+
+Images are processed in chunks of ``batch_size`` (memory bounded whatever the dataset size);
+after every chunk ``scan.csv`` is rewritten atomically, so a killed scan resumes where it stopped
+when rerun with the same model and config. ``shard=(i, n)`` keeps every n-th image from the i-th
+(0-based) of the path-sorted list, so n machines can split a dataset.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xraydebug.data.layouts import load_index
+from xraydebug.data.records import STATUS_ERROR, ImageRecord
+from xraydebug.data.torch_dataset import ImageCache
+from xraydebug.device import resolve_device
+from xraydebug.errors import DatasetError
+from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
+from xraydebug.models.checkpoint import LoadedModel, load_model
+from xraydebug.models.train import predict_probs
+from xraydebug.saliency import IGOSConfig, deletion_insertion, get_explainer
+
+SCAN_COLUMNS = [
+    "path",
+    "split",
+    "label",
+    "source",
+    "pred",
+    "prob",
+    "mass_in_text",
+    "text_area",
+    "text_reveal_prob",
+    "flagged",
+    "n_boxes",
+    "boxes",
+    "deletion_auc",
+    "insertion_auc",
+    "mask_file",
+    "status",
+    "error",
+    "target",
+    "target_prob",
+    "iterations",
+]
+
+# Settings that do not change results; a resumed scan may use other values.
+_NOT_IDENTITY = {"batch_size", "device", "shard", "limit", "split"}
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Settings of one scan (written to ``run.json``)."""
+
+    method: str = "igospp"
+    mask_size: int = 56
+    iterations: int = 20
+    ig_steps: int = 15
+    l1: float = 1.0
+    l2: float = 20.0
+    noise: float = 0.2
+    explain: str = "pred"  # pred | label
+    metric_steps: int = 50
+    split: str = "all"
+    batch_size: int = 8
+    device: str = "auto"
+    seed: int = 0
+    shard: tuple[int, int] = (0, 1)
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        get_explainer(self.method)  # unknown names list the valid ones
+        if self.explain not in ("pred", "label"):
+            raise ValueError(f"explain must be 'pred' or 'label', got {self.explain!r}")
+        index, count = self.shard
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
+
+    def igos_config(self) -> IGOSConfig:
+        return IGOSConfig(
+            mask_size=self.mask_size,
+            iterations=self.iterations,
+            ig_steps=self.ig_steps,
+            l1=self.l1,
+            l2=self.l2,
+            noise=self.noise,
+            seed=self.seed,
+        )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n); 0-based ``i``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard expects i/n such as 0/4, got {text!r}") from None
+    return index, count
+
+
+@dataclass
+class ScanResult:
+    out: Path
+    table: pd.DataFrame
+    run: dict[str, Any]
+    n_new: int = 0
+    n_resumed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def mask_filename(path: str) -> str:
+    """``train/a b.png`` -> ``masks/train/a b.png.npz`` (relative to the scan folder)."""
+    return f"masks/{path}.npz"
+
+
+def _select(records: list[ImageRecord], config: ScanConfig) -> list[ImageRecord]:
+    records = sorted(records, key=lambda r: r.path)
+    if config.split != "all":
+        wanted = set(config.split.split(","))
+        records = [r for r in records if r.split in wanted]
+    index, count = config.shard
+    records = records[index::count]
+    return records[: config.limit] if config.limit is not None else records
+
+
+def _error_row(rec: ImageRecord, message: str) -> dict[str, Any]:
+    row = dict.fromkeys(SCAN_COLUMNS, "")
+    row.update(
+        path=rec.path,
+        split=rec.split,
+        label=rec.label or "",
+        source=rec.source,
+        status=STATUS_ERROR,
+        error=message,
+    )
+    return row
+
+
+def _explain_chunk(
+    loaded: LoadedModel,
+    cache: ImageCache,
+    config: ScanConfig,
+    device: torch.device,
+    out: Path,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Classify, explain and score one chunk; write its masks; return its scan rows."""
+    prep = loaded.preprocessing
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    probs = predict_probs(loaded.model, prep, cache.images, device, config.batch_size)
+    preds = probs.argmax(1)
+    targets = preds if config.explain == "pred" else cache.labels
+    images = prep.normalize(cache.images.to(device).float())
+    timings["classify"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    explainer = get_explainer(config.method)
+    if config.method in ("igospp", "igos"):
+        result = explainer(
+            loaded.model,
+            images,
+            targets,
+            config=config.igos_config(),
+            device=device,
+            batch_size=None,
+        )
+    else:
+        result = explainer(loaded.model, images, targets, device=device)
+    timings["explain"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    deletion, insertion = deletion_insertion(
+        loaded.model, images, targets, result, steps=config.metric_steps
+    )
+    timings["metrics"] = time.perf_counter() - t0
+    iterations = result.stats.get("iterations") or [config.iterations] * len(cache)
+    rows = []
+    for i, rec in enumerate(cache.records):
+        arrays: dict[str, np.ndarray] = {"target": np.array(int(targets[i]))}
+        mask_del = result.deletion_mask if result.deletion_mask is not None else result.mask
+        arrays["deletion"] = mask_del[i, 0].detach().cpu().numpy().astype(np.float16)
+        if result.insertion_mask is not None:
+            arrays["insertion"] = (
+                result.insertion_mask[i, 0].detach().cpu().numpy().astype(np.float16)
+            )
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        mask_file = mask_filename(rec.path)
+        atomic_write_bytes(out / mask_file, buffer.getvalue())
+        row = dict.fromkeys(SCAN_COLUMNS, "")
+        row.update(
+            path=rec.path,
+            split=rec.split,
+            label=rec.label or "",
+            source=rec.source,
+            pred=loaded.classes[int(preds[i])],
+            prob=round(float(probs[i, preds[i]]), 6),
+            deletion_auc=round(float(deletion[i]), 6),
+            insertion_auc=round(float(insertion[i]), 6),
+            mask_file=mask_file,
+            status="ok",
+            target=loaded.classes[int(targets[i])],
+            target_prob=round(float(probs[i, targets[i]]), 6),
+            iterations=int(iterations[i]),
+        )
+        rows.append(row)
+    return rows, timings
+
+
+def _read_existing(out: Path, identity: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    csv_path, run_path = out / "scan.csv", out / "run.json"
+    if not csv_path.exists():
+        return {}
+    previous = json.loads(run_path.read_text()) if run_path.exists() else {}
+    if previous.get("identity") != json.loads(json.dumps(identity)):
+        raise DatasetError(
+            f"{out}: holds a scan made with another model or settings; "
+            "use a new --out (or delete the folder) to start over"
+        )
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    return {row["path"]: row for row in table.to_dict("records") if row["status"] == "ok"}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {
+        "xraydebug": version("xraydebug"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def scan(
+    data: Path | str,
+    model: Path | str | LoadedModel = "models/covidnet.pt",
+    out: Path | str = "runs/scan",
+    config: ScanConfig = ScanConfig(),
+    manifest: Path | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanResult:
+    """Explain every selected image of ``data``; see the module docstring for the outputs."""
+    start = time.perf_counter()
+    out = Path(out)
+    ensure_outside(out, Path(data), "--out")
+    device = resolve_device(config.device)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
+    loaded.model.to(device)
+    index = load_index(data, manifest, loaded.classes)
+    identity = {"model_sha256": loaded.sha256, "classes": list(loaded.classes), **config.identity()}
+    rows_by_path = _read_existing(out, identity)
+    selected = _select(
+        [r for r in index.records if r.label is not None or r.status == STATUS_ERROR], config
+    )
+    n_resumed = sum(1 for r in selected if r.path in rows_by_path)
+    todo = [r for r in selected if r.path not in rows_by_path]
+    errors = []
+    for rec in todo:
+        if not rec.usable and rec.path not in rows_by_path:  # duplicates: first message wins
+            rows_by_path[rec.path] = _error_row(rec, rec.message)
+            errors.append(f"{rec.path}: {rec.message}")
+    todo = [r for r in todo if r.usable]
+    prep = loaded.preprocessing
+    timings = {"decode": 0.0, "classify": 0.0, "explain": 0.0, "metrics": 0.0}
+    run = {
+        "identity": identity,
+        "config": asdict(config),
+        "model": str(loaded.path) if loaded.path else None,
+        "model_sha256": loaded.sha256,
+        "arch": loaded.arch,
+        "classes": list(loaded.classes),
+        "input_size": prep.input_size,
+        "data": str(data),
+        "device": str(device),
+        "versions": _versions(),
+    }
+    atomic_write_json(out / "run.json", run)
+    done = 0
+    n_new = 0
+    if progress:
+        progress(0, len(todo))
+    for begin in range(0, len(todo), config.batch_size):
+        chunk = todo[begin : begin + config.batch_size]
+        t0 = time.perf_counter()
+        cache = ImageCache.build(index.root, chunk, loaded.classes, prep.input_size, prep.crop_top)
+        timings["decode"] += time.perf_counter() - t0
+        for rec, message in cache.failed:
+            reason = message.removeprefix(f"{index.root / rec.path}: ")
+            rows_by_path[rec.path] = _error_row(rec, reason)
+            errors.append(message)
+        if len(cache):
+            rows, chunk_timings = _explain_chunk(loaded, cache, config, device, out)
+            for key, value in chunk_timings.items():
+                timings[key] += value
+            for row in rows:
+                rows_by_path[row["path"]] = row
+            n_new += len(rows)
+        _write_table(out, rows_by_path, selected)
+        done += len(chunk)
+        if progress:
+            progress(done, len(todo))
+    table = _write_table(out, rows_by_path, selected)
+    seconds = time.perf_counter() - start
+    run.update(
+        seconds=round(seconds, 3),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        n_images=len(selected),
+        n_new=n_new,
+        n_resumed=n_resumed,
+        n_errors=int((table["status"] == STATUS_ERROR).sum()),
+        images_per_second=round(n_new / seconds, 4) if n_new else None,
+    )
+    atomic_write_json(out / "run.json", run)
+    return ScanResult(out, table, run, n_new, n_resumed, errors)
+
+
+def _write_table(
+    out: Path, rows_by_path: dict[str, dict[str, Any]], selected: list[ImageRecord]
+) -> pd.DataFrame:
+    """Rewrite ``scan.csv`` atomically: rows of this selection first (path order), then others
+    already in the file (other shards or splits written to the same folder)."""
+    chosen = {r.path for r in selected}
+    ordered = [rows_by_path[r.path] for r in selected if r.path in rows_by_path]
+    ordered += [row for path, row in sorted(rows_by_path.items()) if path not in chosen]
+    table = pd.DataFrame(ordered, columns=SCAN_COLUMNS)
+    with atomic_open(out / "scan.csv", "w", newline="", encoding="utf-8") as handle:
+        table.to_csv(handle, index=False)
+    return table
+
+
+def load_masks(scan_dir: Path | str, mask_file: str) -> dict[str, np.ndarray]:
+    """The arrays saved for one image (``deletion``, maybe ``insertion``, ``target``)."""
+    with np.load(Path(scan_dir) / mask_file) as archive:
+        return {key: archive[key] for key in archive.files}

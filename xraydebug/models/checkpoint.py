@@ -1,0 +1,100 @@
+"""Checkpoint files: one ``.pt`` holding everything needed to use a model again.
+
+Keys: ``format``, ``arch``, ``classes``, ``preprocessing`` (dict), ``train_config`` (dict),
+``data_fingerprint`` (dict), ``metrics`` (best-epoch validation metrics), ``history`` (per
+epoch), ``state_dict``. Only tensors and plain Python values, so ``torch.load(weights_only=True)``
+reads it without executing code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from xraydebug.models.architectures import Preprocessing, build_model
+
+from xraydebug.errors import CheckpointError
+from xraydebug.fsutil import atomic_write_bytes
+
+CHECKPOINT_FORMAT = "xraydebug-checkpoint-v1"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference (eval mode) with what it expects as input."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    classes: tuple[str, ...]
+    arch: str
+    meta: dict[str, Any]
+    path: Path | None = None
+    sha256: str = ""
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path | str, model: nn.Module, **meta: Any) -> Path:
+    """Write ``meta`` plus the model's CPU state_dict atomically to ``path``."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **meta, "state_dict": state}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load the raw checkpoint dict safely (``weights_only=True``) with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found (train one with `xraydebug train`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupted, truncated or unsafe to load: {first})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        keys = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path}: not an xraydebug checkpoint (expected format {CHECKPOINT_FORMAT!r}; "
+            f"found {keys}). A bare state_dict can be used with `train --init-weights`."
+        )
+    return payload
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model of a checkpoint, load its weights strictly, eval mode, on ``device``."""
+    payload = read_checkpoint(path)
+    classes = tuple(payload["classes"])
+    model = build_model(payload["arch"], num_classes=len(classes))
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: weights do not fit arch {payload['arch']!r}: {exc}"
+        ) from exc
+    model.eval().to(device)
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return LoadedModel(
+        model=model,
+        preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+        classes=classes,
+        arch=payload["arch"],
+        meta=meta,
+        path=Path(path),
+        sha256=file_sha256(path),
+    )

@@ -1,0 +1,125 @@
+"""The frozen settings of one I-GOS / iGOS++ run.
+
+Defaults follow the authors' reference implementation (github.com/khorrams/IGOS_pp) as it
+actually ran: its ``main.py`` passes ``iterations=args.ig_iter, ig_iter=args.iterations``, so with
+the argparse defaults (``ig_iter=20``, ``iterations=15``) the published numbers come from 20
+optimisation iterations and 15 integrated-gradient points. Here each value has exactly one name
+and goes to exactly one place (tested in ``tests/test_saliency.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IGOSConfig:
+    """Settings of :func:`xraydebug.saliency.igospp` and :func:`xraydebug.saliency.igos`.
+
+    Attributes:
+        mask_size: side ``s`` of the optimised ``s x s`` masks (28 at 224 input in the papers;
+            up to the input size for "high resolution" masks).
+        iterations: optimisation iterations ``T`` (each = one integrated gradient + line search).
+        ig_steps: points ``K`` on the integrated-gradient path (``alpha_k = k / K``, k = 1..K).
+        l1: weight of ``mean|1 - M|`` (keeps the salient area small).
+        l2: weight of the (bilateral) total variation of the mask (keeps it smooth).
+        noise: standard deviation of the Gaussian noise added to every perturbed input on the
+            integrated-gradient path (in the model's input units, like the reference).
+        blur_kernel: side of the Gaussian kernel of the blurred baseline (odd; clipped to the
+            image size, see :func:`blur_baseline`). The reference uses 51 below 500 px input.
+        blur_sigma: standard deviation of that kernel in pixels.
+        btv_sigma2: the ``sigma^2`` in the bilateral weight ``exp(-(dI)^2 / sigma^2)``.
+        tv_exponent: exponent of the mask differences in the total variation.
+        btv_normalize: min-max normalise the grey image per image before the bilateral weights,
+            so ``btv_sigma2`` means the same for [0, 1] and mean/std-normalised inputs.
+        init_step: first step size tried by the backtracking line search, every iteration.
+        step_decay: factor between successive step sizes tried (geometric ladder).
+        armijo_c: sufficient-decrease constant ``c`` of the Armijo condition.
+        min_step: smallest step size tried; an image whose line search finds no acceptable step
+            down to this size stops (its masks are frozen).
+        ls_patience: consecutive failed line searches after which an image is frozen (1 = stop
+            at the first failure; larger values retry with the next iteration's fresh noise,
+            which is what the reference's tiny fallback step amounts to).
+        ls_group: how many rungs of the step-size ladder are evaluated together in one batched
+            forward (1 = classic sequential backtracking; larger trades forwards for latency).
+        batch_size: most perturbed images per model forward/backward; ``None`` picks about 16M
+            input elements per chunk (at most 256 images).
+        seed: base seed of the per-image noise streams (see ``noise_seeds`` in ``igospp``).
+        amp: run the model under ``torch.autocast`` (bfloat16 where supported, else float16) on
+            CUDA; ignored on other devices.
+        channels_last: feed the model ``channels_last`` tensors on CUDA.
+    """
+
+    mask_size: int = 28
+    iterations: int = 20
+    ig_steps: int = 15
+    l1: float = 1.0
+    l2: float = 20.0
+    noise: float = 0.2
+    blur_kernel: int = 51
+    blur_sigma: float = 50.0
+    btv_sigma2: float = 0.01
+    tv_exponent: float = 2
+    btv_normalize: bool = True
+    init_step: float = 1000.0
+    step_decay: float = 0.2
+    armijo_c: float = 1e-4
+    min_step: float = 1e-5
+    ls_group: int = 4
+    ls_patience: int = 1
+    batch_size: int | None = None
+    seed: int = 0
+    amp: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                value = getattr(self, name)
+                raise ValueError(f"IGOSConfig.{name}: expected {expected}, got {value!r}")
+
+        need(_is_int(self.mask_size) and self.mask_size >= 1, "mask_size", "an int >= 1")
+        need(_is_int(self.iterations) and self.iterations >= 0, "iterations", "an int >= 0")
+        need(_is_int(self.ig_steps) and self.ig_steps >= 1, "ig_steps", "an int >= 1")
+        need(self.l1 >= 0, "l1", "a number >= 0")
+        need(self.l2 >= 0, "l2", "a number >= 0")
+        need(self.noise >= 0, "noise", "a number >= 0")
+        need(
+            _is_int(self.blur_kernel) and self.blur_kernel >= 1 and self.blur_kernel % 2 == 1,
+            "blur_kernel",
+            "an odd int >= 1",
+        )
+        need(self.blur_sigma > 0, "blur_sigma", "a number > 0")
+        need(self.btv_sigma2 > 0, "btv_sigma2", "a number > 0")
+        need(self.tv_exponent >= 1, "tv_exponent", "a number >= 1")
+        need(self.init_step > 0, "init_step", "a number > 0")
+        need(0 < self.step_decay < 1, "step_decay", "a number in (0, 1)")
+        need(self.armijo_c >= 0, "armijo_c", "a number >= 0")
+        need(0 < self.min_step <= self.init_step, "min_step", "a number in (0, init_step]")
+        need(_is_int(self.ls_group) and self.ls_group >= 1, "ls_group", "an int >= 1")
+        need(_is_int(self.ls_patience) and self.ls_patience >= 1, "ls_patience", "an int >= 1")
+        need(
+            self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
+            "batch_size",
+            "None or an int >= 1",
+        )
+        need(_is_int(self.seed), "seed", "an int")
+
+    def step_ladder(self) -> list[float]:
+        """The step sizes the line search may try: ``init_step * step_decay**n >= min_step``."""
+        steps = [float(self.init_step)]
+        while steps[-1] * self.step_decay >= self.min_step:
+            steps.append(steps[-1] * self.step_decay)
+        return steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form, e.g. for ``run.json``."""
+        return asdict(self)
+
+
+CONFIG_FIELDS: frozenset[str] = frozenset(f.name for f in fields(IGOSConfig))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,172 @@
+"""Plumbing shared by the explainers and the metrics: model state, devices, inputs, seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+@contextlib.contextmanager
+def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad_(False)`` on every parameter for the duration of the block.
+
+    Restores each module's own ``training`` flag and each parameter's own ``requires_grad`` flag
+    in ``finally`` (so a model with some submodules deliberately in eval mode comes back as it
+    was). Parameter ``.grad`` fields are never touched.
+    """
+    training = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, flag in training:
+            m.training = flag
+
+
+def resolve_device(
+    model: nn.Module, images: Tensor, device: torch.device | str | None
+) -> torch.device:
+    """The device to compute on: ``device`` if given, else the model's, else the images'.
+
+    The model is never moved; a ``device`` that differs from the model's is an error.
+    """
+    param = next(iter(model.parameters()), None)
+    if param is None:
+        param = next(iter(model.buffers()), None)
+    model_device = None if param is None else param.device
+    if device is None:
+        return model_device if model_device is not None else images.device
+    dev = torch.device(device)
+    if model_device is None:
+        return dev
+    same_index = dev.index is None or dev.index == model_device.index
+    if dev.type != model_device.type or not same_index:
+        raise ValueError(
+            f"device={str(dev)!r} but the model's parameters are on {str(model_device)!r}; "
+            "move the model first (model.to(device)) or leave device=None"
+        )
+    return model_device
+
+
+def check_images(images: Tensor, name: str = "images") -> None:
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"{name}: expected a torch.Tensor (B, C, H, W), got {type(images).__name__}"
+        )
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(
+            f"{name}: expected a non-empty (B, C, H, W) tensor, got shape {tuple(images.shape)}"
+        )
+    if not images.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {images.dtype}")
+
+
+def as_targets(
+    model: nn.Module, images: Tensor, targets: Tensor | Sequence[int] | int | None
+) -> Tensor:
+    """``(B,)`` long class indices on ``images.device``; ``None`` means the model's prediction."""
+    b = images.shape[0]
+    if targets is None:
+        with torch.no_grad():
+            return model_logits(model, images).argmax(dim=1)
+    t = torch.as_tensor(targets, device=images.device)
+    if t.dim() == 0:
+        t = t.expand(b)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"targets: expected integer class indices, got dtype {t.dtype}")
+    if t.shape != (b,):
+        raise ValueError(
+            f"targets: expected shape ({b},) to match the images, got {tuple(t.shape)}"
+        )
+    return t.long()
+
+
+def model_logits(model: nn.Module, x: Tensor) -> Tensor:
+    out = model(x)
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise TypeError(f"model output: expected logits (B, num_classes), got {shape}")
+    return out
+
+
+def target_probs(model: nn.Module, x: Tensor, targets: Tensor, check: bool = False) -> Tensor:
+    """Softmax probability (float32) of ``targets`` ``(N,)`` for inputs ``x`` ``(N, C, H, W)``.
+
+    ``check=True`` validates the class indices against the logits (a device sync: do it once).
+    """
+    logits = model_logits(model, x)
+    n_classes = logits.shape[1]
+    if check and targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n_classes):
+        raise ValueError(
+            f"targets: expected class indices in [0, {n_classes - 1}], "
+            f"got values in [{int(targets.min())}, {int(targets.max())}]"
+        )
+    probs = torch.softmax(logits.float(), dim=1)
+    return probs.gather(1, targets.view(-1, 1)).squeeze(1)
+
+
+def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` on CUDA when ``enabled`` (bfloat16 if supported, else float16)."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def to_model_layout(x: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    if channels_last and device.type == "cuda":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (order matters); stable across runs and platforms."""
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(int(p).to_bytes(16, "little", signed=True))
+    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+
+def image_seeds(images: Tensor, seed: int) -> list[int]:
+    """One noise seed per image from ``seed`` and the image's content (float32 bytes + shape).
+
+    A given image therefore gets the same noise whatever batch it is in and wherever it sits in
+    that batch: explaining ``images[i:i+1]`` alone reproduces row ``i`` of a batched call.
+    """
+    data = images.detach().to("cpu", torch.float32).contiguous()
+    seeds = []
+    for img in data:
+        h = hashlib.blake2b(digest_size=8)
+        h.update(int(seed).to_bytes(16, "little", signed=True))
+        h.update(str(tuple(img.shape)).encode())
+        h.update(img.numpy().tobytes())
+        seeds.append(int.from_bytes(h.digest(), "little") & ((1 << 63) - 1))
+    return seeds
+
+
+def resolve_noise_seeds(
+    images: Tensor, seed: int, noise_seeds: Sequence[int] | Tensor | None
+) -> list[int]:
+    if noise_seeds is None:
+        return image_seeds(images, seed)
+    seeds = [int(s) for s in torch.as_tensor(noise_seeds).reshape(-1).tolist()]
+    if len(seeds) != images.shape[0]:
+        raise ValueError(
+            f"noise_seeds: expected {images.shape[0]} seeds (one per image), got {len(seeds)}"
+        )
+    return [mix_seed(seed, s) for s in seeds]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
