@@ -382,13 +382,18 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path(
         "demo-run"
     ),
-    quick: Annotated[bool, typer.Option(help="Smaller data, about 3 minutes.")] = False,
+    quick: Annotated[bool, typer.Option(help="Smaller data and scan, about 3 minutes.")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
-    """Run the whole loop on synthetic data (grows as the commands land)."""
+    """Run the loop on synthetic data: synth, inspect, train, evaluate, scan.
+
+    Example: [bold]xraydebug demo --quick[/]
+    """
     from xraydebug.demo import run_demo
 
-    run_demo(out=out, quick=quick, console=console)
+    run_demo(out=out, quick=quick, console=console, seed=seed, device=device)
 
 
 def main() -> None:

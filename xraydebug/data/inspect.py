@@ -55,7 +55,8 @@ class InspectResult:
 
     @property
     def n_ok(self) -> int:
-        return int((self.table["status"] != STATUS_ERROR).sum())
+        """Images that were read and have a known label."""
+        return int(((self.table["status"] != STATUS_ERROR) & (self.table["label"] != "")).sum())
 
     @property
     def problems(self) -> pd.DataFrame:

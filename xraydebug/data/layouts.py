@@ -106,7 +106,9 @@ def parse_covidx_line(line: str) -> tuple[str, str, str | None, str, str]:
 def read_covidx(root: Path, classes: tuple[str, ...] = DEFAULT_CLASSES) -> DatasetIndex:
     """COVIDx: ``root/{train,val,test}/`` images listed in ``root/{split}.txt`` label files."""
     records: list[ImageRecord] = []
-    for split, label_file in sorted(_label_files(root).items()):
+    label_files = _label_files(root)
+    for split in [s for s in SPLITS if s in label_files]:
+        label_file = label_files[split]
         text = label_file.read_text(encoding="utf-8", errors="replace")
         for lineno, line in enumerate(text.splitlines(), start=1):  # handles CRLF
             if not line.strip() or line.lstrip().startswith("#"):
