@@ -1,0 +1,145 @@
+"""The one-image-at-a-time iGOS++ of ``benchmarks/`` (the benchmark's baseline) against the engine.
+
+A hand-built ``PatchNet`` makes gradients large and predictable: its class-1 logit depends only on
+the brightness inside a known 8x8 square of a 32x32 image. With ``noise=0`` both implementations
+are deterministic, so the reference's gradient, stepped with the engine's accepted step, must
+reproduce the engine's masks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.igospp_bench import main as bench_main
+from benchmarks.igospp_reference import expected_counts, igospp_one_at_a_time
+from xraydebug.saliency import igospp
+
+SIZE = 32
+PATCH = (slice(6, 14), slice(18, 26))
+
+
+class PatchNet(nn.Module):
+    """logit_1 = 20 * mean_patch(relu(avg3x3(x) - 0.5)) - 4, logit_0 = 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.head = nn.Linear(SIZE * SIZE, 2)
+        inside = torch.zeros(SIZE, SIZE)
+        inside[PATCH] = 1.0
+        inside = inside.flatten()
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 9)
+            self.conv.bias.fill_(-0.5)
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+            self.head.weight[1] = 20 * inside / inside.sum()
+            self.head.bias[1] = -4.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def model() -> nn.Module:
+    return PatchNet()
+
+
+@pytest.fixture
+def image() -> torch.Tensor:
+    x = torch.full((1, 1, SIZE, SIZE), 0.2)
+    x[..., PATCH[0], PATCH[1]] = 1.0
+    x[..., 20:28, 4:12] = 1.0  # a distractor the model ignores
+    return x
+
+
+def test_runs_and_counts_match_the_formula(model: nn.Module, image: torch.Tensor) -> None:
+    k, t = 3, 2
+    m_del, m_ins, counts = igospp_one_at_a_time(
+        model, image, 1, mask_size=8, iterations=t, ig_steps=k, noise=0.2, seed=3
+    )
+    for m in (m_del, m_ins):
+        assert m.shape == (1, 1, 8, 8)
+        assert float(m.min()) >= 0.0 and float(m.max()) <= 1.0
+    assert float((m_del * m_ins).min()) < 1.0  # something was found
+    evals = counts["line_search_evaluations"]
+    assert len(evals) == t and len(counts["step_sizes"]) == t
+    assert all(1 <= e <= counts["max_line_search_evaluations"] for e in evals)
+    assert counts["max_line_search_evaluations"] == 13  # 1000 * 0.2**n, n = 0..12
+    fwd, bwd = expected_counts(k, evals)
+    assert (counts["forward_images"], counts["backward_images"]) == (fwd, bwd)
+    assert bwd == 4 * k * t
+    assert counts["ig_forward_images"] == 4 * k * t
+    assert counts["line_search_forward_images"] == 4 * k * (t + sum(evals))
+    # model state is restored
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_first_gradient_agrees_with_the_engine(model: nn.Module, image: torch.Tensor) -> None:
+    kw = {"mask_size": 8, "iterations": 1, "ig_steps": 3, "noise": 0.0, "init_step": 10.0}
+    engine = igospp(model, image, [1], **kw)
+    step = engine.stats["step_sizes"][0][0]
+    assert step > 0  # the engine accepted a step, so its masks are clamp(1 - step * g)
+    _, _, counts = igospp_one_at_a_time(model, image, 1, keep_gradients=True, **kw)
+    ((g_del, g_ins),) = counts["gradients"]
+    assert float(g_del.abs().max()) > 1e-3 and float(g_ins.abs().max()) > 1e-3
+    for g, m in ((g_del, engine.deletion_mask), (g_ins, engine.insertion_mask)):
+        inside = (m > 0) & (m < 1)
+        assert int(inside.sum()) >= 4  # enough unclamped cells to compare
+        torch.testing.assert_close((1 - step * g).clamp(0, 1), m, atol=1e-5, rtol=0)
+
+
+def test_same_fixed_steps_give_the_same_masks(model: nn.Module, image: torch.Tensor) -> None:
+    """With one allowed step size accepted by both, three iterations (the later ones with
+    non-constant masks, so the bilateral-TV and L1 gradients count) give the same masks."""
+    kw = {
+        "mask_size": 8,
+        "iterations": 3,
+        "ig_steps": 3,
+        "noise": 0.0,
+        "init_step": 3.0,
+        "min_step": 3.0,
+        "armijo_c": 0.0,
+    }
+    engine = igospp(model, image, [1], **kw)
+    m_del, m_ins, counts = igospp_one_at_a_time(model, image, 1, **kw)
+    assert engine.stats["step_sizes"] == [[3.0, 3.0, 3.0]]
+    assert counts["step_sizes"] == [3.0, 3.0, 3.0]
+    assert int(((m_del > 0) & (m_del < 1)).sum()) >= 4
+    torch.testing.assert_close(m_del, engine.deletion_mask, atol=1e-5, rtol=0)
+    torch.testing.assert_close(m_ins, engine.insertion_mask, atol=1e-5, rtol=0)
+
+
+def test_rejects_more_than_one_image(model: nn.Module, image: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=r"expected one image \(1, C, H, W\), got \(2, 1"):
+        igospp_one_at_a_time(model, image.expand(2, -1, -1, -1), 1)
+    with pytest.raises(TypeError, match="expected an int class index"):
+        igospp_one_at_a_time(model, image, torch.tensor(1))
+
+
+def test_bench_without_a_model_says_how_to_make_one(capsys: pytest.CaptureFixture) -> None:
+    assert bench_main([]) == 2
+    err = capsys.readouterr().err
+    assert "xraydebug synth /tmp/bench-data" in err
+    assert "xraydebug train /tmp/bench-data --out /tmp/bench.pt" in err
+
+
+def test_bench_end_to_end_on_an_untrained_model(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--random-model", "tiny", "--n-images", "2", "--mask-size", "8"]
+    argv += ["--iterations", "1", "--ig-steps", "2", "--json", str(out)]
+    assert bench_main(argv) == 0
+    text = capsys.readouterr().out
+    assert "reference (1 image)" in text and "engine (batched)" in text and "speed-up" in text
+    data = json.loads(out.read_text())
+    assert data["environment"]["torch_threads"] == 2
+    assert data["settings"]["iterations"] == 1 and data["settings"]["ig_steps"] == 2
+    assert data["engine"]["config"]["ig_steps"] == 2  # settings reach the engine
+    ref = data["reference"]
+    assert ref["backward_images_per_image"] == 4 * 2 * 1
+    assert len(ref["deletion_auc"]) == 2 and len(data["engine"]["insertion_auc"]) == 2
+    assert set(data["summary"]["checks"]) == {"speedup", "deletion", "insertion"}
