@@ -359,9 +359,58 @@ def scan(
 
 
 @app.command()
-def clean(debug: DebugOpt = False) -> None:
-    """Inpaint detected text into a new, cleaned dataset (not implemented yet)."""
-    _not_implemented("clean")
+@handle_errors
+def clean(
+    data: Annotated[Path, typer.Argument(help="Dataset folder (read only).")],
+    inpaint: Annotated[bool, typer.Option(help="Inpaint text boxes (OpenCV Telea).")] = True,
+    out: Annotated[Path | None, typer.Option(help="New dataset folder [default: DATA-clean].")] = (
+        None
+    ),
+    scan: Annotated[
+        Path | None, typer.Option(help="Reuse the text boxes (and flags) of this scan folder.")
+    ] = None,
+    only_flagged: Annotated[bool, typer.Option(help="Clean only images the scan flagged.")] = False,
+    dilate: Annotated[int, typer.Option(help="Grow each box by this many pixels.")] = 3,
+    radius: Annotated[float, typer.Option(help="Telea inpainting radius in pixels.")] = 10.0,
+    long_side: Annotated[int, typer.Option(help="CRAFT input long side (detection here).")] = 1280,
+    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would change; write nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Remove burned-in text into a NEW dataset with the same layout and label files.
+
+    Example: [bold]xraydebug clean covidx/ --inpaint --scan runs/scan --out covidx-clean[/]
+    """
+    from xraydebug.audit.clean import CleanConfig, clean_dataset
+
+    if not inpaint:
+        raise _fail("only --inpaint cleaning exists; nothing to do without it")
+    config = CleanConfig(
+        dilate=dilate,
+        radius=radius,
+        only_flagged=only_flagged,
+        scan=str(scan) if scan else None,
+        long_side=long_side,
+        device=device,
+    )
+    with progress_bar() as progress:
+        result = clean_dataset(
+            data, out, config, manifest, force, dry_run, _tracked(progress, "cleaning")
+        )
+    for message in result.errors:
+        console.print(f"[yellow]skipped[/] {message}", highlight=False)
+    if dry_run:
+        for row in result.table[result.table["n_boxes"].astype(int) > 0].itertuples():
+            console.print(f"would inpaint {row.n_boxes} box(es) in {row.path}", highlight=False)
+        console.print(f"Dry run: {result.n_changed} image(s) would change; nothing written.")
+        return
+    console.print(
+        f"Cleaned dataset: [bold]{result.out}[/] ({result.n_changed} image(s) inpainted, "
+        f"{result.n_copied} copied unchanged); per-image record: {result.out / 'cleaning.csv'}. "
+        f"Next: xraydebug retrain {result.out}"
+    )
 
 
 @app.command()
