@@ -1,0 +1,270 @@
+"""``xraydebug clean --inpaint``: write a NEW dataset with burned-in text inpainted.
+
+The output has the same layout and label files as the input. Images with text boxes are
+inpainted at their original resolution and bit depth; all others are copied byte-identical.
+DICOM inputs become derived DICOM objects. ``cleaning.csv`` lists ``path,n_boxes,boxes,changed``
+(plus ``status,error``). Output files are written atomically; a rerun with the same settings
+resumes; the input dataset is never written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xraydebug.data.imageio import ImageMeta, read_image, read_native
+from xraydebug.data.layouts import load_index
+from xraydebug.data.records import ImageRecord
+from xraydebug.errors import DatasetError, ImageReadError
+from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
+from xraydebug.text.inpaint import encode_like, inpaint_boxes
+
+CLEANING_COLUMNS = ["path", "n_boxes", "boxes", "changed", "status", "error"]
+STATE_FILE = ".xraydebug-clean.json"
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """Settings of one cleaning run (written to ``OUT/.xraydebug-clean.json``)."""
+
+    dilate: int = 3
+    radius: float = 10.0
+    only_flagged: bool = False
+    scan: str | None = None  # scan folder whose boxes are reused; None = run CRAFT here
+    long_side: int = 1280
+    device: str = "auto"
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "device"}
+
+
+@dataclass
+class CleanResult:
+    out: Path
+    table: pd.DataFrame
+    n_changed: int
+    n_copied: int
+    dry_run: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[int]]]:
+    csv_path = scan_dir / "scan.csv"
+    if not csv_path.exists():
+        raise DatasetError(f"{scan_dir}: no scan.csv (run `xraydebug scan` first)")
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if (table["boxes"] == "").all() and (table["status"] == "ok").any():
+        raise DatasetError(
+            f"{csv_path}: has no text boxes (scanned before text detection); rerun the scan "
+            "or clean without --scan to detect text now"
+        )
+    boxes = {}
+    for row in table.itertuples():
+        if row.status != "ok":
+            continue
+        if only_flagged and row.flagged.lower() != "true":
+            boxes[row.path] = []
+            continue
+        boxes[row.path] = json.loads(row.boxes) if row.boxes else []
+    return boxes
+
+
+def _detect(paths: list[Path], config: CleanConfig) -> list[list[list[int]] | str]:
+    """CRAFT boxes per image (or an error message) at original pixel coordinates."""
+    from xraydebug.text import TextDetectConfig, detect_text
+
+    detect_config = TextDetectConfig(long_side=config.long_side, device=config.device)
+    results: list[list[list[int]] | str] = []
+    for path in paths:
+        try:
+            image, _ = read_image(path)
+        except ImageReadError as exc:
+            results.append(str(exc))
+            continue
+        results.append(detect_text([image], detect_config)[0])
+    return results
+
+
+def _prepare_out(data: Path, out: Path, config: CleanConfig, force: bool) -> None:
+    ensure_outside(out, data, "--out")
+    if data.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out {out} contains the input dataset {data}; choose another")
+    state = out / STATE_FILE
+    if out.exists() and any(out.iterdir()):
+        resumable = state.exists() and json.loads(state.read_text()).get("config") == (
+            json.loads(json.dumps(config.identity()))
+        )
+        if not resumable and not force:
+            raise DatasetError(
+                f"{out}: exists and is not empty; choose a new --out or pass --force to replace it"
+            )
+        if not resumable and force:
+            shutil.rmtree(out)
+
+
+def _copy_label_files(data: Path, out: Path, layout: str, manifest: Path | None) -> None:
+    names = [p for p in data.iterdir() if p.is_file() and p.suffix.lower() in (".txt", ".json")]
+    if layout != "covidx":
+        names = [p for p in names if p.name == "ground_truth.json"]
+    for path in names:
+        atomic_write_bytes(out / path.name, path.read_bytes())
+    if manifest is not None:
+        atomic_write_bytes(out / Path(manifest).name, Path(manifest).read_bytes())
+
+
+def write_derived_dicom(
+    source: Path, pixels: np.ndarray, boxes: list[list[int]], text_remains: bool | None
+) -> bytes:
+    """A derived DICOM: new SOP Instance / Series UIDs, ImageType DERIVED, provenance.
+
+    ``BurnedInAnnotation`` becomes ``NO`` only when ``text_remains`` is False (a re-detection
+    found nothing); otherwise it stays ``YES``.
+    """
+    import io
+
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.dcmread(source)
+    original_sop = ds.SOPInstanceUID
+    original_class = ds.SOPClassUID
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()
+    ds.PixelData = np.ascontiguousarray(pixels.astype(ds.pixel_array.dtype)).tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    new_sop = generate_uid()
+    ds.SOPInstanceUID = new_sop
+    ds.file_meta.MediaStorageSOPInstanceUID = new_sop
+    ds.SeriesInstanceUID = generate_uid()
+    image_type = list(ds.get("ImageType", ["ORIGINAL", "PRIMARY"]))
+    ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
+    ds.DerivationDescription = (
+        f"xraydebug: burned-in text removed by Telea inpainting of {len(boxes)} CRAFT box(es)"
+    )[:1024]
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = original_class
+    reference.ReferencedSOPInstanceUID = original_sop
+    ds.SourceImageSequence = [reference]
+    ds.BurnedInAnnotation = "NO" if text_remains is False else "YES"
+    now = dt.datetime.now()
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _clean_one(
+    data: Path, out: Path, rec: ImageRecord, boxes: list[list[int]], config: CleanConfig
+) -> bool:
+    """Write the cleaned (or copied) image; return True if pixels changed."""
+    source = data / rec.path
+    target = out / rec.path
+    if not boxes:
+        atomic_write_bytes(target, source.read_bytes())
+        return False
+    pixels, meta = read_native(source)
+    cleaned = inpaint_boxes(pixels, boxes, config.dilate, config.radius)
+    if meta.format == "DICOM":
+        remains = _text_remains(cleaned, meta, source, config)
+        atomic_write_bytes(target, write_derived_dicom(source, cleaned, boxes, remains))
+    else:
+        atomic_write_bytes(target, encode_like(cleaned, meta))
+    return True
+
+
+def _text_remains(cleaned: np.ndarray, meta: ImageMeta, source: Path, config: CleanConfig) -> bool:
+    """Re-detect text on the cleaned DICOM (display-normalised) to set BurnedInAnnotation."""
+    from xraydebug.text import TextDetectConfig, detect_text
+
+    image, _ = read_image(source)
+    gray = cleaned.astype(np.float32)
+    lo, hi = float(gray.min()), float(gray.max())
+    gray = (gray - lo) / (hi - lo) if hi > lo else np.zeros_like(gray)
+    if np.corrcoef(gray.ravel()[::97], image.ravel()[::97])[0, 1] < 0:
+        gray = 1 - gray  # MONOCHROME1 stored values: detection sees the display orientation
+    found = detect_text([gray], TextDetectConfig(long_side=config.long_side, device=config.device))
+    return bool(found[0])
+
+
+def clean_dataset(
+    data: Path | str,
+    out: Path | str | None = None,
+    config: CleanConfig = CleanConfig(),
+    manifest: Path | str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> CleanResult:
+    """Inpaint text boxes into a new dataset ``out`` (default ``<data>-clean``)."""
+    data = Path(data)
+    out = Path(out) if out is not None else data.with_name(data.name + "-clean")
+    index = load_index(data, manifest)
+    records = sorted(index.usable(), key=lambda r: r.path)
+    if not records:
+        raise DatasetError(f"{data}: no readable labelled images to clean")
+    scan_boxes = _boxes_from_scan(Path(config.scan), config.only_flagged) if config.scan else None
+    if config.only_flagged and scan_boxes is None:
+        raise ValueError("--only-flagged needs --scan DIR (flags come from a scan)")
+    if not dry_run:
+        _prepare_out(data, out, config, force)
+        atomic_write_json(out / STATE_FILE, {"config": config.identity(), "data": str(data)})
+        _copy_label_files(data, out, index.layout, Path(manifest) if manifest else None)
+    done: dict[str, dict[str, Any]] = {}
+    csv_path = out / "cleaning.csv"
+    if csv_path.exists() and not dry_run:
+        previous = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        done = {r["path"]: r for r in previous.to_dict("records") if r["status"] == "ok"}
+    rows: dict[str, dict[str, Any]] = dict(done)
+    errors: list[str] = []
+    todo = [r for r in records if r.path not in done]
+    for i, rec in enumerate(todo, 1):
+        if scan_boxes is not None:
+            boxes: list[list[int]] | str = scan_boxes.get(rec.path, [])
+        else:
+            boxes = _detect([data / rec.path], config)[0]
+        row = {
+            "path": rec.path,
+            "n_boxes": 0,
+            "boxes": "[]",
+            "changed": False,
+            "status": "ok",
+            "error": "",
+        }
+        if isinstance(boxes, str):
+            row.update(status="error", error=boxes)
+            errors.append(boxes)
+        else:
+            row.update(n_boxes=len(boxes), boxes=json.dumps(boxes), changed=bool(boxes))
+            if not dry_run:
+                try:
+                    row["changed"] = _clean_one(data, out, rec, boxes, config)
+                except ImageReadError as exc:
+                    row.update(status="error", error=str(exc), changed=False)
+                    errors.append(str(exc))
+        rows[rec.path] = row
+        if not dry_run and (i % 16 == 0 or i == len(todo)):
+            _write_csv(csv_path, rows)
+        if progress:
+            progress(i, len(todo))
+    table = pd.DataFrame(list(rows.values()), columns=CLEANING_COLUMNS).sort_values("path")
+    if not dry_run:
+        _write_csv(csv_path, rows)
+    changed = table["changed"].astype(str).str.lower() == "true"
+    n_changed = int(changed.sum())
+    return CleanResult(out, table, n_changed, len(table) - n_changed, dry_run, errors)
+
+
+def _write_csv(path: Path, rows: dict[str, dict[str, Any]]) -> None:
+    table = pd.DataFrame(list(rows.values()), columns=CLEANING_COLUMNS).sort_values("path")
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        table.to_csv(handle, index=False)
