@@ -14,7 +14,10 @@ from xraydebug.audit.scan import SCAN_COLUMNS, ScanConfig, load_masks, parse_sha
 from xraydebug.cli import app
 from xraydebug.errors import DatasetError
 
-FAST = dict(mask_size=8, iterations=2, ig_steps=3, metric_steps=8, batch_size=4, device="cpu")
+FAST = dict(
+    mask_size=8, iterations=2, ig_steps=3, metric_steps=8, batch_size=4, device="cpu",
+    detect_text=False,
+)
 
 
 def test_scan_writes_contract_outputs(tiny_model, tiny_covidx: Path, tmp_path: Path):

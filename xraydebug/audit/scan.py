@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from xraydebug.audit.flagging import FlagRule, model_box_mask, reveal_inputs, text_mass
+from xraydebug.data.imageio import read_image
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, ImageRecord
 from xraydebug.data.torch_dataset import ImageCache
@@ -38,7 +40,7 @@ from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.train import predict_probs
-from xraydebug.saliency import IGOSConfig, deletion_insertion, get_explainer
+from xraydebug.saliency import IGOSConfig, blur_baseline, deletion_insertion, get_explainer
 
 SCAN_COLUMNS = [
     "path",
@@ -64,7 +66,17 @@ SCAN_COLUMNS = [
 ]
 
 # Settings that do not change results; a resumed scan may use other values.
-_NOT_IDENTITY = {"batch_size", "device", "shard", "limit", "split"}
+# Flags are recomputed from the CSV columns, so their thresholds are not part of it either.
+_NOT_IDENTITY = {
+    "batch_size",
+    "device",
+    "shard",
+    "limit",
+    "split",
+    "flag_min_mass",
+    "flag_min_ratio",
+    "flag_min_reveal_prob",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,11 @@ class ScanConfig:
     seed: int = 0
     shard: tuple[int, int] = (0, 1)
     limit: int | None = None
+    detect_text: bool = True
+    text_long_side: int = 1280
+    flag_min_mass: float = FlagRule.min_mass
+    flag_min_ratio: float = FlagRule.min_ratio
+    flag_min_reveal_prob: float = FlagRule.min_reveal_prob
 
     def __post_init__(self) -> None:
         get_explainer(self.method)  # unknown names list the valid ones
@@ -99,6 +116,9 @@ class ScanConfig:
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
+
+    def flag_rule(self) -> FlagRule:
+        return FlagRule(self.flag_min_mass, self.flag_min_ratio, self.flag_min_reveal_prob)
 
     def igos_config(self) -> IGOSConfig:
         return IGOSConfig(
@@ -159,8 +179,53 @@ def _error_row(rec: ImageRecord, message: str) -> dict[str, Any]:
     return row
 
 
+def _text_columns(
+    loaded: LoadedModel,
+    root: Path,
+    cache: ImageCache,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    insertion: torch.Tensor,
+    config: ScanConfig,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """CRAFT boxes, mass_in_text, text_area and text_reveal_prob for one chunk.
+
+    ``images``: (B, C, S, S) model inputs; ``insertion``: (B, 1, S, S) insertion saliency.
+    """
+    from xraydebug.text import TextDetectConfig, detect_text
+
+    prep = loaded.preprocessing
+    size = prep.input_size
+    originals = [read_image(root / rec.path)[0] for rec in cache.records]
+    detect_config = TextDetectConfig(long_side=config.text_long_side, device=str(device))
+    all_boxes = detect_text(originals, detect_config)
+    masks, columns = [], []
+    for original, boxes, sal in zip(originals, all_boxes, insertion, strict=True):
+        crop = prep.crop_rows(original.shape[0])
+        mass, area = text_mass(sal[0].float().cpu().numpy(), boxes, original.shape, crop)
+        masks.append(model_box_mask(boxes, original.shape, crop, size))
+        columns.append(
+            {
+                "n_boxes": len(boxes),
+                "boxes": json.dumps(boxes),
+                "mass_in_text": round(mass, 6),
+                "text_area": round(area, 6),
+            }
+        )
+    mask_tensor = torch.from_numpy(np.stack(masks)[:, None]).to(device)
+    with torch.inference_mode():
+        revealed = reveal_inputs(images, blur_baseline(images), mask_tensor)
+        logits = loaded.model(revealed.contiguous(memory_format=torch.channels_last))
+        reveal = torch.softmax(logits.float(), dim=1).gather(1, targets.to(device)[:, None])
+    for column, prob, boxes in zip(columns, reveal[:, 0].tolist(), all_boxes, strict=True):
+        column["text_reveal_prob"] = round(prob, 6) if boxes else ""
+    return columns
+
+
 def _explain_chunk(
     loaded: LoadedModel,
+    root: Path,
     cache: ImageCache,
     config: ScanConfig,
     device: torch.device,
@@ -195,6 +260,14 @@ def _explain_chunk(
     )
     timings["metrics"] = time.perf_counter() - t0
     iterations = result.stats.get("iterations") or [config.iterations] * len(cache)
+    text = [{} for _ in cache.records]
+    if config.detect_text:
+        t0 = time.perf_counter()
+        size = (loaded.preprocessing.input_size,) * 2
+        text = _text_columns(
+            loaded, root, cache, images, targets, result.insertion_saliency(size), config, device
+        )
+        timings["text"] = time.perf_counter() - t0
     rows = []
     for i, rec in enumerate(cache.records):
         arrays: dict[str, np.ndarray] = {"target": np.array(int(targets[i]))}
@@ -224,6 +297,7 @@ def _explain_chunk(
             target_prob=round(float(probs[i, targets[i]]), 6),
             iterations=int(iterations[i]),
         )
+        row.update(text[i])
         rows.append(row)
     return rows, timings
 
@@ -283,7 +357,7 @@ def scan(
             errors.append(f"{rec.path}: {rec.message}")
     todo = [r for r in todo if r.usable]
     prep = loaded.preprocessing
-    timings = {"decode": 0.0, "classify": 0.0, "explain": 0.0, "metrics": 0.0}
+    timings = {"decode": 0.0, "classify": 0.0, "explain": 0.0, "metrics": 0.0, "text": 0.0}
     run = {
         "identity": identity,
         "config": asdict(config),
@@ -311,17 +385,17 @@ def scan(
             rows_by_path[rec.path] = _error_row(rec, reason)
             errors.append(message)
         if len(cache):
-            rows, chunk_timings = _explain_chunk(loaded, cache, config, device, out)
+            rows, chunk_timings = _explain_chunk(loaded, index.root, cache, config, device, out)
             for key, value in chunk_timings.items():
                 timings[key] += value
             for row in rows:
                 rows_by_path[row["path"]] = row
             n_new += len(rows)
-        _write_table(out, rows_by_path, selected)
+        _write_table(out, rows_by_path, selected, config.flag_rule())
         done += len(chunk)
         if progress:
             progress(done, len(todo))
-    table = _write_table(out, rows_by_path, selected)
+    table = _write_table(out, rows_by_path, selected, config.flag_rule())
     seconds = time.perf_counter() - start
     run.update(
         seconds=round(seconds, 3),
@@ -336,15 +410,32 @@ def scan(
     return ScanResult(out, table, run, n_new, n_resumed, errors)
 
 
+def apply_flags(table: pd.DataFrame, rule: FlagRule) -> pd.DataFrame:
+    """Set ``flagged`` ("true"/"false"; "" where text was not measured) from the text columns."""
+    table = table.copy()
+    measured = (table["status"] == "ok") & (table["n_boxes"].astype(str) != "")
+    mass = pd.to_numeric(table["mass_in_text"], errors="coerce").fillna(0.0)
+    area = pd.to_numeric(table["text_area"], errors="coerce").fillna(0.0)
+    reveal = pd.to_numeric(table["text_reveal_prob"], errors="coerce").fillna(0.0)
+    flags = [rule(m, a, r) for m, a, r in zip(mass, area, reveal, strict=True)]
+    table["flagged"] = [
+        ("true" if f else "false") if ok else "" for f, ok in zip(flags, measured, strict=True)
+    ]
+    return table
+
+
 def _write_table(
-    out: Path, rows_by_path: dict[str, dict[str, Any]], selected: list[ImageRecord]
+    out: Path,
+    rows_by_path: dict[str, dict[str, Any]],
+    selected: list[ImageRecord],
+    rule: FlagRule,
 ) -> pd.DataFrame:
     """Rewrite ``scan.csv`` atomically: rows of this selection first (path order), then others
     already in the file (other shards or splits written to the same folder)."""
     chosen = {r.path for r in selected}
     ordered = [rows_by_path[r.path] for r in selected if r.path in rows_by_path]
     ordered += [row for path, row in sorted(rows_by_path.items()) if path not in chosen]
-    table = pd.DataFrame(ordered, columns=SCAN_COLUMNS)
+    table = apply_flags(pd.DataFrame(ordered, columns=SCAN_COLUMNS), rule)
     with atomic_open(out / "scan.csv", "w", newline="", encoding="utf-8") as handle:
         table.to_csv(handle, index=False)
     return table

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
-from xraydebug.data.imageio import read_image
 
+from xraydebug.data.imageio import read_image
 from xraydebug.data.labels import DEFAULT_CLASSES
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import (

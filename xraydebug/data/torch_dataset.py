@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from xraydebug.data.imageio import read_image
 
+from xraydebug.data.imageio import read_image
 from xraydebug.data.records import ImageRecord
 from xraydebug.errors import ImageReadError
 

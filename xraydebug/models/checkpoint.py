@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from xraydebug.models.architectures import Preprocessing, build_model
 
 from xraydebug.errors import CheckpointError
 from xraydebug.fsutil import atomic_write_bytes
+from xraydebug.models.architectures import Preprocessing, build_model
 
 CHECKPOINT_FORMAT = "xraydebug-checkpoint-v1"
 

@@ -16,7 +16,6 @@ import pandas as pd
 import torch
 from rich.console import Console
 from rich.table import Table
-from xraydebug.models.metrics import evaluate_predictions
 
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import ImageRecord
@@ -25,6 +24,7 @@ from xraydebug.device import resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
+from xraydebug.models.metrics import evaluate_predictions
 from xraydebug.models.train import predict_probs
 
 

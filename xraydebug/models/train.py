@@ -21,8 +21,6 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from xraydebug.models.architectures import Preprocessing, build_model, get_arch
-from xraydebug.models.metrics import summary_metrics
 
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import DatasetIndex, ImageRecord
@@ -31,8 +29,10 @@ from xraydebug.data.torch_dataset import ImageCache
 from xraydebug.device import resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from xraydebug.models.architectures import Preprocessing, build_model, get_arch
 from xraydebug.models.augment import AugmentConfig, augment_batch
 from xraydebug.models.checkpoint import save_checkpoint
+from xraydebug.models.metrics import summary_metrics
 
 
 @dataclass(frozen=True)
