@@ -15,7 +15,12 @@ from xraydebug.cli import app
 from xraydebug.errors import DatasetError
 
 FAST = dict(
-    mask_size=8, iterations=2, ig_steps=3, metric_steps=8, batch_size=4, device="cpu",
+    mask_size=8,
+    iterations=2,
+    ig_steps=3,
+    metric_steps=8,
+    batch_size=4,
+    device="cpu",
     detect_text=False,
 )
 
