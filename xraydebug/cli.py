@@ -413,6 +413,36 @@ def clean(
     )
 
 
+@app.command("text")
+@handle_errors
+def text_cmd(
+    data: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder for text.csv.")] = Path("runs/text"),
+    long_side: Annotated[int, typer.Option(help="CRAFT input long side in pixels.")] = 1280,
+    split: Annotated[str, typer.Option(help="all, or splits separated by commas.")] = "all",
+    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Detect burned-in text (CRAFT, official weights) in every image; no model needed.
+
+    Example: [bold]xraydebug text covidx/ --out runs/text[/]
+    """
+    from xraydebug.text.dataset import detect_dataset
+    from xraydebug.text.detect import TextDetectConfig
+
+    config = TextDetectConfig(long_side=long_side, device=device)
+    with progress_bar() as progress:
+        table = detect_dataset(data, out, config, split, manifest, _tracked(progress, "CRAFT"))
+    ok = table[table["status"] == "ok"]
+    with_text = int((ok["n_boxes"].astype(int) > 0).sum())
+    console.print(
+        f"{with_text} of {len(ok)} readable image(s) carry detected text "
+        f"({int((table['status'] == 'error').sum())} unreadable). "
+        f"Boxes: [bold]{out / 'text.csv'}[/]."
+    )
+
+
 @app.command()
 def retrain(debug: DebugOpt = False) -> None:
     """Retrain on cleaned data and compare before/after (not implemented yet)."""
