@@ -431,10 +431,22 @@ class SmallCNN(Classifier):
     then 3x3 stride-2 conv-BN-ReLU blocks 16->32->64->128 and a 3x3 128->128 block at 1/16
     resolution (16x16 at 256 input; theoretical receptive field 65 px, a quarter of the image,
     so a burned-in letter fits inside one unit while the stem still sees 2-px texture),
-    global average pool, dropout, linear head.
+    global average AND max pool concatenated (a small local finding such as a lone letter or
+    one consolidation is diluted by averaging over 256 cells; the max keeps it), dropout,
+    linear head.
 
     Input ``(B, 1, H, W)`` normalised gray; logits ``(B, num_classes)``.
     """
+
+    def pool(self, feats: torch.Tensor) -> torch.Tensor:
+        """Average and max pool concatenated: ``(B, F, h, w)`` -> ``(B, 2F)``."""
+        return torch.cat(
+            [
+                F.adaptive_avg_pool2d(feats, 1).flatten(1),
+                F.adaptive_max_pool2d(feats, 1).flatten(1),
+            ],
+            dim=1,
+        )
 
     def __init__(self, num_classes: int = 3, dropout: float = 0.2) -> None:
         super().__init__(num_classes, in_channels=1)
@@ -445,7 +457,7 @@ class SmallCNN(Classifier):
             ConvBNReLU(64, 128, 3, stride=2),
             ConvBNReLU(128, 128, 3),
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(128, num_classes))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(256, num_classes))
         _init_weights(self)
 
 
