@@ -111,3 +111,16 @@ def test_grouped_split_never_leaks_a_patient(covidx_dir: Path):
     assert grouped_split(records, 0.2, 1) == grouped_split(records, 0.2, 1)
     with pytest.raises(ValueError, match="val_fraction"):
         grouped_split(records, 1.5)
+
+
+def test_atomic_outputs_have_ordinary_permissions(tmp_path: Path):
+    import os
+    import stat
+
+    from xraydebug.fsutil import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert not list(tmp_path.glob(".a.txt.*"))

@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _default_mode() -> int:
+    """What ``open()`` would give a new file: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_open(path: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temp file beside ``path``; on success it replaces ``path`` atomically.
@@ -25,6 +32,7 @@ def atomic_open(path: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[IO
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
