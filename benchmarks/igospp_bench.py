@@ -65,7 +65,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--ig-steps", type=int, default=15)
     p.add_argument(
-        "--batch-size", type=int, default=8, help="engine: most images per model forward"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="engine: most images per model forward (default: the engine's own default)",
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="engine: convergence tolerance (default: IGOSConfig's; 0 = run every iteration)",
     )
     p.add_argument("--seed", type=int, default=0, help="image choice and noise seeds")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -80,10 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fail-on-miss", action="store_true", help="exit 1 when the target is not met")
     args = p.parse_args(argv)
     for name in ("n_images", "mask_size", "ig_steps", "batch_size", "threads"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
     if args.iterations < 0:
         p.error(f"--iterations: expected an int >= 0, got {args.iterations}")
+    if args.tol is not None and args.tol < 0:
+        p.error(f"--tol: expected a number >= 0, got {args.tol}")
     return args
 
 
@@ -231,6 +242,7 @@ def run_engine(
         ig_steps=args.ig_steps,
         batch_size=args.batch_size,
         seed=args.seed,
+        **({} if args.tol is None else {"tol": args.tol}),
     )
     _sync(images.device)
     seconds = time.perf_counter() - start
@@ -247,6 +259,8 @@ def run_engine(
         "line_search_forward_images_per_image": st["line_search_forward_images"] / n,
         "iterations": st["iterations"],
         "stopped_early": sum(st["stopped_early"]),
+        "converged": sum(st["converged"]),
+        "batch_size": st["batch_size"],
         "config": st["config"],
     }
 
@@ -359,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     ref = run_reference(model, images, targets, args)
     print("engine: all images batched ...", flush=True)
     eng = run_engine(model, images, targets, args)
-    print(f"  engine: {eng['seconds']:.2f} s for {n} images", flush=True)
+    print(
+        f"  engine: {eng['seconds']:.2f} s for {n} images, batch size {eng['batch_size']}, "
+        f"iterations per image {eng['iterations']} (tol {eng['config']['tol']:g})",
+        flush=True,
+    )
 
     print("deletion / insertion AUC (same function for both) ...", flush=True)
     ref_sal = 1.0 - ref["deletion_mask"] * ref["insertion_mask"]
@@ -389,7 +407,15 @@ def main(argv: list[str] | None = None) -> int:
             "inputs": {**info, "images": names, "targets": targets.tolist()},
             "settings": {
                 k: getattr(args, k)
-                for k in ("n_images", "mask_size", "iterations", "ig_steps", "batch_size", "seed")
+                for k in (
+                    "n_images",
+                    "mask_size",
+                    "iterations",
+                    "ig_steps",
+                    "batch_size",
+                    "tol",
+                    "seed",
+                )
             },
             "reference": {
                 **{k: ref[k] for k in keys},
@@ -402,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 "engine_reported_seconds": eng["engine_reported_seconds"],
                 "iterations": eng["iterations"],
                 "stopped_early": eng["stopped_early"],
+                "converged": eng["converged"],
                 "config": eng["config"],
             },
             "summary": summary,

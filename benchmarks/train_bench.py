@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from xraydebug.data.synth import SynthConfig, synthesize
 
+from xraydebug.data.synth import SynthConfig, synthesize
 from xraydebug.models.architectures import build_model, get_arch
 from xraydebug.models.evaluate import evaluate
 from xraydebug.models.metrics import summary_metrics

@@ -361,3 +361,40 @@ def test_gradcam(model: PatchNet, images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"no nn\.Conv2d"):
         gradcam(nn.Sequential(nn.Flatten(), nn.Linear(SIZE * SIZE, 2)), images, 1)
     assert not model.conv._forward_hooks
+
+
+# (9) per-image convergence stopping --------------------------------------------------------------
+def test_convergence_stopping(model: PatchNet) -> None:
+    x = make_images(2)
+    settings = {"mask_size": 8, "iterations": 12, "ig_steps": 3, "noise": 0.0}
+    full = igospp(model, x, 1, tol=0, **settings)
+    assert not any(full.stats["converged"])
+    # A tolerance larger than any possible decrease freezes every image after tol_window steps.
+    loose = igospp(model, x, 1, tol=10.0, tol_window=2, **settings)
+    assert loose.stats["iterations"] == [2, 2]
+    assert loose.stats["converged"] == [True, True] and all(loose.stats["stopped_early"])
+    assert loose.stats["backward_images"] == 2 * 2 * 4 * 3
+    hist = torch.tensor(loose.stats["objective_history"])
+    assert hist.shape == (2, 3)  # initial objective + one per iteration run
+    # Frozen images keep their masks: the first 2 iterations match the untruncated run.
+    two = igospp(model, x, 1, tol=0, **{**settings, "iterations": 2})
+    torch.testing.assert_close(loose.mask, two.mask)
+
+
+def test_convergence_default_stops_converged_problem(model: PatchNet) -> None:
+    # PatchNet saturates quickly: with the default tol the objective stalls well before 25
+    # iterations, and tol=0 runs every iteration (no line-search failure is allowed to hide it).
+    x = make_images(1)
+    settings = {"mask_size": 8, "iterations": 25, "ig_steps": 3, "noise": 0.0, "ls_patience": 25}
+    early = igospp(model, x, 1, **settings)
+    assert early.stats["converged"] == [True]
+    assert early.stats["iterations"][0] < 25
+    hist = torch.tensor(early.stats["objective_history"][0])
+    n, w = early.stats["iterations"][0], IGOSConfig().tol_window
+    assert hist[n - w] - hist[n] <= IGOSConfig().tol * max(1.0, float(hist[n - w].abs()))
+    full = igospp(model, x, 1, **{**settings, "tol": 0})
+    assert full.stats["iterations"] == [25] and full.stats["converged"] == [False]
+    with pytest.raises(ValueError, match="tol"):
+        IGOSConfig(tol=-1)
+    with pytest.raises(ValueError, match="tol_window"):
+        IGOSConfig(tol_window=0)
