@@ -275,7 +275,7 @@ def test_init_weights_mismatch_errors(tmp_path: Path):
     with pytest.raises(CheckpointError, match="expected a state_dict"):
         build_model("tiny", init_weights=tmp_path / "nostate.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="cannot read init weights"):
+    with pytest.raises(CheckpointError, match="not a readable init weights file"):
         build_model("tiny", init_weights=tmp_path / "junk.pt")
 
 

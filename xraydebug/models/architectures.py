@@ -33,8 +33,6 @@ the saliency methods do).
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -46,6 +44,7 @@ from torch import nn
 from torchvision.models import resnext50_32x4d
 
 from xraydebug.errors import CheckpointError
+from xraydebug.models.safe_load import load_weights_only
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -585,16 +584,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: init weights file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: cannot read init weights with torch.load(weights_only=True) (corrupted, "
-            f"or holds objects other than tensors and plain values: {first})"
-        ) from exc
+    payload = load_weights_only(path, "init weights file", "")
     state = payload
     if isinstance(payload, Mapping):
         for key in ("state_dict", "model"):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from torch import nn
 from xraydebug.errors import CheckpointError
 from xraydebug.fsutil import atomic_write_bytes
 from xraydebug.models.architectures import Preprocessing, build_model
+from xraydebug.models.safe_load import load_weights_only
 
 CHECKPOINT_FORMAT = "xraydebug-checkpoint-v1"
 
@@ -58,15 +57,7 @@ def save_checkpoint(path: Path | str, model: nn.Module, **meta: Any) -> Path:
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
     """Load the raw checkpoint dict safely (``weights_only=True``) with clear errors."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found (train one with `xraydebug train`)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (corrupted, truncated or unsafe to load: {first})"
-        ) from exc
+    payload = load_weights_only(path, "checkpoint", " (train one with `xraydebug train`)")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         keys = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
