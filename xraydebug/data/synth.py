@@ -42,6 +42,7 @@ from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write
 
 __all__ = [
     "SPLITS",
+    "RenderedImage",
     "SynthConfig",
     "SynthRecord",
     "SynthSummary",
@@ -215,7 +216,9 @@ def plan_dataset(config: SynthConfig) -> list[SynthRecord]:
     return records
 
 
-def _image_rngs(config: SynthConfig, split: str, index: int) -> tuple[Any, Any]:
+def _image_rngs(
+    config: SynthConfig, split: str, index: int
+) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent generators (anatomy, text) for one image, from ``(seed, split, index)``."""
     seq = np.random.SeedSequence([config.seed, _SPLIT_CODE[split], index])
     anatomy, text = seq.spawn(2)
@@ -533,7 +536,7 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
         else:
             cy, cx = _to_px(size, 0.0, 0.0)[1], _to_px(size, lung.side * 0.4, 0.0)[0]
         gx, gy = (u + 1) * px - 0.5, (v + 1) * px - 0.5
-        sx, sy = lesion_rng.uniform(0.1, 0.16) * px, lesion_rng.uniform(0.08, 0.14) * px
+        sx, sy = lesion_rng.uniform(0.15, 0.22) * px, lesion_rng.uniform(0.12, 0.19) * px
         blob = np.exp(-0.5 * (((gx - cx) / sx) ** 2 + ((gy - cy) / sy) ** 2))
         texture = 0.7 + 0.3 * _lowfreq_noise(lesion_rng, size, 14)
         fissure_y = cy - sy * lesion_rng.uniform(
@@ -543,15 +546,15 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
             gy - fissure_y, 0.0, (0.02 if lesion_rng.random() < 0.5 else 0.3) * px
         )
         consolidation = np.clip(blob * 1.4, 0, 1) * texture * fissure * lung.mask * (1.0 - med)
-        img += lesion_rng.uniform(0.18, 0.26) * consolidation
+        img += lesion_rng.uniform(0.36, 0.46) * consolidation
     elif label == "COVID-19":
         texture = 0.6 + 0.4 * _lowfreq_noise(lesion_rng, size, 20)
         for lung in lungs:
-            periph = _smoothstep(lung.h, lesion_rng.uniform(0.35, 0.5), 0.9)
-            lower = _smoothstep(lung.t, lesion_rng.uniform(0.35, 0.5), 0.85)
+            periph = _smoothstep(lung.h, lesion_rng.uniform(0.2, 0.35), 0.8)
+            lower = _smoothstep(lung.t, lesion_rng.uniform(0.25, 0.4), 0.75)
             patches = np.clip(0.5 + 0.8 * _lowfreq_noise(lesion_rng, size, 5), 0, 1)
             ggo = periph * lower * patches * texture * lung.mask * (1.0 - med)
-            img += lesion_rng.uniform(0.16, 0.22) * ggo
+            img += lesion_rng.uniform(0.3, 0.4) * ggo
 
     # exposure: global gradient, gamma, contrast
     img += 0.04 * _lowfreq_noise(rng, size, 2)
