@@ -26,10 +26,12 @@ FAST = dict(
 
 
 def test_scan_writes_contract_outputs(tiny_model, tiny_covidx: Path, tmp_path: Path):
-    result = scan(tiny_covidx, tiny_model.checkpoint, tmp_path / "scan", ScanConfig(**FAST))
+    result = scan(
+        tiny_covidx, tiny_model.checkpoint, tmp_path / "scan", ScanConfig(split="test", **FAST)
+    )
     table = pd.read_csv(tmp_path / "scan" / "scan.csv", keep_default_na=False)
     assert list(table.columns) == SCAN_COLUMNS
-    assert len(table) == 54 and table["path"].is_unique
+    assert len(table) == 18 and table["path"].is_unique
     assert (table["status"] == "ok").all()
     assert table["pred"].isin(["normal", "pneumonia", "COVID-19"]).all()
     assert table["deletion_auc"].between(0, 1).all() and table["insertion_auc"].between(0, 1).all()
@@ -135,14 +137,17 @@ def test_cli_scan(tiny_model, tiny_covidx: Path, tmp_path: Path):
         "--ig-steps",
         "3",
         "--limit",
-        "5",
+        "3",
+        "--text-long-side",
+        "128",
         "--device",
         "cpu",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "scan.csv" in result.output
-    assert len(pd.read_csv(out / "scan.csv")) == 5
+    table = pd.read_csv(out / "scan.csv")
+    assert len(table) == 3 and table["n_boxes"].notna().all()  # text detection ran
     assert np.isfinite(pd.read_csv(out / "scan.csv")["insertion_auc"]).all()
     bad = CliRunner().invoke(app, [*args[:-2], "--method", "nope"])
     assert bad.exit_code == 1 and "igospp" in bad.output

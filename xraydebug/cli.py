@@ -317,6 +317,8 @@ def scan(
         "0/1"
     ),
     limit: Annotated[int | None, typer.Option(help="Scan at most N images.")] = None,
+    text: Annotated[bool, typer.Option(help="Detect text (CRAFT) and flag shortcuts.")] = True,
+    text_long_side: Annotated[int, typer.Option(help="CRAFT input long side in pixels.")] = 1280,
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images explained together.")] = 8,
     seed: SeedOpt = 0,
@@ -342,6 +344,8 @@ def scan(
         seed=seed,
         shard=parse_shard(shard),
         limit=limit,
+        detect_text=text,
+        text_long_side=text_long_side,
     )
     with progress_bar() as progress:
         result = run_scan(data, model, out, config, manifest, _tracked(progress, "explaining"))
