@@ -32,6 +32,7 @@ class DemoConfig:
     size: int = 512
     epochs: int = 30
     lr: float = 1e-3
+    batch_size: int = 16
     scan_images: int = 48
     mask_size: int = 28
     iterations: int = 10
@@ -91,7 +92,13 @@ def run_demo(
         data,
         model_path,
         TrainConfig(
-            arch="small", epochs=config.epochs, lr=config.lr, seed=config.seed, device=device
+            arch="small",
+            epochs=config.epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            patience=10,
+            seed=config.seed,
+            device=device,
         ),
         console=console,
     )
