@@ -398,3 +398,16 @@ def test_convergence_default_stops_converged_problem(model: PatchNet) -> None:
         IGOSConfig(tol=-1)
     with pytest.raises(ValueError, match="tol_window"):
         IGOSConfig(tol_window=0)
+
+
+def test_objective_history_is_a_record_not_an_alias():
+    """Regression: on CPU ``loss.cpu()`` returned the same tensor, so every history entry was
+    the final objective and convergence stopping fired after ``tol_window`` iterations."""
+    model = PatchNet()
+    images = make_images(2)
+    result = igospp(
+        model, images, torch.tensor([1, 1]), mask_size=8, iterations=4, ig_steps=3, tol=0
+    )
+    history = torch.tensor(result.stats["objective_history"])
+    assert not torch.allclose(history[:, 0], history[:, -1])
+    assert (history[:, 1:] <= history[:, :-1] + 1e-6).all()  # Armijo: never increases

@@ -316,7 +316,8 @@ class _Optimizer:
         updates = torch.zeros(b, dtype=torch.long)
         failures = torch.zeros(b, dtype=torch.long, device=dev)
         steps: list[list[float]] = [[] for _ in range(b)]
-        history = [loss.cpu()]  # plain objective of every image after each iteration
+        # plain objective of every image after each iteration (cloned: on CPU .cpu() aliases)
+        history = [loss.cpu().clone()]
         converged = torch.zeros(b, dtype=torch.bool)
         for it in range(cfg.iterations):
             if active.numel() == 0:
@@ -333,7 +334,7 @@ class _Optimizer:
             updates[active_cpu[ok.cpu()]] += 1
             for i, st in zip(active_cpu.tolist(), step.cpu().tolist(), strict=True):
                 steps[i].append(st)
-            history.append(loss.cpu())
+            history.append(loss.cpu().clone())
             # Images whose step collapsed ``ls_patience`` times in a row are frozen, and so are
             # images whose objective stopped improving (``tol`` over ``tol_window`` iterations).
             keep = failures[active] < cfg.ls_patience
