@@ -19,6 +19,7 @@ from rich.console import Console
 from xraydebug.audit.scan import ScanConfig, scan
 from xraydebug.data.inspect import inspect_dataset, summarize_counts
 from xraydebug.data.synth import SynthConfig, synthesize
+from xraydebug.models.checkpoint import read_checkpoint
 from xraydebug.models.evaluate import evaluate, print_metrics
 from xraydebug.models.train import TrainConfig, train
 
@@ -62,14 +63,16 @@ def run_demo(
     console: Console | None = None,
     seed: int = 0,
     device: str = "auto",
+    config: DemoConfig | None = None,
 ) -> dict[str, Any]:
     """Run every stage that exists on fresh synthetic data under ``out``; return a summary.
 
-    Reruns reuse the synthetic data and a finished scan (same settings) instead of redoing them.
+    ``config`` overrides the sizes chosen by ``quick``. Reruns reuse the synthetic data and a
+    finished scan (same settings) instead of redoing them.
     """
     console = console or Console()
     out = Path(out)
-    config = DemoConfig.create(quick, seed)
+    config = config or DemoConfig.create(quick, seed)
     data = out / "data"
     start = time.perf_counter()
     console.rule("1/5 synthetic COVIDx-style data with a planted text shortcut")
@@ -81,27 +84,30 @@ def run_demo(
         synth_config
     ):
         console.print(f"reusing {data}")
+        fresh_data = False
     else:
         synthesize(data, synth_config, overwrite=True)
+        fresh_data = True
     console.rule("2/5 inspect")
     inspected = inspect_dataset(data, out / "inspect.csv")
     console.print(summarize_counts(inspected.table).to_string())
     console.rule("3/5 train (small CNN; best epoch on a patient-grouped validation split)")
     model_path = out / "models" / "covidnet.pt"
-    trained = train(
-        data,
-        model_path,
-        TrainConfig(
-            arch="small",
-            epochs=config.epochs,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            patience=10,
-            seed=config.seed,
-            device=device,
-        ),
-        console=console,
+    train_config = TrainConfig(
+        arch="small",
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        patience=10,
+        seed=config.seed,
+        device=device,
     )
+    previous_model = read_checkpoint(model_path) if model_path.exists() and not fresh_data else {}
+    if previous_model.get("train_config") == train_config.to_dict():
+        console.print(f"reusing {model_path} (same data and training settings)")
+        val_metrics = previous_model["val_metrics"]
+    else:
+        val_metrics = train(data, model_path, train_config, console=console).val_metrics
     console.rule("4/5 evaluate on the test split (text independent of the class)")
     evaluation = evaluate(data, model_path, "test", out / "eval", device=device, seed=config.seed)
     print_metrics(evaluation.metrics, console, "shortcut model on the decorrelated test set")
@@ -131,7 +137,7 @@ def run_demo(
         "seconds": round(seconds, 1),
         "data": str(data),
         "model": str(model_path),
-        "val_macro_f1": trained.val_metrics["macro_f1"],
+        "val_macro_f1": val_metrics["macro_f1"],
         "test_macro_f1": evaluation.metrics["macro_f1"],
         "test_covid_recall": evaluation.metrics["per_class"]["COVID-19"]["recall"],
         "test_covid_precision": evaluation.metrics["per_class"]["COVID-19"]["precision"],
