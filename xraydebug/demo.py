@@ -9,6 +9,7 @@ so the demo stops after the scan.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,8 +81,8 @@ def run_demo(
         n_train=config.n_train, n_test=config.n_test, size=config.size, seed=config.seed
     )
     previous = data / "ground_truth.json"
-    if previous.exists() and json.loads(previous.read_text()).get("_config") == asdict(
-        synth_config
+    if previous.exists() and json.loads(previous.read_text()).get("_config") == json.loads(
+        json.dumps(asdict(synth_config))
     ):
         console.print(f"reusing {data}")
         fresh_data = False
@@ -108,6 +109,7 @@ def run_demo(
         val_metrics = previous_model["val_metrics"]
     else:
         val_metrics = train(data, model_path, train_config, console=console).val_metrics
+        shutil.rmtree(out / "scan", ignore_errors=True)  # the demo's own scan of an old model
     console.rule("4/5 evaluate on the test split (text independent of the class)")
     evaluation = evaluate(data, model_path, "test", out / "eval", device=device, seed=config.seed)
     print_metrics(evaluation.metrics, console, "shortcut model on the decorrelated test set")
