@@ -28,9 +28,16 @@ from xraydebug.text.inpaint import box_mask
 @dataclass(frozen=True)
 class FlagRule:
     """Flag if ``mass_in_text >= min_mass``, ``mass_in_text >= min_ratio * text_area`` and
-    ``text_reveal_prob >= min_reveal_prob``."""
+    ``text_reveal_prob >= min_reveal_prob``.
 
-    min_mass: float = 0.10
+    Calibration (``benchmarks/flag_bench.py``: 40 synthetic test images, 17 with text, of which
+    the shortcut model relies on 7, i.e. its class probability drops by >= 0.2 on the image's
+    text-free twin): ``min_mass=0.05, min_ratio=3`` flags 5 images, precision 1.00, recall 0.71;
+    ``min_mass=0.10`` flags 1 (precision 1.00, recall 0.14). The reveal threshold did not change
+    the result there; it is kept at 0.5 as the paper's confirmation test.
+    """
+
+    min_mass: float = 0.05
     min_ratio: float = 3.0
     min_reveal_prob: float = 0.5
 
