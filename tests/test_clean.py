@@ -181,3 +181,27 @@ def test_derived_dicom_tags(tmp_path: Path):
         )
     )
     assert still.BurnedInAnnotation == "YES"
+
+
+def test_images_missing_from_the_scan_are_detected_not_skipped(
+    synth_with_scan, tmp_path: Path, monkeypatch
+):
+    from xraydebug.audit import clean as clean_module
+
+    data, scan_dir, truth = synth_with_scan
+    partial = tmp_path / "partial-scan"
+    partial.mkdir()
+    table = pd.read_csv(scan_dir / "scan.csv", dtype=str, keep_default_na=False)
+    dropped = next(k for k, e in truth.items() if not k.startswith("_") and e["has_text"])
+    table[table["path"] != dropped].to_csv(partial / "scan.csv", index=False)
+    detected = []
+
+    def fake_detect(paths, config):
+        detected.extend(paths)
+        return [truth[dropped]["boxes"]]
+
+    monkeypatch.setattr(clean_module, "_detect", fake_detect)
+    result = clean_dataset(data, tmp_path / "out", CleanConfig(scan=str(partial)))
+    assert detected == [data / dropped]
+    row = result.table.set_index("path").loc[dropped]
+    assert int(row["n_boxes"]) == len(truth[dropped]["boxes"]) and bool(row["changed"])

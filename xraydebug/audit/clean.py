@@ -228,9 +228,9 @@ def clean_dataset(
     errors: list[str] = []
     todo = [r for r in records if r.path not in done]
     for i, rec in enumerate(todo, 1):
-        if scan_boxes is not None:
+        if scan_boxes is not None and (rec.path in scan_boxes or config.only_flagged):
             boxes: list[list[int]] | str = scan_boxes.get(rec.path, [])
-        else:
+        else:  # no scan, or an image the scan did not cover (another shard, --limit)
             boxes = _detect([data / rec.path], config)[0]
         row = {
             "path": rec.path,
