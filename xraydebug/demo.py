@@ -35,7 +35,7 @@ class DemoConfig:
     epochs: int = 30
     lr: float = 1e-3
     batch_size: int = 16
-    scan_images: int = 48
+    scan_images: int = 32
     mask_size: int = 28
     iterations: int = 10
     ig_steps: int = 5
