@@ -325,7 +325,7 @@ def scan(
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
-    """Explain every image with iGOS++ and score the explanations.
+    """Explain every image with iGOS++, detect text (CRAFT) and flag text shortcuts.
 
     Example: [bold]xraydebug scan covidx/ --model models/covidnet.pt --mask-size 56[/]
     """

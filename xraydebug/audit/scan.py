@@ -1,10 +1,12 @@
-"""``xraydebug scan``: classify and explain every image of a dataset with iGOS++.
+"""``xraydebug scan``: classify, explain (iGOS++) and check for text shortcuts, image by image.
 
 Writes, under ``out``:
 
 - ``scan.csv``: one row per image, columns :data:`SCAN_COLUMNS` (DESIGN.md section 7). The text
-  columns (``mass_in_text``, ``text_area``, ``text_reveal_prob``, ``flagged``, ``n_boxes``,
-  ``boxes``) stay empty until text detection runs.
+  columns (``n_boxes``, ``boxes``, ``mass_in_text``, ``text_area``, ``text_reveal_prob``,
+  ``flagged``) come from CRAFT and :mod:`xraydebug.audit.flagging`; they stay empty with
+  ``detect_text=False``. ``flagged`` is recomputed from them on every write, so new flag
+  thresholds apply without rescanning.
 - ``masks/<path>.npz``: ``deletion`` and ``insertion`` masks (s, s) float16 in [0, 1] (0 =
   salient; ``insertion`` absent for single-mask methods), ``target`` class index.
 - ``run.json``: the config, versions, model hash, timings and images/s.
