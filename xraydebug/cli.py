@@ -367,7 +367,7 @@ def scan(
 def clean(
     data: Annotated[Path, typer.Argument(help="Dataset folder (read only).")],
     inpaint: Annotated[bool, typer.Option(help="Inpaint text boxes (OpenCV Telea).")] = True,
-    out: Annotated[Path | None, typer.Option(help="New dataset folder [default: DATA-clean].")] = (
+    out: Annotated[Path | None, typer.Option(help="New dataset folder (default: DATA-clean).")] = (
         None
     ),
     scan: Annotated[
