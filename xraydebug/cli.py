@@ -195,12 +195,6 @@ def _not_implemented(name: str) -> None:
     raise _fail(f"'{name}' is not implemented yet")
 
 
-def _arch_names() -> list[str]:
-    from xraydebug.models.architectures import list_archs
-
-    return list_archs()
-
-
 @app.command()
 @handle_errors
 def train(

@@ -8,7 +8,7 @@ the CLI prints as a rich summary. Problems never abort the run; they become rows
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -165,7 +165,3 @@ def summarize_counts(table: pd.DataFrame) -> pd.DataFrame:
     counts = ok.groupby(["split", "label"]).size().unstack(fill_value=0)
     counts["total"] = counts.sum(axis=1)
     return counts
-
-
-def format_counter(counter: Counter) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in counter.most_common())

@@ -69,9 +69,3 @@ class DatasetIndex:
     def splits(self) -> list[str]:
         order = {"train": 0, "val": 1, "test": 2}
         return sorted({r.split for r in self.records}, key=lambda s: (order.get(s, 9), s))
-
-    def class_index(self, label: str) -> int:
-        return self.classes.index(label)
-
-    def absolute(self, record: ImageRecord) -> Path:
-        return self.root / record.path
