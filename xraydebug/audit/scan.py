@@ -33,7 +33,6 @@ import pandas as pd
 import torch
 
 from xraydebug.audit.flagging import FlagRule, model_box_mask, reveal_inputs, text_mass
-from xraydebug.data.imageio import read_image
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, ImageRecord
 from xraydebug.data.torch_dataset import ImageCache
@@ -183,7 +182,6 @@ def _error_row(rec: ImageRecord, message: str) -> dict[str, Any]:
 
 def _text_columns(
     loaded: LoadedModel,
-    root: Path,
     cache: ImageCache,
     images: torch.Tensor,
     targets: torch.Tensor,
@@ -199,7 +197,7 @@ def _text_columns(
 
     prep = loaded.preprocessing
     size = prep.input_size
-    originals = [read_image(root / rec.path)[0] for rec in cache.records]
+    originals = cache.originals
     detect_config = TextDetectConfig(long_side=config.text_long_side, device=str(device))
     all_boxes = detect_text(originals, detect_config)
     masks, columns = [], []
@@ -227,7 +225,6 @@ def _text_columns(
 
 def _explain_chunk(
     loaded: LoadedModel,
-    root: Path,
     cache: ImageCache,
     config: ScanConfig,
     device: torch.device,
@@ -267,7 +264,7 @@ def _explain_chunk(
         t0 = time.perf_counter()
         size = (loaded.preprocessing.input_size,) * 2
         text = _text_columns(
-            loaded, root, cache, images, targets, result.insertion_saliency(size), config, device
+            loaded, cache, images, targets, result.insertion_saliency(size), config, device
         )
         timings["text"] = time.perf_counter() - t0
     rows = []
@@ -380,14 +377,21 @@ def scan(
     for begin in range(0, len(todo), config.batch_size):
         chunk = todo[begin : begin + config.batch_size]
         t0 = time.perf_counter()
-        cache = ImageCache.build(index.root, chunk, loaded.classes, prep.input_size, prep.crop_top)
+        cache = ImageCache.build(
+            index.root,
+            chunk,
+            loaded.classes,
+            prep.input_size,
+            prep.crop_top,
+            keep_originals=config.detect_text,
+        )
         timings["decode"] += time.perf_counter() - t0
         for rec, message in cache.failed:
             reason = message.removeprefix(f"{index.root / rec.path}: ")
             rows_by_path[rec.path] = _error_row(rec, reason)
             errors.append(message)
         if len(cache):
-            rows, chunk_timings = _explain_chunk(loaded, index.root, cache, config, device, out)
+            rows, chunk_timings = _explain_chunk(loaded, cache, config, device, out)
             for key, value in chunk_timings.items():
                 timings[key] += value
             for row in rows:

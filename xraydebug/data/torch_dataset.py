@@ -28,7 +28,11 @@ def load_resized(path: Path, size: int, crop_top: float = 0.0) -> np.ndarray:
 
     Returns float32 (size, size) in [0, 1]. Area interpolation when shrinking (anti-aliased).
     """
-    image, _ = read_image(path)
+    return resize_gray(read_image(path)[0], size, crop_top)
+
+
+def resize_gray(image: np.ndarray, size: int, crop_top: float = 0.0) -> np.ndarray:
+    """Gray (H, W) in [0, 1] -> top ``crop_top`` rows dropped -> float32 (size, size)."""
     if crop_top > 0:
         image = image[round(crop_top * image.shape[0]) :]
     interp = cv2.INTER_AREA if image.shape[0] > size or image.shape[1] > size else cv2.INTER_LINEAR
@@ -40,13 +44,16 @@ class ImageCache:
     """Decoded images ``images`` (N, 1, S, S) float16 in [0, 1] for ``records`` in order.
 
     ``failed`` lists (record, message) for images that could not be read; they are left out of
-    ``records`` / ``images`` so indices line up.
+    ``records`` / ``images`` so indices line up. With ``keep_originals`` the full-resolution gray
+    images (H, W) float32 in [0, 1] are kept in ``originals`` too (for stages that work at the
+    original resolution, e.g. text detection), so nothing is decoded twice.
     """
 
     records: list[ImageRecord]
     images: torch.Tensor
     labels: torch.Tensor
     failed: list[tuple[ImageRecord, str]]
+    originals: list[np.ndarray] | None = None
 
     @classmethod
     def build(
@@ -58,14 +65,16 @@ class ImageCache:
         crop_top: float = 0.0,
         workers: int = 4,
         progress: Callable[[int, int], None] | None = None,
+        keep_originals: bool = False,
     ) -> ImageCache:
-        def load(rec: ImageRecord) -> np.ndarray | str:
+        def load(rec: ImageRecord) -> tuple[np.ndarray, np.ndarray | None] | str:
             try:
-                return load_resized(root / rec.path, size, crop_top)
+                image, _ = read_image(root / rec.path)
             except ImageReadError as exc:
                 return str(exc)
+            return resize_gray(image, size, crop_top), image if keep_originals else None
 
-        kept, arrays, failed = [], [], []
+        kept, arrays, failed, originals = [], [], [], []
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             results = zip(records, pool.map(load, records), strict=True)
             for done, (rec, out) in enumerate(results, 1):
@@ -73,7 +82,8 @@ class ImageCache:
                     failed.append((rec, out))
                 else:
                     kept.append(rec)
-                    arrays.append(out)
+                    arrays.append(out[0])
+                    originals.append(out[1])
                 if progress:
                     progress(done, len(records))
         images = (
@@ -82,7 +92,7 @@ class ImageCache:
             else torch.zeros(0, 1, size, size, dtype=torch.float16)
         )
         labels = torch.tensor([list(classes).index(r.label) for r in kept], dtype=torch.long)
-        return cls(kept, images, labels, failed)
+        return cls(kept, images, labels, failed, originals if keep_originals else None)
 
     def __len__(self) -> int:
         return len(self.records)
