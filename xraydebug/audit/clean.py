@@ -25,6 +25,7 @@ from xraydebug.data.layouts import load_index
 from xraydebug.data.records import ImageRecord
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
+from xraydebug.text import TextDetectConfig, detect_text
 from xraydebug.text.inpaint import encode_like, inpaint_boxes
 
 CLEANING_COLUMNS = ["path", "n_boxes", "boxes", "changed", "status", "error"]
@@ -44,6 +45,9 @@ class CleanConfig:
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "device"}
+
+    def detect_config(self) -> TextDetectConfig:
+        return TextDetectConfig(long_side=self.long_side, device=self.device)
 
 
 @dataclass
@@ -79,9 +83,7 @@ def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[
 
 def _detect(paths: list[Path], config: CleanConfig) -> list[list[list[int]] | str]:
     """CRAFT boxes per image (or an error message) at original pixel coordinates."""
-    from xraydebug.text import TextDetectConfig, detect_text
-
-    detect_config = TextDetectConfig(long_side=config.long_side, device=config.device)
+    detect_config = config.detect_config()
     results: list[list[list[int]] | str] = []
     for path in paths:
         try:
@@ -175,25 +177,22 @@ def _clean_one(
     pixels, meta = read_native(source)
     cleaned = inpaint_boxes(pixels, boxes, config.dilate, config.radius)
     if meta.format == "DICOM":
-        remains = _text_remains(cleaned, meta, source, config)
+        remains = _text_remains(cleaned, meta, config)
         atomic_write_bytes(target, write_derived_dicom(source, cleaned, boxes, remains))
     else:
         atomic_write_bytes(target, encode_like(cleaned, meta))
     return True
 
 
-def _text_remains(cleaned: np.ndarray, meta: ImageMeta, source: Path, config: CleanConfig) -> bool:
-    """Re-detect text on the cleaned DICOM (display-normalised) to set BurnedInAnnotation."""
-    from xraydebug.text import TextDetectConfig, detect_text
-
-    image, _ = read_image(source)
+def _text_remains(cleaned: np.ndarray, meta: ImageMeta, config: CleanConfig) -> bool:
+    """Re-detect text on the cleaned DICOM (stored values min-max scaled, MONOCHROME1 inverted
+    so detection sees the display orientation) to set BurnedInAnnotation."""
     gray = cleaned.astype(np.float32)
     lo, hi = float(gray.min()), float(gray.max())
     gray = (gray - lo) / (hi - lo) if hi > lo else np.zeros_like(gray)
-    if np.corrcoef(gray.ravel()[::97], image.ravel()[::97])[0, 1] < 0:
-        gray = 1 - gray  # MONOCHROME1 stored values: detection sees the display orientation
-    found = detect_text([gray], TextDetectConfig(long_side=config.long_side, device=config.device))
-    return bool(found[0])
+    if meta.photometric == "MONOCHROME1":
+        gray = 1 - gray
+    return bool(detect_text([gray], config.detect_config())[0])
 
 
 def clean_dataset(
