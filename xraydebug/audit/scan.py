@@ -42,6 +42,7 @@ from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json,
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.train import predict_probs
 from xraydebug.saliency import IGOSConfig, blur_baseline, deletion_insertion, get_explainer
+from xraydebug.text import TextDetectConfig, detect_text
 
 SCAN_COLUMNS = [
     "path",
@@ -193,8 +194,6 @@ def _text_columns(
 
     ``images``: (B, C, S, S) model inputs; ``insertion``: (B, 1, S, S) insertion saliency.
     """
-    from xraydebug.text import TextDetectConfig, detect_text
-
     prep = loaded.preprocessing
     size = prep.input_size
     originals = cache.originals
