@@ -1,9 +1,9 @@
 """The one-image-at-a-time iGOS++ of ``benchmarks/`` (the benchmark's baseline) against the engine.
 
-A hand-built ``PatchNet`` makes gradients large and predictable: its class-1 logit depends only on
-the brightness inside a known 8x8 square of a 32x32 image. With ``noise=0`` both implementations
-are deterministic, so the reference's gradient, stepped with the engine's accepted step, must
-reproduce the engine's masks.
+The hand-built ``PatchNet`` of ``tests/test_saliency.py`` makes gradients large and predictable:
+its class-1 logit depends only on the brightness inside a known 8x8 square of a 32x32 image.
+With ``noise=0`` both implementations are deterministic, so the reference's gradient, stepped
+with the engine's accepted step, must reproduce the engine's masks.
 """
 
 from __future__ import annotations
@@ -16,32 +16,8 @@ from torch import nn
 
 from benchmarks.igospp_bench import main as bench_main
 from benchmarks.igospp_reference import expected_counts, igospp_one_at_a_time
+from tests.test_saliency import PATCH, SIZE, PatchNet
 from xraydebug.saliency import igospp
-
-SIZE = 32
-PATCH = (slice(6, 14), slice(18, 26))
-
-
-class PatchNet(nn.Module):
-    """logit_1 = 20 * mean_patch(relu(avg3x3(x) - 0.5)) - 4, logit_0 = 0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
-        self.head = nn.Linear(SIZE * SIZE, 2)
-        inside = torch.zeros(SIZE, SIZE)
-        inside[PATCH] = 1.0
-        inside = inside.flatten()
-        with torch.no_grad():
-            self.conv.weight.fill_(1 / 9)
-            self.conv.bias.fill_(-0.5)
-            self.head.weight.zero_()
-            self.head.bias.zero_()
-            self.head.weight[1] = 20 * inside / inside.sum()
-            self.head.bias[1] = -4.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).flatten(1))
 
 
 @pytest.fixture
