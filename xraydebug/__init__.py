@@ -10,6 +10,9 @@ fast)::
     metrics = xraydebug.evaluate("demo-data", "models/covidnet.pt").metrics
     loaded = xraydebug.load_model("models/covidnet.pt")
     scan = xraydebug.scan("demo-data", "models/covidnet.pt", "runs/scan")
+    xraydebug.clean_dataset("demo-data", "demo-data-clean", xraydebug.CleanConfig(scan="runs/scan"))
+    result = xraydebug.retrain("demo-data-clean", "models/covidnet.pt", run_dir="runs/retrain")
+    xraydebug.build_report("runs/retrain", config=xraydebug.ReportConfig(show_ids=True))
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ _LAZY = {
     "load_model": "xraydebug.models.checkpoint",
     "scan": "xraydebug.audit.scan",
     "ScanConfig": "xraydebug.audit.scan",
+    "clean_dataset": "xraydebug.audit.clean",
+    "CleanConfig": "xraydebug.audit.clean",
+    "retrain": "xraydebug.audit.retrain",
+    "RetrainConfig": "xraydebug.audit.retrain",
+    "build_report": "xraydebug.audit.report",
+    "ReportConfig": "xraydebug.audit.report",
+    "run_demo": "xraydebug.demo",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

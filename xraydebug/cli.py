@@ -191,10 +191,6 @@ def inspect_cmd(
         raise _fail(f"{data}: no readable images")
 
 
-def _not_implemented(name: str) -> None:
-    raise _fail(f"'{name}' is not implemented yet")
-
-
 @app.command()
 @handle_errors
 def train(
@@ -352,7 +348,7 @@ def scan(
         f"{run['n_errors']} unreadable) in {run['seconds']:.0f} s"
         + (f" ({speed:.2f} images/s)" if speed else "")
         + f". Results: [bold]{out / 'scan.csv'}[/]; masks: {out / 'masks'}; "
-        f"run record: {out / 'run.json'}."
+        f"run record: {out / 'run.json'}; report: [bold]{result.report}[/]."
     )
 
 
@@ -406,8 +402,8 @@ def clean(
         return
     console.print(
         f"Cleaned dataset: [bold]{result.out}[/] ({result.n_changed} image(s) inpainted, "
-        f"{result.n_copied} copied unchanged); per-image record: {result.out / 'cleaning.csv'}. "
-        f"Next: xraydebug retrain {result.out}"
+        f"{result.n_copied} copied unchanged); per-image record: {result.out / 'cleaning.csv'}; "
+        f"report: {result.report}. Next: xraydebug retrain {result.out}"
     )
 
 
@@ -442,15 +438,77 @@ def text_cmd(
 
 
 @app.command()
-def retrain(debug: DebugOpt = False) -> None:
-    """Retrain on cleaned data and compare before/after (not implemented yet)."""
-    _not_implemented("retrain")
+@handle_errors
+def retrain(
+    data: Annotated[Path, typer.Argument(help="Cleaned dataset (from `xraydebug clean`).")],
+    baseline: Annotated[Path, typer.Option(help="Checkpoint trained on the original data.")] = (
+        Path("models/covidnet.pt")
+    ),
+    test: Annotated[
+        Path | None,
+        typer.Option(
+            help="Original dataset whose test split is scored (default: what clean used)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Retrained checkpoint (default: <baseline>-clean.pt).")
+    ] = None,
+    run_dir: Annotated[
+        Path, typer.Option(help="Folder for before_after.json/.csv and the report.")
+    ] = Path("runs/retrain"),
+    repeats: Annotated[
+        int, typer.Option(help="Train N seeds for both sides to measure seed noise.")
+    ] = 1,
+    scan: Annotated[
+        Path | None, typer.Option(help="Scan folder shown in the report (default: clean's).")
+    ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    device: DeviceOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Retrain the baseline's recipe on cleaned data; compare both models before/after.
+
+    Example: [bold]xraydebug retrain covidx-clean/ --baseline models/covidnet.pt --test covidx/[/]
+    """
+    from xraydebug.audit.retrain import RetrainConfig, before_after_table
+    from xraydebug.audit.retrain import retrain as run_retrain
+
+    config = RetrainConfig(repeats=repeats, n_boot=n_boot, device=device)
+    result = run_retrain(data, baseline, test, out, run_dir, config, scan, console)
+    for name in result.comparison["test_sets"]:
+        console.print(before_after_table(result.comparison, name))
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(
+        f"Retrained model: [bold]{result.checkpoint}[/]. Before/after: {result.json_path}, "
+        f"{result.csv_path}. Report: [bold]{result.report_path}[/]"
+    )
 
 
 @app.command()
-def report(debug: DebugOpt = False) -> None:
-    """Rebuild the HTML audit report of a run folder (not implemented yet)."""
-    _not_implemented("report")
+@handle_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Folder written by scan, clean or retrain.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: RUN_DIR/report.html).")] = (
+        None
+    ),
+    show_ids: Annotated[bool, typer.Option(help="Show patient ids (hidden by default).")] = False,
+    max_gallery: Annotated[
+        int, typer.Option(help="Flagged cases shown with pictures; the rest are listed.")
+    ] = 50,
+    thumb_px: Annotated[int, typer.Option(help="Long side of each picture in pixels.")] = 320,
+    debug: DebugOpt = False,
+) -> None:
+    """Rebuild the self-contained HTML audit report of a run folder.
+
+    Example: [bold]xraydebug report runs/retrain --show-ids[/]
+    """
+    from xraydebug.audit.report import ReportConfig, build_report
+
+    config = ReportConfig(show_ids=show_ids, max_gallery=max_gallery, thumb_px=thumb_px)
+    path = build_report(run_dir, out, config)
+    size = path.stat().st_size / 1e6
+    console.print(f"Report: [bold]{path}[/] ({size:.1f} MB, self-contained; open in any browser).")
 
 
 @app.command()

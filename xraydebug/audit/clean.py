@@ -58,6 +58,7 @@ class CleanResult:
     n_copied: int
     dry_run: bool = False
     errors: list[str] = field(default_factory=list)
+    report: Path | None = None
 
 
 def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[int]]]:
@@ -203,8 +204,12 @@ def clean_dataset(
     force: bool = False,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    report: bool = True,
 ) -> CleanResult:
-    """Inpaint text boxes into a new dataset ``out`` (default ``<data>-clean``)."""
+    """Inpaint text boxes into a new dataset ``out`` (default ``<data>-clean``).
+
+    With ``report`` (and not ``dry_run``) the audit report ``out/report.html`` is written.
+    """
     data = Path(data)
     out = Path(out) if out is not None else data.with_name(data.name + "-clean")
     index = load_index(data, manifest)
@@ -260,7 +265,12 @@ def clean_dataset(
         _write_csv(csv_path, rows)
     changed = table["changed"].astype(str).str.lower() == "true"
     n_changed = int(changed.sum())
-    return CleanResult(out, table, n_changed, len(table) - n_changed, dry_run, errors)
+    report_path = None
+    if report and not dry_run:
+        from xraydebug.audit.report import build_report
+
+        report_path = build_report(out)
+    return CleanResult(out, table, n_changed, len(table) - n_changed, dry_run, errors, report_path)
 
 
 def _write_csv(path: Path, rows: dict[str, dict[str, Any]]) -> None:

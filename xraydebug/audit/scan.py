@@ -9,7 +9,8 @@ Writes, under ``out``:
   thresholds apply without rescanning.
 - ``masks/<path>.npz``: ``deletion`` and ``insertion`` masks (s, s) float16 in [0, 1] (0 =
   salient; ``insertion`` absent for single-mask methods), ``target`` class index.
-- ``run.json``: the config, versions, model hash, timings and images/s.
+- ``run.json``: the config, versions, model hash, timings and images/s;
+- ``report.html``: the audit report (:mod:`xraydebug.audit.report`).
 
 Images are processed in chunks of ``batch_size`` (memory bounded whatever the dataset size);
 after every chunk ``scan.csv`` is rewritten atomically, so a killed scan resumes where it stopped
@@ -33,6 +34,7 @@ import pandas as pd
 import torch
 
 from xraydebug.audit.flagging import FlagRule, model_box_mask, reveal_inputs, text_mass
+from xraydebug.audit.report import build_report
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, ImageRecord
 from xraydebug.data.torch_dataset import ImageCache
@@ -151,6 +153,7 @@ class ScanResult:
     n_new: int = 0
     n_resumed: int = 0
     errors: list[str] = field(default_factory=list)
+    report: Path | None = None
 
 
 def mask_filename(path: str) -> str:
@@ -332,8 +335,12 @@ def scan(
     config: ScanConfig = ScanConfig(),
     manifest: Path | str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    report: bool = True,
 ) -> ScanResult:
-    """Explain every selected image of ``data``; see the module docstring for the outputs."""
+    """Explain every selected image of ``data``; see the module docstring for the outputs.
+
+    With ``report`` the HTML audit report ``out/report.html`` is (re)built at the end.
+    """
     start = time.perf_counter()
     out = Path(out)
     ensure_outside(out, Path(data), "--out")
@@ -364,6 +371,7 @@ def scan(
         "arch": loaded.arch,
         "classes": list(loaded.classes),
         "input_size": prep.input_size,
+        "preprocessing": prep.to_dict(),
         "data": str(data),
         "device": str(device),
         "versions": _versions(),
@@ -412,7 +420,8 @@ def scan(
         images_per_second=round(n_new / seconds, 4) if n_new else None,
     )
     atomic_write_json(out / "run.json", run)
-    return ScanResult(out, table, run, n_new, n_resumed, errors)
+    report_path = build_report(out) if report else None
+    return ScanResult(out, table, run, n_new, n_resumed, errors, report_path)
 
 
 def apply_flags(table: pd.DataFrame, rule: FlagRule) -> pd.DataFrame:

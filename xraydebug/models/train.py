@@ -31,7 +31,7 @@ from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from xraydebug.models.architectures import Preprocessing, build_model, get_arch
 from xraydebug.models.augment import AugmentConfig, augment_batch
-from xraydebug.models.checkpoint import save_checkpoint
+from xraydebug.models.checkpoint import read_checkpoint, save_checkpoint
 from xraydebug.models.metrics import summary_metrics
 
 
@@ -78,6 +78,27 @@ def data_fingerprint(index: DatasetIndex, records: list[ImageRecord]) -> dict[st
     for rec in records:
         counts[rec.label or ""] = counts.get(rec.label or "", 0) + 1
     return {"sha256": digest.hexdigest(), "n_images": len(records), "per_class": counts}
+
+
+def checkpoint_is_current(
+    checkpoint: Path | str,
+    data: Path | str,
+    config: TrainConfig,
+    manifest: Path | str | None = None,
+) -> bool:
+    """True if ``checkpoint`` was trained by :func:`train` with ``config`` (device aside) on the
+    same training images of ``data`` as a new run would use, so a rerun may reuse it."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        return False
+    meta = read_checkpoint(checkpoint)
+    wanted = {k: v for k, v in config.to_dict().items() if k != "device"}
+    saved = {k: v for k, v in meta.get("train_config", {}).items() if k != "device"}
+    if saved != wanted:
+        return False
+    index = load_index(data, manifest)
+    train_records, _ = _split_records(index, config)
+    return meta.get("data_fingerprint") == data_fingerprint(index, train_records)
 
 
 def class_weight_tensor(spec: str, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:

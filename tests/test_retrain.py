@@ -1,0 +1,239 @@
+"""Before/after comparison: hand-built predictions, then a real retrain of the tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from tests.conftest import tree_digest
+from xraydebug.audit.retrain import (
+    BEFORE_AFTER_COLUMNS,
+    REPEAT_COLUMNS,
+    RetrainConfig,
+    before_after_table,
+    compare_predictions,
+    comparison_table,
+    retrain,
+    summarise_repeats,
+)
+from xraydebug.cli import app
+from xraydebug.models.checkpoint import read_checkpoint
+
+CLASSES = ("normal", "pneumonia", "COVID-19")
+
+
+def _table(labels: list[str], preds: list[str], patients: list[str] | None = None) -> pd.DataFrame:
+    n = len(labels)
+    return pd.DataFrame(
+        {
+            "path": [f"test/{i}.png" for i in range(n)],
+            "split": "test",
+            "label": labels,
+            "source": "site",
+            "pred": preds,
+            "patient_id": patients or [f"P{i}" for i in range(n)],
+        }
+    )
+
+
+def test_compare_predictions_hand_built():
+    labels = ["COVID-19"] * 4 + ["normal"] * 4 + ["pneumonia"] * 2
+    # before: two COVID-19 missed, two normal called COVID-19 (the shortcut pattern)
+    before = ["COVID-19", "COVID-19", "normal", "normal", "COVID-19", "COVID-19"]
+    before += ["normal", "normal", "pneumonia", "pneumonia"]
+    after = ["COVID-19"] * 4 + ["normal"] * 4 + ["pneumonia", "pneumonia"]
+    result = compare_predictions(_table(labels, before), _table(labels, after), CLASSES, 200)
+    covid_before = result["before"]["per_class"]["COVID-19"]
+    assert covid_before["precision"] == pytest.approx(0.5)  # 2 of 4 called COVID-19
+    assert covid_before["recall"] == pytest.approx(0.5)  # 2 of 4 found
+    assert covid_before["support"] == 4
+    diff = result["difference"]["per_class"]["COVID-19"]
+    assert diff["recall"]["diff"] == pytest.approx(0.5)
+    assert diff["precision"]["diff"] == pytest.approx(0.5)
+    assert diff["recall"]["ci"][0] >= 0.0 and diff["recall"]["ci"][1] <= 1.0
+    assert result["difference"]["accuracy"]["diff"] == pytest.approx(0.4)
+    assert result["n"] == 10 and result["difference"]["unit"] == "patient"
+    lo, hi = result["after"]["ci"]["per_class"]["COVID-19"]["recall"]
+    assert lo == hi == 1.0  # perfect after: every resample gives 1
+    # identical models: zero difference and a degenerate paired interval
+    same = compare_predictions(_table(labels, before), _table(labels, before), CLASSES, 200)
+    for cls in CLASSES:
+        for metric in ("precision", "recall", "f1"):
+            entry = same["difference"]["per_class"][cls][metric]
+            assert entry["diff"] == 0.0 and entry["ci"] == [0.0, 0.0]
+
+
+def test_compare_pairs_rows_by_path_and_groups_patients():
+    labels = ["COVID-19", "normal", "COVID-19", "normal"]
+    before = _table(labels, ["normal", "normal", "COVID-19", "COVID-19"], ["A", "A", "B", "B"])
+    after = _table(labels, ["COVID-19", "normal", "COVID-19", "normal"], ["A", "A", "B", "B"])
+    shuffled = after.iloc[::-1].reset_index(drop=True)
+    a = compare_predictions(before, after, CLASSES, 100)
+    b = compare_predictions(before, shuffled, CLASSES, 100)
+    assert a["difference"] == b["difference"]
+    assert a["before"]["ci"]["unit"] == "patient"
+
+
+def test_summarise_repeats_and_table():
+    def metrics(recall: float) -> dict:
+        per_class = {
+            c: {"precision": 0.5, "recall": recall, "f1": 0.5, "support": 4} for c in CLASSES
+        }
+        return {"accuracy": recall, "macro_f1": 0.5, "per_class": per_class}
+
+    per_seed = [
+        {"seed": s, "original": {"before": metrics(0.5), "after": metrics(r)}}
+        for s, r in ((0, 0.7), (1, 0.9))
+    ]
+    summary = summarise_repeats(per_seed, CLASSES)
+    stats = summary["original"]["COVID-19/recall"]
+    assert stats["diff"]["mean"] == pytest.approx(0.3)
+    assert stats["diff"]["sd"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    assert stats["diff"]["min"] == pytest.approx(0.2) and stats["diff"]["max"] == pytest.approx(0.4)
+    assert "cleaned" not in summary
+
+
+@pytest.fixture(scope="module")
+def retrained(tiny_model, tiny_covidx: Path, tmp_path_factory):
+    """An identical copy of the data as the 'cleaned' set: retraining reproduces the baseline."""
+    root = tmp_path_factory.mktemp("retrain")
+    clean = root / "covidx-clean"
+    shutil.copytree(tiny_covidx, clean)
+    before = tree_digest(tiny_covidx)
+    result = retrain(
+        clean,
+        tiny_model.checkpoint,
+        test_data=tiny_covidx,
+        out=root / "models" / "after.pt",
+        run_dir=root / "run",
+        config=RetrainConfig(n_boot=100, device="cpu"),
+        console=Console(quiet=True),
+    )
+    assert tree_digest(tiny_covidx) == before
+    return result, root, clean
+
+
+def test_retrain_same_data_reproduces_baseline(retrained, tiny_model):
+    result, root, _clean = retrained
+    comparison = json.loads(result.json_path.read_text())
+    assert set(comparison["test_sets"]) == {"original", "cleaned"}
+    baseline_config = read_checkpoint(tiny_model.checkpoint)["train_config"]
+    after_config = read_checkpoint(result.checkpoint)["train_config"]
+    assert {k: v for k, v in after_config.items() if k != "device"} == {
+        k: v for k, v in baseline_config.items() if k != "device"
+    }
+    for test_set in comparison["test_sets"].values():
+        assert test_set["n"] == 18
+        for cls in CLASSES:
+            for metric in ("precision", "recall", "f1"):
+                assert test_set["difference"]["per_class"][cls][metric]["diff"] == 0.0
+    assert comparison["warnings"] == []
+    table = pd.read_csv(result.csv_path)
+    assert list(table.columns) == BEFORE_AFTER_COLUMNS
+    assert len(table) == 2 * (3 * 3 + 2)
+    assert (table["diff"] == 0).all()
+    assert (table["before_ci_low"] <= table["before"]).all()
+    assert (table["before"] <= table["before_ci_high"]).all()
+    predictions = pd.read_csv(root / "run" / "predictions_original.csv")
+    assert (
+        len(predictions) == 18 and (predictions["pred_before"] == predictions["pred_after"]).all()
+    )
+    assert result.report_path is not None and result.report_path.exists()
+
+
+def test_retrain_rerun_reuses_finished_model(retrained, tiny_model, tiny_covidx: Path):
+    result, root, clean = retrained
+    mtime = result.checkpoint.stat().st_mtime_ns
+    console = Console(record=True, width=200)
+    again = retrain(
+        clean,
+        tiny_model.checkpoint,
+        test_data=tiny_covidx,
+        out=result.checkpoint,
+        run_dir=root / "run",
+        config=RetrainConfig(n_boot=100, device="cpu"),
+        console=console,
+        report=False,
+    )
+    assert "reusing" in console.export_text()
+    assert result.checkpoint.stat().st_mtime_ns == mtime
+    assert again.comparison["test_sets"] == result.comparison["test_sets"]
+
+
+def test_retrain_repeats_report_seed_spread(tiny_model, tiny_covidx: Path, tmp_path: Path):
+    clean = tmp_path / "clean"
+    shutil.copytree(tiny_covidx, clean)
+    result = retrain(
+        clean,
+        tiny_model.checkpoint,
+        test_data=tiny_covidx,
+        out=tmp_path / "after.pt",
+        run_dir=tmp_path / "run",
+        config=RetrainConfig(repeats=2, n_boot=50, device="cpu"),
+        console=Console(quiet=True),
+        report=False,
+    )
+    repeats = result.comparison["repeats"]
+    assert repeats["seeds"] == [0, 1]
+    assert (tmp_path / "run" / "models" / "before-seed1.pt").exists()
+    assert (tmp_path / "run" / "models" / "after-seed1.pt").exists()
+    stats = repeats["summary"]["original"]["COVID-19/recall"]
+    assert stats["diff"]["mean"] == pytest.approx(0.0)  # same data on both sides, same seeds
+    table = comparison_table(result.comparison)
+    assert list(table.columns) == BEFORE_AFTER_COLUMNS + REPEAT_COLUMNS
+    assert (table["n_seeds"] == 2).all()
+    rendered = Console(record=True, width=200)
+    rendered.print(before_after_table(result.comparison))
+    assert "over 2 seeds" in rendered.export_text()
+
+
+def test_retrain_refuses_to_overwrite_baseline(tiny_model, tiny_covidx: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="overwrite the baseline"):
+        retrain(
+            tiny_covidx,
+            tiny_model.checkpoint,
+            test_data=tiny_covidx,
+            out=tiny_model.checkpoint,
+            run_dir=tmp_path / "run",
+            console=Console(quiet=True),
+        )
+
+
+def test_cli_retrain_and_report(retrained, tiny_model, tiny_covidx: Path, tmp_path: Path):
+    result, root, clean = retrained
+    runner = CliRunner()
+    out = runner.invoke(
+        app,
+        [
+            "retrain",
+            str(clean),
+            "--baseline",
+            str(tiny_model.checkpoint),
+            "--test",
+            str(tiny_covidx),
+            "--out",
+            str(result.checkpoint),
+            "--run-dir",
+            str(root / "run"),
+            "--n-boot",
+            "50",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "Before / after cleaning" in out.output and "report.html" in out.output
+    rebuilt = runner.invoke(
+        app, ["report", str(root / "run"), "--out", str(tmp_path / "r.html"), "--show-ids"]
+    )
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (tmp_path / "r.html").read_text().count("Before and after cleaning") == 1
+    missing = runner.invoke(app, ["report", str(tmp_path)])
+    assert missing.exit_code == 1 and "holds no scan.csv" in missing.output

@@ -1,0 +1,427 @@
+"""The HTML audit report (DESIGN.md section 8): one self-contained file a clinician can read.
+
+:func:`build_report` takes a run folder of ``scan`` (``scan.csv``), ``clean`` (the cleaned
+dataset with ``cleaning.csv``) or ``retrain`` (``before_after.json``) and follows the links each
+records (retrain -> cleaned data -> the scan whose boxes it reused) to gather what exists:
+
+1. summary: what was checked, how many images were flagged by class and source, before/after
+   precision and recall with CIs;
+2. the flagged images sorted by ``mass_in_text`` (at most ``max_gallery`` with pictures, the
+   rest listed): original with numbered text boxes, ``cividis`` saliency overlay with legend,
+   text-only reveal probability, cleaned image; a review widget per case ("shortcut" /
+   "not a shortcut") that exports the decisions as CSV (inline JavaScript, no network);
+3. per-source table, confusion matrices and before/after plots (matplotlib, inlined PNG);
+4. images that could not be read, settings and versions.
+
+Every image is inlined as a ``data:`` URI and has alt text; nothing is loaded from elsewhere.
+Patient ids are shown only with ``show_ids=True``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from xraydebug.audit import figures
+from xraydebug.audit.clean import STATE_FILE
+from xraydebug.audit.flagging import saliency_to_original
+from xraydebug.data.imageio import read_image
+from xraydebug.data.layouts import load_index
+from xraydebug.errors import DatasetError, ImageReadError
+from xraydebug.fsutil import atomic_write_text
+from xraydebug.models.architectures import Preprocessing
+
+REPORT_NAME = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """How the report is built.
+
+    Attributes:
+        show_ids: print patient ids (hidden by default: reports travel by e-mail).
+        max_gallery: flagged cases shown with pictures (highest ``mass_in_text`` first); the
+            others are listed in a table with their numbers.
+        thumb_px: long side of each inlined picture in pixels.
+        jpeg_quality: JPEG quality of the inlined pictures (1-95).
+    """
+
+    show_ids: bool = False
+    max_gallery: int = 50
+    thumb_px: int = 320
+    jpeg_quality: int = 80
+
+    def __post_init__(self) -> None:
+        if self.max_gallery < 0:
+            raise ValueError(f"max_gallery must be >= 0, got {self.max_gallery}")
+        if not 32 <= self.thumb_px <= 2048:
+            raise ValueError(f"thumb_px must be in [32, 2048], got {self.thumb_px}")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
+
+
+@dataclass
+class RunParts:
+    """The folders a report draws on (any may be missing)."""
+
+    scan: Path | None = None
+    clean: Path | None = None
+    retrain: Path | None = None
+
+
+def find_parts(run_dir: Path) -> RunParts:
+    """Which stage wrote ``run_dir`` and the folders it links to."""
+    parts = RunParts()
+    if (run_dir / "before_after.json").exists():
+        parts.retrain = run_dir
+        comparison = json.loads((run_dir / "before_after.json").read_text())
+        cleaned = comparison.get("data", {}).get("cleaned")
+        if cleaned and (Path(cleaned) / "cleaning.csv").exists():
+            parts.clean = Path(cleaned)
+        if comparison.get("scan_dir"):
+            parts.scan = Path(comparison["scan_dir"])
+    elif (run_dir / "cleaning.csv").exists():
+        parts.clean = run_dir
+    elif (run_dir / "scan.csv").exists():
+        parts.scan = run_dir
+    else:
+        raise DatasetError(
+            f"{run_dir}: holds no scan.csv, cleaning.csv or before_after.json; point "
+            "`xraydebug report` at a folder written by scan, clean or retrain"
+        )
+    if parts.clean is not None and parts.scan is None:
+        state_path = parts.clean / STATE_FILE
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        scan_dir = state.get("config", {}).get("scan")
+        parts.scan = Path(scan_dir) if scan_dir else None
+    if parts.scan is not None and not (parts.scan / "scan.csv").exists():
+        parts.scan = None
+    return parts
+
+
+# ----------------------------------------------------------------------------- scan section
+
+
+def _read_scan(scan_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    table = pd.read_csv(scan_dir / "scan.csv", dtype=str, keep_default_na=False)
+    run_path = scan_dir / "run.json"
+    run = json.loads(run_path.read_text()) if run_path.exists() else {}
+    return table, run
+
+
+def _num(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _by_source(ok: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per source: images, with text, flagged, and flagged counts by label."""
+    rows = []
+    for source, group in ok.groupby(ok["source"].replace("", "(none)"), sort=True):
+        flagged = group[group["flagged"] == "true"]
+        with_text = int((pd.to_numeric(group["n_boxes"], errors="coerce").fillna(0) > 0).sum())
+        rows.append(
+            {
+                "source": source,
+                "n": len(group),
+                "with_text": with_text,
+                "flagged": len(flagged),
+                "share": len(flagged) / len(group) if len(group) else 0.0,
+                "by_label": ", ".join(
+                    f"{label} {count}"
+                    for label, count in flagged["label"].value_counts().sort_index().items()
+                )
+                or "–",
+            }
+        )
+    return rows
+
+
+def _text_vs_prediction(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, Any]]:
+    """Share of each predicted class among images with and without detected text."""
+    has_text = pd.to_numeric(ok["n_boxes"], errors="coerce").fillna(0) > 0
+    rows = []
+    for name, part in (("with detected text", ok[has_text]), ("without text", ok[~has_text])):
+        counts = part["pred"].value_counts()
+        rows.append(
+            {
+                "group": name,
+                "n": len(part),
+                "shares": [(counts.get(c, 0) / len(part)) if len(part) else 0.0 for c in classes],
+            }
+        )
+    return rows
+
+
+def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
+    ok = table[table["status"] == "ok"]
+    errors = table[table["status"] != "ok"]
+    measured = ok[ok["n_boxes"] != ""]
+    flagged = ok[ok["flagged"] == "true"]
+    classes = list(run.get("classes") or sorted(ok["label"].unique()))
+    with_text = int((pd.to_numeric(measured["n_boxes"], errors="coerce").fillna(0) > 0).sum())
+    config = run.get("config", {})
+    return {
+        "n": len(table),
+        "n_ok": len(ok),
+        "n_errors": len(errors),
+        "n_measured": len(measured),
+        "n_with_text": with_text,
+        "n_flagged": len(flagged),
+        "flagged_by_label": flagged["label"]
+        .value_counts()
+        .reindex(classes, fill_value=0)
+        .to_dict(),
+        "flagged_by_target": flagged["target"]
+        .value_counts()
+        .reindex(classes, fill_value=0)
+        .to_dict(),
+        "by_source": _by_source(ok),
+        "text_vs_pred": _text_vs_prediction(measured, classes),
+        "classes": classes,
+        "errors": errors[["path", "error"]].to_dict("records"),
+        "deletion_auc": pd.to_numeric(ok["deletion_auc"], errors="coerce").mean(),
+        "insertion_auc": pd.to_numeric(ok["insertion_auc"], errors="coerce").mean(),
+        "run": run,
+        "config": config,
+        "rule": {
+            "min_mass": config.get("flag_min_mass"),
+            "min_ratio": config.get("flag_min_ratio"),
+            "min_reveal_prob": config.get("flag_min_reveal_prob"),
+        },
+    }
+
+
+def _patient_ids(data_root: Path | None, classes: tuple[str, ...]) -> dict[str, str]:
+    if data_root is None or not data_root.is_dir():
+        return {}
+    try:
+        index = load_index(data_root, classes=classes)
+    except (DatasetError, ValueError):
+        return {}
+    return {r.path: r.patient_id or "" for r in index.records}
+
+
+def _mask_saliency(scan_dir: Path, mask_file: str) -> np.ndarray | None:
+    """Insertion saliency ``1 - M_ins`` (s, s) float32 (``1 - M_del`` without an insertion mask)."""
+    path = scan_dir / mask_file
+    if not mask_file or not path.exists():
+        return None
+    with np.load(path) as archive:
+        key = "insertion" if "insertion" in archive.files else "deletion"
+        return 1.0 - archive[key].astype(np.float32)
+
+
+def _case(
+    row: dict[str, Any],
+    rank: int,
+    scan_dir: Path,
+    data_root: Path | None,
+    clean_root: Path | None,
+    prep: Preprocessing | None,
+    patient_ids: dict[str, str],
+    config: ReportConfig,
+) -> dict[str, Any]:
+    """One gallery card: pictures (data URIs or None with a reason) and its numbers."""
+    boxes = json.loads(row["boxes"]) if row.get("boxes") else []
+    case: dict[str, Any] = {
+        "rank": rank,
+        "path": row["path"],
+        "label": row["label"],
+        "pred": row["pred"],
+        "prob": _num(row["prob"]),
+        "target": row.get("target") or row["pred"],
+        "mass": _num(row["mass_in_text"]),
+        "area": _num(row["text_area"]),
+        "reveal": _num(row["text_reveal_prob"], float("nan")),
+        "deletion_auc": _num(row["deletion_auc"], float("nan")),
+        "insertion_auc": _num(row["insertion_auc"], float("nan")),
+        "source": row.get("source") or "–",
+        "n_boxes": len(boxes),
+        "patient": patient_ids.get(row["path"], "unknown") if config.show_ids else None,
+        "original": None,
+        "overlay": None,
+        "cleaned": None,
+        "missing": [],
+    }
+    try:
+        if data_root is None:
+            raise ImageReadError("the scanned dataset's location is not recorded")
+        gray, _meta = read_image(data_root / row["path"])
+    except (ImageReadError, OSError) as exc:
+        case["missing"].append(f"original not available: {exc}")
+        return case
+    scale = figures.thumbnail_scale(gray.shape, config.thumb_px)
+    small = figures.thumbnail(gray, config.thumb_px)
+    case["original"] = figures.jpeg_uri(
+        figures.draw_boxes(small, boxes, scale), config.jpeg_quality
+    )
+    saliency = _mask_saliency(scan_dir, row.get("mask_file", ""))
+    if saliency is not None:
+        crop = prep.crop_rows(gray.shape[0]) if prep is not None else 0
+        full = saliency_to_original(saliency, gray.shape, crop)
+        overlay = figures.draw_boxes(figures.saliency_overlay(small, full), boxes, scale)
+        case["overlay"] = figures.jpeg_uri(overlay, config.jpeg_quality)
+    else:
+        case["missing"].append("saliency mask file not found")
+    if clean_root is not None:
+        try:
+            cleaned, _ = read_image(clean_root / row["path"])
+            case["cleaned"] = figures.jpeg_uri(
+                figures.thumbnail(cleaned, config.thumb_px), config.jpeg_quality
+            )
+        except (ImageReadError, OSError) as exc:
+            case["missing"].append(f"cleaned image not available: {exc}")
+    return case
+
+
+def _gallery(
+    table: pd.DataFrame,
+    run: dict[str, Any],
+    scan_dir: Path,
+    clean_root: Path | None,
+    config: ReportConfig,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(cards with pictures, the remaining flagged rows) sorted by mass_in_text."""
+    flagged = table[(table["status"] == "ok") & (table["flagged"] == "true")].copy()
+    flagged["_mass"] = pd.to_numeric(flagged["mass_in_text"], errors="coerce").fillna(0.0)
+    flagged = flagged.sort_values(["_mass", "path"], ascending=[False, True])
+    rows = flagged.to_dict("records")
+    data_root = Path(run["data"]) if run.get("data") else None
+    prep = Preprocessing.from_dict(run["preprocessing"]) if run.get("preprocessing") else None
+    classes = tuple(run.get("classes") or ())
+    ids = _patient_ids(data_root, classes) if config.show_ids and classes else {}
+    shown = [
+        _case(row, rank, scan_dir, data_root, clean_root, prep, ids, config)
+        for rank, row in enumerate(rows[: config.max_gallery], 1)
+    ]
+    rest = [
+        {
+            "rank": rank,
+            "path": row["path"],
+            "label": row["label"],
+            "pred": row["pred"],
+            "mass": row["_mass"],
+            "area": _num(row["text_area"]),
+            "reveal": _num(row["text_reveal_prob"], float("nan")),
+            "source": row.get("source") or "–",
+        }
+        for rank, row in enumerate(rows[config.max_gallery :], config.max_gallery + 1)
+    ]
+    return shown, rest
+
+
+# ----------------------------------------------------------------------------- clean / retrain
+
+
+def _clean_summary(clean_dir: Path) -> dict[str, Any]:
+    table = pd.read_csv(clean_dir / "cleaning.csv", dtype=str, keep_default_na=False)
+    state_path = clean_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    changed = table["changed"].str.lower() == "true"
+    errors = table[table["status"] != "ok"]
+    return {
+        "dir": str(clean_dir),
+        "source": state.get("data"),
+        "config": state.get("config", {}),
+        "n": len(table),
+        "n_changed": int(changed.sum()),
+        "n_copied": int((~changed & (table["status"] == "ok")).sum()),
+        "errors": errors[["path", "error"]].to_dict("records"),
+    }
+
+
+def _retrain_summary(retrain_dir: Path) -> dict[str, Any]:
+    comparison = json.loads((retrain_dir / "before_after.json").read_text())
+    classes = comparison["classes"]
+    sets = []
+    for name, result in comparison["test_sets"].items():
+        sets.append(
+            {
+                "name": name,
+                "result": result,
+                "plot": figures.before_after_uri(
+                    result, classes, f"{name} test set: precision and recall (95% CI)"
+                ),
+                "cm_before": figures.confusion_uri(
+                    result["before"]["confusion_matrix"], classes, f"before, {name} test set"
+                ),
+                "cm_after": figures.confusion_uri(
+                    result["after"]["confusion_matrix"], classes, f"after, {name} test set"
+                ),
+            }
+        )
+    return {"comparison": comparison, "classes": classes, "sets": sets}
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("xraydebug.audit", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda v, d=0: "–" if v != v else f"{100 * float(v):.{d}f}%"
+    env.filters["num"] = lambda v, d=3: "–" if v != v else f"{float(v):.{d}f}"
+    env.filters["signed"] = lambda v, d=3: f"{float(v):+.{d}f}"
+    return env
+
+
+def build_report(
+    run_dir: Path | str, out: Path | str | None = None, config: ReportConfig = ReportConfig()
+) -> Path:
+    """Write the audit report of ``run_dir`` to ``out`` (default ``run_dir/report.html``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DatasetError(f"{run_dir}: no such run folder")
+    parts = find_parts(run_dir)
+    out = Path(out) if out is not None else run_dir / REPORT_NAME
+    scan = clean = retrain = None
+    cards: list[dict[str, Any]] = []
+    rest: list[dict[str, Any]] = []
+    if parts.scan is not None:
+        table, run = _read_scan(parts.scan)
+        scan = _scan_summary(table, run)
+        cards, rest = _gallery(table, run, parts.scan, parts.clean, config)
+    if parts.clean is not None:
+        clean = _clean_summary(parts.clean)
+    if parts.retrain is not None:
+        retrain = _retrain_summary(parts.retrain)
+    stage = "retrain" if retrain else "clean" if clean else "scan"
+    report_id = hashlib.sha256(f"{run_dir.resolve()}|{stage}".encode()).hexdigest()[:12]
+    html = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=f"xraydebug audit report: {stage}",
+            stage=stage,
+            generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            version=version("xraydebug"),
+            run_dir=str(run_dir),
+            parts=parts,
+            scan=scan,
+            clean=clean,
+            retrain=retrain,
+            cards=cards,
+            rest=rest,
+            legend=figures.colorbar_uri() if cards else None,
+            config=config,
+            report_id=report_id,
+        )
+    )
+    return atomic_write_text(out, html)

@@ -1,0 +1,455 @@
+"""``xraydebug retrain``: retrain on the cleaned data and compare the models before and after.
+
+The new model is trained with the baseline checkpoint's recorded :class:`TrainConfig` (same
+architecture, epochs, learning rate, seed, ...) on the cleaned dataset. Then BOTH models are
+scored on the same test sets: the original test split and the cleaned test split. For each test
+set ``before_after.json`` holds accuracy, macro-F1 and per-class precision/recall/F1/support of
+each model with patient-level bootstrap 95% CIs, and the after-minus-before difference with a
+*paired* bootstrap CI (both models scored on the same resampled patients). ``before_after.csv``
+holds the same numbers one row per (test set, class, metric).
+
+With ``repeats = N > 1`` both sides are trained with N seeds (the baseline's seed + 0..N-1; seed
++0 is the baseline checkpoint itself, the other "before" models are retrained on the baseline's
+training data) and the per-seed point estimates are summarised as mean, standard deviation,
+minimum and maximum, which separates the effect of cleaning from seed-to-seed noise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from xraydebug.audit.clean import STATE_FILE
+from xraydebug.audit.report import build_report
+from xraydebug.data.layouts import load_index
+from xraydebug.device import resolve_device
+from xraydebug.errors import DatasetError
+from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
+from xraydebug.models.checkpoint import file_sha256, load_model, read_checkpoint
+from xraydebug.models.evaluate import predict_records
+from xraydebug.models.metrics import (
+    METRIC_KEYS,
+    bootstrap_ci,
+    paired_difference_ci,
+    summary_metrics,
+)
+from xraydebug.models.train import TrainConfig, checkpoint_is_current, train
+
+TEST_SETS = ("original", "cleaned")
+"""``original``: the test split of the data the baseline saw; ``cleaned``: the cleaned copy."""
+
+BEFORE_AFTER_COLUMNS = [
+    "test_set",
+    "class",
+    "metric",
+    "support",
+    "before",
+    "before_ci_low",
+    "before_ci_high",
+    "after",
+    "after_ci_low",
+    "after_ci_high",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+]
+REPEAT_COLUMNS = [
+    "n_seeds",
+    "before_mean",
+    "before_sd",
+    "after_mean",
+    "after_sd",
+    "diff_mean",
+    "diff_sd",
+    "diff_min",
+    "diff_max",
+]
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Settings of :func:`retrain` that are not the baseline's training recipe."""
+
+    repeats: int = 1
+    n_boot: int = 1000
+    batch_size: int = 64  # evaluation batch
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
+
+
+@dataclass
+class RetrainResult:
+    checkpoint: Path
+    comparison: dict[str, Any]
+    table: pd.DataFrame
+    json_path: Path
+    csv_path: Path
+    report_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def baseline_train_config(meta: dict[str, Any], device: str) -> TrainConfig:
+    """The :class:`TrainConfig` recorded in a checkpoint, run on ``device``."""
+    recorded = meta.get("train_config")
+    if not isinstance(recorded, dict):
+        raise DatasetError("the baseline checkpoint records no training config to repeat")
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in recorded.items() if k in known}, "device": device})
+
+
+def _original_data(clean_data: Path, test_data: Path | str | None, meta: dict[str, Any]) -> Path:
+    """``--test``, else the source recorded by ``clean``, else the baseline's training data."""
+    candidates = [test_data]
+    state = clean_data / STATE_FILE
+    if state.exists():
+        candidates.append(json.loads(state.read_text()).get("data"))
+    candidates.append(meta.get("data"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    raise DatasetError(
+        f"{clean_data}: cannot tell which dataset it was cleaned from; pass --test ORIGINAL_DATA"
+    )
+
+
+def _fit(data: Path, out: Path, config: TrainConfig, console: Console) -> Path:
+    """Train ``config`` on ``data`` into ``out`` unless a finished identical run is there."""
+    if checkpoint_is_current(out, data, config):
+        console.print(f"reusing {out} (same data and training settings)")
+        return out
+    train(data, out, config, console=console)
+    return out
+
+
+def _predictions(
+    checkpoint: Path, data: Path, device: torch.device, batch_size: int
+) -> tuple[pd.DataFrame, tuple[str, ...], list[str]]:
+    loaded = load_model(checkpoint, device)
+    index = load_index(data, classes=loaded.classes)
+    records = index.usable("test")
+    if not records:
+        raise DatasetError(f"{data}: no readable labelled images in split 'test'")
+    table, skipped = predict_records(loaded, index.root, records, device, batch_size)
+    return table, loaded.classes, [message for _rec, message in skipped]
+
+
+def _arrays(
+    before: pd.DataFrame, after: pd.DataFrame, classes: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """labels, before preds, after preds, patient groups over the images both models scored."""
+    merged = before.merge(after[["path", "pred"]], on="path", suffixes=("_before", "_after"))
+    index = {c: i for i, c in enumerate(classes)}
+    labels = merged["label"].map(index).to_numpy(dtype=np.int64)
+    preds_before = merged["pred_before"].map(index).to_numpy(dtype=np.int64)
+    preds_after = merged["pred_after"].map(index).to_numpy(dtype=np.int64)
+    ids = merged["patient_id"].fillna("").astype(str)
+    groups = ids.where(ids != "", merged["path"]).to_numpy()
+    return labels, preds_before, preds_after, groups, merged
+
+
+def compare_predictions(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    classes: tuple[str, ...] | list[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Before/after metrics of two prediction tables over the same test images.
+
+    ``before``/``after``: columns ``path, label, pred, patient_id`` (as
+    :func:`~xraydebug.models.evaluate.predict_records` returns); rows are paired by ``path``.
+    Returns ``{"n", "before": metrics, "after": metrics, "difference": paired}`` where metrics
+    are :func:`summary_metrics` plus ``ci`` (:func:`bootstrap_ci`) and ``difference`` is
+    :func:`paired_difference_ci`; all intervals resample patients.
+    """
+    classes = tuple(classes)
+    labels, preds_before, preds_after, groups, merged = _arrays(before, after, classes)
+    if len(merged) == 0:
+        raise DatasetError("the two models share no scored test image to compare")
+    result: dict[str, Any] = {"n": len(merged)}
+    for side, preds in (("before", preds_before), ("after", preds_after)):
+        metrics = summary_metrics(labels, preds, list(classes))
+        metrics["ci"] = bootstrap_ci(labels, preds, classes, groups, n_boot, seed=seed)
+        result[side] = metrics
+    result["difference"] = paired_difference_ci(
+        labels, preds_before, preds_after, classes, groups, n_boot, seed=seed
+    )
+    return result
+
+
+def _metric_rows(classes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(class or "all", metric) in report order."""
+    rows = [(c, m) for c in classes for m in METRIC_KEYS]
+    return [*rows, ("all", "accuracy"), ("all", "macro_f1")]
+
+
+def _pick(metrics: dict[str, Any], cls: str, metric: str) -> Any:
+    return metrics[metric] if cls == "all" else metrics["per_class"][cls][metric]
+
+
+def _ci(metrics: dict[str, Any], cls: str, metric: str) -> list[float]:
+    ci = metrics["ci"]
+    return ci[metric] if cls == "all" else ci["per_class"][cls][metric]
+
+
+def summarise_repeats(per_seed: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, Any]:
+    """Mean, sd (ddof=1; 0 for one seed), min and max over seeds of before, after and diff.
+
+    ``per_seed``: ``[{"seed", test_set: {"before": summary_metrics, "after": ...}}, ...]``.
+    Returns ``{test_set: {"cls/metric": {"before": {...}, "after": {...}, "diff": {...}}}}``.
+    """
+    out: dict[str, Any] = {}
+    for test_set in TEST_SETS:
+        if not all(test_set in entry for entry in per_seed):
+            continue
+        out[test_set] = {}
+        for cls, metric in _metric_rows(classes):
+            values = {
+                side: np.array(
+                    [float(_pick(entry[test_set][side], cls, metric)) for entry in per_seed]
+                )
+                for side in ("before", "after")
+            }
+            values["diff"] = values["after"] - values["before"]
+            out[test_set][f"{cls}/{metric}"] = {
+                side: {
+                    "mean": float(v.mean()),
+                    "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+                    "min": float(v.min()),
+                    "max": float(v.max()),
+                }
+                for side, v in values.items()
+            }
+    return out
+
+
+def comparison_table(comparison: dict[str, Any]) -> pd.DataFrame:
+    """``before_after.csv``: one row per (test set, class, metric); columns
+    :data:`BEFORE_AFTER_COLUMNS` (+ :data:`REPEAT_COLUMNS` with several seeds)."""
+    classes = tuple(comparison["classes"])
+    repeats = comparison.get("repeats", {}).get("summary", {})
+    n_seeds = len(comparison.get("repeats", {}).get("seeds", []))
+    rows = []
+    for test_set, result in comparison["test_sets"].items():
+        for cls, metric in _metric_rows(classes):
+            diff = _pick(result["difference"], cls, metric)
+            support = result["before"]["per_class"][cls]["support"] if cls != "all" else result["n"]
+            row = {
+                "test_set": test_set,
+                "class": cls,
+                "metric": metric,
+                "support": support,
+                "before": _pick(result["before"], cls, metric),
+                "before_ci_low": _ci(result["before"], cls, metric)[0],
+                "before_ci_high": _ci(result["before"], cls, metric)[1],
+                "after": _pick(result["after"], cls, metric),
+                "after_ci_low": _ci(result["after"], cls, metric)[0],
+                "after_ci_high": _ci(result["after"], cls, metric)[1],
+                "diff": diff["diff"],
+                "diff_ci_low": diff["ci"][0],
+                "diff_ci_high": diff["ci"][1],
+            }
+            stats = repeats.get(test_set, {}).get(f"{cls}/{metric}")
+            if n_seeds > 1 and stats:
+                row.update(
+                    n_seeds=n_seeds,
+                    before_mean=stats["before"]["mean"],
+                    before_sd=stats["before"]["sd"],
+                    after_mean=stats["after"]["mean"],
+                    after_sd=stats["after"]["sd"],
+                    diff_mean=stats["diff"]["mean"],
+                    diff_sd=stats["diff"]["sd"],
+                    diff_min=stats["diff"]["min"],
+                    diff_max=stats["diff"]["max"],
+                )
+            rows.append(row)
+    columns = BEFORE_AFTER_COLUMNS + (REPEAT_COLUMNS if n_seeds > 1 else [])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _write_predictions(path: Path, merged: pd.DataFrame) -> None:
+    columns = ["path", "split", "label", "source", "pred_before", "pred_after"]
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        merged[columns].to_csv(handle, index=False)
+
+
+def retrain(
+    clean_data: Path | str,
+    baseline: Path | str = "models/covidnet.pt",
+    test_data: Path | str | None = None,
+    out: Path | str | None = None,
+    run_dir: Path | str = "runs/retrain",
+    config: RetrainConfig = RetrainConfig(),
+    scan_dir: Path | str | None = None,
+    console: Console | None = None,
+    report: bool = True,
+) -> RetrainResult:
+    """Retrain the baseline's recipe on ``clean_data``; compare both models; write the results.
+
+    ``out`` (default ``<baseline>-clean.pt``) receives the retrained model; ``run_dir`` receives
+    ``before_after.json``/``.csv``, paired predictions per test set and, with several seeds, the
+    extra models under ``models/``. ``test_data`` is the original dataset (default: the one
+    ``clean`` recorded). ``scan_dir`` (default: the scan ``clean`` reused, if any) is named in the
+    JSON so the HTML report can show the flagged images next to the numbers. Finished models are
+    reused on a rerun. With ``report`` the audit report ``run_dir/report.html`` is written.
+    """
+    console = console or Console()
+    clean_data, baseline, run_dir = Path(clean_data), Path(baseline), Path(run_dir)
+    out = Path(out) if out is not None else baseline.with_name(f"{baseline.stem}-clean.pt")
+    meta = read_checkpoint(baseline)
+    original = _original_data(clean_data, test_data, meta)
+    for path, what in ((run_dir, "the run folder"), (out.parent, "--out")):
+        for data in (clean_data, original):
+            ensure_outside(path, data, what)
+    if out.resolve() == baseline.resolve():
+        raise ValueError(f"--out {out} would overwrite the baseline checkpoint")
+    recipe = baseline_train_config(meta, config.device)
+    device = resolve_device(config.device)
+    train_data = Path(meta["data"]) if meta.get("data") and Path(meta["data"]).is_dir() else None
+    warnings: list[str] = []
+    if not checkpoint_is_current(baseline, train_data or original, recipe):
+        warnings.append(
+            f"the baseline {baseline} was not trained on the training split of "
+            f"{train_data or original} with its recorded settings (other data or files changed): "
+            "the comparison mixes the effect of cleaning with that difference"
+        )
+    if scan_dir is None and (clean_data / STATE_FILE).exists():
+        scan_dir = json.loads((clean_data / STATE_FILE).read_text()).get("config", {}).get("scan")
+
+    seeds = [recipe.seed + k for k in range(config.repeats)]
+    pairs: list[tuple[int, Path, Path]] = []
+    for k, seed in enumerate(seeds):
+        recipe_k = TrainConfig(**{**recipe.to_dict(), "seed": seed})
+        console.rule(f"retrain seed {seed} ({k + 1}/{len(seeds)}) on the cleaned data")
+        after_path = out if k == 0 else run_dir / "models" / f"after-seed{seed}.pt"
+        _fit(clean_data, after_path, recipe_k, console)
+        if k == 0:
+            before_path = baseline
+        else:
+            console.rule(f"baseline recipe, seed {seed}, on the original data")
+            before_path = run_dir / "models" / f"before-seed{seed}.pt"
+            _fit(train_data or original, before_path, recipe_k, console)
+        pairs.append((seed, before_path, after_path))
+
+    test_sets = {"original": original, "cleaned": clean_data}
+    comparison: dict[str, Any] = {
+        "classes": [],
+        "baseline": {"path": str(baseline)},
+        "retrained": {"path": str(out)},
+        "train_config": {k: v for k, v in recipe.to_dict().items() if k != "device"},
+        "data": {"original": str(original), "cleaned": str(clean_data)},
+        "scan_dir": str(scan_dir) if scan_dir else None,
+        "n_boot": config.n_boot,
+        "test_sets": {},
+        "skipped": {},
+    }
+    per_seed: list[dict[str, Any]] = []
+    for k, (seed, before_path, after_path) in enumerate(pairs):
+        entry: dict[str, Any] = {"seed": seed}
+        for name, data in test_sets.items():
+            before, classes, skipped = _predictions(before_path, data, device, config.batch_size)
+            after, after_classes, _ = _predictions(after_path, data, device, config.batch_size)
+            if after_classes != classes:
+                raise DatasetError(
+                    f"{after_path}: classes {after_classes} differ from the baseline's {classes}"
+                )
+            if k == 0:
+                comparison["classes"] = list(classes)
+                result = compare_predictions(before, after, classes, config.n_boot, recipe.seed)
+                comparison["test_sets"][name] = {"data": str(data), **result}
+                comparison["skipped"][name] = skipped
+                *_, merged = _arrays(before, after, classes)
+                _write_predictions(run_dir / f"predictions_{name}.csv", merged)
+                entry[name] = {"before": result["before"], "after": result["after"]}
+            else:
+                labels, preds_before, preds_after, _, _ = _arrays(before, after, classes)
+                entry[name] = {
+                    side: summary_metrics(labels, preds, list(classes))
+                    for side, preds in (("before", preds_before), ("after", preds_after))
+                }
+        per_seed.append(entry)
+    comparison["baseline"]["sha256"] = file_sha256(baseline)
+    comparison["retrained"]["sha256"] = file_sha256(out)
+    comparison["repeats"] = {
+        "seeds": seeds,
+        "models": [{"seed": s, "before": str(b), "after": str(a)} for s, b, a in pairs],
+        "per_seed": [
+            {
+                "seed": entry["seed"],
+                **{
+                    name: {side: _point(entry[name][side]) for side in ("before", "after")}
+                    for name in test_sets
+                },
+            }
+            for entry in per_seed
+        ],
+        "summary": summarise_repeats(per_seed, tuple(comparison["classes"])),
+    }
+    comparison["warnings"] = warnings
+    json_path = atomic_write_json(run_dir / "before_after.json", comparison)
+    table = comparison_table(comparison)
+    csv_path = run_dir / "before_after.csv"
+    with atomic_open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        table.to_csv(handle, index=False)
+    report_path = build_report(run_dir) if report else None
+    return RetrainResult(out, comparison, table, json_path, csv_path, report_path, warnings)
+
+
+def _point(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Point estimates only (no CIs, no confusion matrix) for the per-seed record."""
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "per_class": metrics["per_class"],
+    }
+
+
+def before_after_table(comparison: dict[str, Any], test_set: str = "original") -> Table:
+    """A rich table of precision and recall before/after with CIs for one test set."""
+    result = comparison["test_sets"][test_set]
+    n_seeds = len(comparison.get("repeats", {}).get("seeds", []))
+    summary = comparison.get("repeats", {}).get("summary", {}).get(test_set, {})
+    table = Table(title=f"Before / after cleaning, {test_set} test set (n = {result['n']})")
+    for name in ("class", "metric", "before [95% CI]", "after [95% CI]", "after - before [CI]"):
+        table.add_column(name, justify="left" if name in ("class", "metric") else "right")
+    if n_seeds > 1:
+        table.add_column(f"diff over {n_seeds} seeds (mean ± sd)", justify="right")
+    classes = tuple(comparison["classes"])
+    for cls, metric in _metric_rows(classes):
+        if metric == "f1" and cls != "all":
+            continue
+        diff = _pick(result["difference"], cls, metric)
+
+        def cell(side: str, cls: str = cls, metric: str = metric) -> str:
+            lo, hi = _ci(result[side], cls, metric)
+            return f"{_pick(result[side], cls, metric):.3f} [{lo:.2f}, {hi:.2f}]"
+
+        colour = "green" if diff["ci"][0] > 0 else "red" if diff["ci"][1] < 0 else ""
+        change = f"{diff['diff']:+.3f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]"
+        cells = [cls, metric, cell("before"), cell("after"), _colour(change, colour)]
+        if n_seeds > 1:
+            stats = summary.get(f"{cls}/{metric}", {}).get("diff")
+            cells.append(f"{stats['mean']:+.3f} ± {stats['sd']:.3f}" if stats else "")
+        table.add_row(*cells)
+    table.caption = (
+        "95% CIs: patient-level bootstrap; the difference's CI is paired (both models on the "
+        "same resampled patients); green/red: the CI excludes 0"
+    )
+    return table
+
+
+def _colour(text: str, colour: str) -> str:
+    return f"[{colour}]{text}[/]" if colour else text
