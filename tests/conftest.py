@@ -126,3 +126,94 @@ def tiny_model(tiny_covidx: Path, tmp_path_factory: pytest.TempPathFactory):
     result = train(tiny_covidx, tmp_path_factory.mktemp("models") / "tiny.pt", TINY_TRAIN)
     assert tree_digest(tiny_covidx) == before  # inputs untouched
     return result
+
+
+def make_report_run(root: Path, n_test: int = 12) -> tuple[Path, Path]:
+    """A synthetic dataset plus a hand-built scan folder for report tests: (data, scan_dir).
+
+    Test images with ground-truth text are flagged (``mass_in_text`` rising with their order)
+    except the first, which has text but is not flagged; each mask marks the first text box as
+    salient. One extra row is an unreadable image.
+    """
+    import io
+    import json
+
+    import pandas as pd
+
+    from xraydebug.audit.scan import SCAN_COLUMNS, mask_filename
+    from xraydebug.data.synth import SynthConfig, synthesize
+
+    data = synthesize(
+        root / "data", SynthConfig(n_train=6, n_test=n_test, size=256, seed=5)
+    ).out_dir
+    truth = json.loads((data / "ground_truth.json").read_text())
+    scan_dir = root / "scan"
+    rows = []
+    tests = sorted(k for k in truth if k.startswith("test/"))
+    with_text = [k for k in tests if truth[k]["boxes"]]
+    for path in tests:
+        entry = truth[path]
+        boxes = entry["boxes"]
+        rank = with_text.index(path) if boxes else -1
+        mask = np.ones((8, 8), dtype=np.float16)
+        if boxes:
+            x0, y0 = boxes[0][0] * 8 // 256, boxes[0][1] * 8 // 256
+            mask[y0, x0] = 0.0
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, deletion=mask, insertion=mask, target=np.array(2))
+        (scan_dir / mask_filename(path)).parent.mkdir(parents=True, exist_ok=True)
+        (scan_dir / mask_filename(path)).write_bytes(buffer.getvalue())
+        row = dict.fromkeys(SCAN_COLUMNS, "")
+        row.update(
+            path=path,
+            split="test",
+            label=entry["label"],
+            source=entry["source"],
+            pred="COVID-19" if boxes else entry["label"],
+            prob=0.9,
+            target="COVID-19" if boxes else entry["label"],
+            mass_in_text=0.1 + 0.05 * rank if boxes else 0.0,
+            text_area=0.02 if boxes else 0.0,
+            text_reveal_prob=0.95 if boxes else "",
+            flagged="true" if rank > 0 else "false",
+            n_boxes=len(boxes),
+            boxes=json.dumps(boxes),
+            deletion_auc=0.2,
+            insertion_auc=0.8,
+            mask_file=mask_filename(path),
+            status="ok",
+        )
+        rows.append(row)
+    bad = dict.fromkeys(SCAN_COLUMNS, "")
+    bad.update(
+        path="test/broken.png",
+        split="test",
+        label="normal",
+        status="error",
+        error="truncated PNG file",
+    )
+    rows.append(bad)
+    pd.DataFrame(rows, columns=SCAN_COLUMNS).to_csv(scan_dir / "scan.csv", index=False)
+    run = {
+        "data": str(data),
+        "model": "models/covidnet.pt",
+        "model_sha256": "ab" * 32,
+        "arch": "small",
+        "classes": ["normal", "pneumonia", "COVID-19"],
+        "preprocessing": {
+            "input_size": 256,
+            "in_channels": 1,
+            "mean": [0.5],
+            "std": [0.25],
+            "crop_top": 0.0,
+        },
+        "config": {
+            "method": "igospp",
+            "mask_size": 8,
+            "flag_min_mass": 0.05,
+            "flag_min_ratio": 3.0,
+            "flag_min_reveal_prob": 0.5,
+        },
+    }
+    (scan_dir / "run.json").write_text(json.dumps(run))
+    return data, scan_dir

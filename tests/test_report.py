@@ -1,0 +1,166 @@
+"""The HTML audit report: content, accessibility basics, self-containment, size."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_report_run, tree_digest
+from xraydebug.audit.clean import CleanConfig, clean_dataset
+from xraydebug.audit.report import ReportConfig, build_report, find_parts
+from xraydebug.audit.scan import mask_filename
+from xraydebug.errors import DatasetError
+
+
+class _Collector(HTMLParser):
+    """Every start tag with its attributes, plus the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(html: str) -> _Collector:
+    collector = _Collector()
+    collector.feed(html)
+    return collector
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory) -> tuple[Path, Path]:
+    return make_report_run(tmp_path_factory.mktemp("report"))
+
+
+def _flagged(scan_dir: Path) -> pd.DataFrame:
+    table = pd.read_csv(scan_dir / "scan.csv", dtype=str, keep_default_na=False)
+    return table[table["flagged"] == "true"]
+
+
+def test_scan_report_content_and_accessibility(report_run, tmp_path: Path):
+    data, scan_dir = report_run
+    before = tree_digest(data)
+    path = build_report(scan_dir, tmp_path / "report.html")
+    html = path.read_text()
+    doc = parse(html)
+    flagged = _flagged(scan_dir)
+    assert len(flagged) >= 2
+    # every picture is inlined and described
+    images = [attrs for tag, attrs in doc.tags if tag == "img"]
+    assert images and all(a.get("src", "").startswith("data:image/") for a in images)
+    assert all(len((a.get("alt") or "").strip()) > 20 for a in images)
+    # nothing can be fetched: no external URL in any attribute, no external script or style
+    for tag, attrs in doc.tags:
+        for name, value in attrs.items():
+            if name in ("src", "href", "action", "data") and value:
+                assert not re.match(r"^(https?:|//|ftp:)", value), (tag, name, value)
+        assert not (tag == "script" and attrs.get("src")), "external script"
+        assert tag != "link", "external stylesheet or resource"
+    assert "default-src 'none'" in html  # CSP: the browser refuses any network request
+    # summary first, then the gallery sorted by mass_in_text
+    assert html.index('id="summary"') < html.index('id="flagged"') < html.index('id="sources"')
+    ranks = [a["data-path"] for tag, a in doc.tags if tag == "article"]
+    expected = flagged.assign(m=flagged["mass_in_text"].astype(float))
+    expected = expected.sort_values(["m", "path"], ascending=[False, True])["path"].tolist()
+    assert ranks == expected
+    text = " ".join(doc.text)
+    assert "May contain patient identifiers" in text
+    assert "<dt>Patient id</dt>" not in html and "P0" not in re.sub(r"test/P0\d+_\d\.png", "", text)
+    assert "truncated PNG file" in text and "test/broken.png" in text  # bad inputs listed
+    assert f"{len(flagged)} flagged" in text.replace("\n", " ").replace("  ", " ")
+    # the review widget: two choices per case, an export button, inline script only
+    radios = [a for tag, a in doc.tags if tag == "input" and a.get("type") == "radio"]
+    assert len(radios) == 2 * len(flagged)
+    assert {a["value"] for a in radios} == {"shortcut", "not a shortcut"}
+    assert 'id="export-csv"' in html and "text/csv" in html
+    assert tree_digest(data) == before  # inputs untouched
+
+
+def test_patient_ids_only_with_show_ids(report_run, tmp_path: Path):
+    data, scan_dir = report_run
+    html = build_report(scan_dir, tmp_path / "r.html", ReportConfig(show_ids=True)).read_text()
+    truth = json.loads((data / "ground_truth.json").read_text())
+    first = _flagged(scan_dir)["path"].iloc[0]
+    assert "<dt>Patient id</dt>" in html and truth[first]["patient_id"] in html
+
+
+def test_gallery_cap_lists_the_rest(report_run, tmp_path: Path):
+    _data, scan_dir = report_run
+    n = len(_flagged(scan_dir))
+    html = build_report(scan_dir, tmp_path / "r.html", ReportConfig(max_gallery=1)).read_text()
+    doc = parse(html)
+    assert sum(1 for tag, _ in doc.tags if tag == "article") == 1
+    assert f"{n - 1} more flagged image" in html
+    rows = re.findall(r"<tr><td>(\d+)</td><td class=\"l\"><code>", html)
+    assert rows == [str(i) for i in range(2, n + 1)]
+
+
+def test_report_follows_clean_to_scan_and_shows_cleaned(report_run, tmp_path: Path):
+    data, scan_dir = report_run
+    result = clean_dataset(
+        data, tmp_path / "clean", CleanConfig(scan=str(scan_dir), long_side=256, device="cpu")
+    )
+    assert result.report == tmp_path / "clean" / "report.html"
+    parts = find_parts(tmp_path / "clean")
+    assert parts.clean == tmp_path / "clean" and parts.scan == scan_dir
+    html = result.report.read_text()
+    assert html.count("Cleaned (text inpainted)") == len(_flagged(scan_dir))
+    assert "had their detected text removed" in html
+    # the cleaned dataset still reads as a dataset (the report does not get in the way)
+    from xraydebug.data.layouts import load_index
+
+    assert len(load_index(tmp_path / "clean").usable()) == len(load_index(data).usable())
+
+
+def test_missing_originals_are_explained_not_fatal(report_run, tmp_path: Path):
+    _data, scan_dir = report_run
+    moved = tmp_path / "scan"
+    shutil.copytree(scan_dir, moved)
+    run = json.loads((moved / "run.json").read_text())
+    run["data"] = str(tmp_path / "gone")
+    (moved / "run.json").write_text(json.dumps(run))
+    html = build_report(moved).read_text()
+    assert "original not available" in html
+
+
+def test_report_of_unknown_folder_fails_clearly(tmp_path: Path):
+    with pytest.raises(DatasetError, match=r"holds no scan\.csv"):
+        build_report(tmp_path)
+    with pytest.raises(DatasetError, match="no such run folder"):
+        build_report(tmp_path / "nope")
+
+
+def test_report_stays_small_for_many_flags(tmp_path: Path):
+    """200 flagged rows, 50 with pictures: well under the e-mail limit (size is recorded)."""
+    data, scan_dir = make_report_run(tmp_path, n_test=6)
+    table = pd.read_csv(scan_dir / "scan.csv", dtype=str, keep_default_na=False)
+    template = table[table["flagged"] == "true"].iloc[0].to_dict()
+    rows = []
+    for i in range(200):
+        path = f"test/copy_{i}.png"
+        shutil.copy(data / template["path"], data / path)
+        (scan_dir / mask_filename(path)).write_bytes(
+            (scan_dir / template["mask_file"]).read_bytes()
+        )
+        rows.append(
+            dict(template, path=path, mask_file=mask_filename(path), mass_in_text=0.2 + i * 1e-4)
+        )
+    big = pd.DataFrame(rows, columns=table.columns)
+    big.to_csv(scan_dir / "scan.csv", index=False)
+    html = build_report(scan_dir, config=ReportConfig(max_gallery=50)).read_text()
+    size_mb = len(html.encode()) / 1e6
+    assert html.count("<article") == 50
+    assert "150 more flagged images" in html
+    assert size_mb < 5.0, size_mb
