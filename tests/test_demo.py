@@ -1,4 +1,4 @@
-"""The demo end to end at toy size (the real `make demo` runs the same code, bigger)."""
+"""The demo end to end: at toy size through the library, and `demo --quick` through the CLI."""
 
 from __future__ import annotations
 
@@ -6,35 +6,59 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from xraydebug.cli import app
 from xraydebug.demo import DemoConfig, run_demo
 
+TOY = DemoConfig(
+    n_train=45,
+    n_test=15,
+    size=128,
+    epochs=2,
+    scan_images=2,
+    iterations=2,
+    ig_steps=2,
+    mask_size=8,
+    text_long_side=192,
+    n_boot=50,
+)
+
 
 def test_demo_runs_every_stage(tmp_path: Path):
-    config = DemoConfig(
-        n_train=45,
-        n_test=15,
-        size=128,
-        epochs=2,
-        scan_images=2,
-        iterations=2,
-        ig_steps=2,
-        mask_size=8,
-        text_long_side=256,
-    )
-    summary = run_demo(tmp_path / "demo", config=config, device="cpu")
     out = tmp_path / "demo"
+    summary = run_demo(out, config=TOY, device="cpu")
     assert (out / "data" / "ground_truth.json").exists()
     assert (out / "inspect.csv").exists()
     assert json.loads((out / "eval" / "metrics.json").read_text())["n"] == 15
     scan = pd.read_csv(out / "scan" / "scan.csv")
     assert len(scan) == 2 and (scan["status"] == "ok").all()
-    assert summary["scan_images"] == 2 and 0 <= summary["deletion_auc"] <= 1
-    # a rerun reuses the synthetic data and resumes the finished scan
-    again = run_demo(out, config=config, device="cpu")
+    cleaning = pd.read_csv(out / "data-clean" / "cleaning.csv")
+    assert len(cleaning) == 60 and summary["inpainted"] == int(cleaning["changed"].sum())
+    comparison = json.loads((out / "retrain" / "before_after.json").read_text())
+    assert set(comparison["test_sets"]) == {"original", "cleaned"}
+    assert Path(summary["report"]).exists() and Path(summary["retrained_model"]).exists()
+    for side in ("before", "after"):
+        assert 0 <= summary["before_after"][side]["covid_recall"] <= 1
+    # a rerun reuses data, models, scan and cleaning
+    stamp = Path(summary["retrained_model"]).stat().st_mtime_ns
+    again = run_demo(out, config=TOY, device="cpu")
     assert again["scan_images"] == 2
+    assert Path(again["retrained_model"]).stat().st_mtime_ns == stamp
+    assert again["before_after"] == summary["before_after"]
+
+
+@pytest.mark.slow
+def test_cli_demo_quick(tmp_path: Path):
+    """`xraydebug demo --quick` as a user runs it (about 3 minutes on 2 cores)."""
+    out = tmp_path / "demo-run"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "Before / after cleaning" in result.output
+    assert "Audit report:" in result.output and (out / "retrain" / "report.html").exists()
+    html = (out / "retrain" / "report.html").read_text()
+    assert "Before and after cleaning" in html and "May contain patient identifiers" in html
 
 
 def test_demo_cli_help():

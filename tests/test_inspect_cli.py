@@ -92,10 +92,12 @@ def test_help_lists_every_command():
         assert name in result.output
 
 
-def test_unbuilt_commands_exit_1():
+def test_retrain_and_report_need_their_arguments(tmp_path):
     for name in ("retrain", "report"):
         result = runner.invoke(app, [name])
-        assert result.exit_code == 1 and "not implemented yet" in result.output
+        assert result.exit_code == 2 and "Missing argument" in result.output
+    result = runner.invoke(app, ["retrain", str(tmp_path), "--baseline", str(tmp_path / "no.pt")])
+    assert result.exit_code == 1 and "no.pt" in result.output
 
 
 def test_python_dash_m():

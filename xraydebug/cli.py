@@ -14,17 +14,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
 from xraydebug.errors import XrayDebugError
+from xraydebug.progress import progress_bar as _progress_bar
+from xraydebug.progress import tracked
 
 app = typer.Typer(
     name="xraydebug",
@@ -37,6 +32,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+PrecisionOpt = Annotated[
+    str, typer.Option(help="CRAFT precision: fp32 | bf16 | auto (bf16 where native; faster).")
+]
 SeedOpt = Annotated[int, typer.Option(help="Random seed (results are deterministic per seed).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 BatchOpt = Annotated[int | None, typer.Option(help="Images per batch (default: per command).")]
@@ -63,28 +61,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def progress_bar() -> Progress:
-    """A rich progress bar with count, rate-friendly ETA and elapsed time."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-def _tracked(progress: Progress, description: str) -> Callable[[int, int], None]:
-    task = progress.add_task(description, total=None, rate="")
-
-    def update(done: int, total: int) -> None:
-        elapsed = progress.tasks[task].elapsed or 0.0
-        rate = f"{done / elapsed:.1f} img/s" if elapsed > 0 else ""
-        progress.update(task, completed=done, total=total, rate=rate)
-
-    return update
+    return _progress_bar(console)
 
 
 @app.command()
@@ -109,7 +86,7 @@ def synth(
 
     config = SynthConfig(n_train=n_train, n_test=n_test, size=size, seed=seed, shortcut=shortcut)
     with progress_bar() as progress:
-        summary = synthesize(out, config, progress=_tracked(progress, "synth"), overwrite=overwrite)
+        summary = synthesize(out, config, progress=tracked(progress, "synth"), overwrite=overwrite)
     table = Table(title="Synthetic images (with burned-in text)")
     table.add_column("split")
     for label in config.classes:
@@ -146,7 +123,7 @@ def inspect_cmd(
     from xraydebug.data.inspect import inspect_dataset, summarize_counts
 
     with progress_bar() as progress:
-        result = inspect_dataset(data, out, manifest, progress=_tracked(progress, "reading"))
+        result = inspect_dataset(data, out, manifest, progress=tracked(progress, "reading"))
     table = result.table
     ok = table[table["status"] != "error"]
     counts = summarize_counts(table)
@@ -309,6 +286,7 @@ def scan(
     limit: Annotated[int | None, typer.Option(help="Scan at most N images.")] = None,
     text: Annotated[bool, typer.Option(help="Detect text (CRAFT) and flag shortcuts.")] = True,
     text_long_side: Annotated[int, typer.Option(help="CRAFT input long side in pixels.")] = 1280,
+    text_precision: PrecisionOpt = "fp32",
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images explained together.")] = 8,
     seed: SeedOpt = 0,
@@ -336,9 +314,10 @@ def scan(
         limit=limit,
         detect_text=text,
         text_long_side=text_long_side,
+        text_precision=text_precision,
     )
     with progress_bar() as progress:
-        result = run_scan(data, model, out, config, manifest, _tracked(progress, "explaining"))
+        result = run_scan(data, model, out, config, manifest, tracked(progress, "explaining"))
     for message in result.errors:
         console.print(f"[yellow]skipped[/] {message}", highlight=False)
     run = result.run
@@ -367,6 +346,7 @@ def clean(
     dilate: Annotated[int, typer.Option(help="Grow each box by this many pixels.")] = 3,
     radius: Annotated[float, typer.Option(help="Telea inpainting radius in pixels.")] = 10.0,
     long_side: Annotated[int, typer.Option(help="CRAFT input long side (detection here).")] = 1280,
+    precision: PrecisionOpt = "fp32",
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     dry_run: Annotated[bool, typer.Option(help="List what would change; write nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
@@ -388,10 +368,11 @@ def clean(
         scan=str(scan) if scan else None,
         long_side=long_side,
         device=device,
+        precision=precision,
     )
     with progress_bar() as progress:
         result = clean_dataset(
-            data, out, config, manifest, force, dry_run, _tracked(progress, "cleaning")
+            data, out, config, manifest, force, dry_run, tracked(progress, "cleaning")
         )
     for message in result.errors:
         console.print(f"[yellow]skipped[/] {message}", highlight=False)
@@ -413,6 +394,7 @@ def text_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder.")],
     out: Annotated[Path, typer.Option(help="Output folder for text.csv.")] = Path("runs/text"),
     long_side: Annotated[int, typer.Option(help="CRAFT input long side in pixels.")] = 1280,
+    precision: PrecisionOpt = "fp32",
     split: Annotated[str, typer.Option(help="all, or splits separated by commas.")] = "all",
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     device: DeviceOpt = "auto",
@@ -425,9 +407,9 @@ def text_cmd(
     from xraydebug.text.dataset import detect_dataset
     from xraydebug.text.detect import TextDetectConfig
 
-    config = TextDetectConfig(long_side=long_side, device=device)
+    config = TextDetectConfig(long_side=long_side, device=device, precision=precision)
     with progress_bar() as progress:
-        table = detect_dataset(data, out, config, split, manifest, _tracked(progress, "CRAFT"))
+        table = detect_dataset(data, out, config, split, manifest, tracked(progress, "CRAFT"))
     ok = table[table["status"] == "ok"]
     with_text = int((ok["n_boxes"].astype(int) > 0).sum())
     console.print(
@@ -522,7 +504,7 @@ def demo(
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
-    """Run the loop on synthetic data: synth, inspect, train, evaluate, scan.
+    """Run the whole loop on synthetic data: synth, train, scan, clean, retrain, report.
 
     Example: [bold]xraydebug demo --quick[/]
     """

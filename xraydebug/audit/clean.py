@@ -42,12 +42,15 @@ class CleanConfig:
     scan: str | None = None  # scan folder whose boxes are reused; None = run CRAFT here
     long_side: int = 1280
     device: str = "auto"
+    precision: str = "fp32"  # CRAFT precision: fp32 | bf16 | auto (see TextDetectConfig)
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "device"}
 
     def detect_config(self) -> TextDetectConfig:
-        return TextDetectConfig(long_side=self.long_side, device=self.device)
+        return TextDetectConfig(
+            long_side=self.long_side, device=self.device, precision=self.precision
+        )
 
 
 @dataclass

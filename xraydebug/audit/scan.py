@@ -104,6 +104,7 @@ class ScanConfig:
     limit: int | None = None
     detect_text: bool = True
     text_long_side: int = 1280
+    text_precision: str = "fp32"  # CRAFT: fp32 | bf16 | auto (see TextDetectConfig)
     flag_min_mass: float = FlagRule.min_mass
     flag_min_ratio: float = FlagRule.min_ratio
     flag_min_reveal_prob: float = FlagRule.min_reveal_prob
@@ -200,7 +201,9 @@ def _text_columns(
     prep = loaded.preprocessing
     size = prep.input_size
     originals = cache.originals
-    detect_config = TextDetectConfig(long_side=config.text_long_side, device=str(device))
+    detect_config = TextDetectConfig(
+        long_side=config.text_long_side, device=str(device), precision=config.text_precision
+    )
     all_boxes = detect_text(originals, detect_config)
     masks, columns = [], []
     for original, boxes, sal in zip(originals, all_boxes, insertion, strict=True):
