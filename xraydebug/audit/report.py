@@ -39,6 +39,7 @@ from xraydebug.data.layouts import load_index
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.fsutil import atomic_write_text
 from xraydebug.models.architectures import Preprocessing
+from xraydebug.models.metrics import confusion_matrix
 
 REPORT_NAME = "report.html"
 
@@ -164,6 +165,28 @@ def _text_vs_prediction(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, 
     return rows
 
 
+def _text_confusions(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, Any]]:
+    """Confusion matrices (data URIs) of the scanned images with and without detected text."""
+    known = ok[ok["label"].isin(classes) & ok["pred"].isin(classes)]
+    has_text = pd.to_numeric(known["n_boxes"], errors="coerce").fillna(0) > 0
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for name, part in (("with detected text", known[has_text]), ("without text", known[~has_text])):
+        if part.empty:
+            continue
+        labels = part["label"].map(index).to_numpy(dtype=np.int64)
+        preds = part["pred"].map(index).to_numpy(dtype=np.int64)
+        matrix = confusion_matrix(labels, preds, len(classes))
+        out.append(
+            {
+                "name": name,
+                "n": len(part),
+                "uri": figures.confusion_uri(matrix, classes, f"scanned images {name}"),
+            }
+        )
+    return out
+
+
 def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
     ok = table[table["status"] == "ok"]
     errors = table[table["status"] != "ok"]
@@ -189,6 +212,7 @@ def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
         .to_dict(),
         "by_source": _by_source(ok),
         "text_vs_pred": _text_vs_prediction(measured, classes),
+        "confusions": _text_confusions(measured, classes),
         "classes": classes,
         "errors": errors[["path", "error"]].to_dict("records"),
         "deletion_auc": pd.to_numeric(ok["deletion_auc"], errors="coerce").mean(),
