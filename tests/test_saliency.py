@@ -141,7 +141,7 @@ def test_ig_gradient_matches_reference_formulation(model: PatchNet) -> None:
     x = make_images(2)
     base = blur_baseline(x)
     targets = torch.tensor([1, 0])
-    cfg = IGOSConfig(mask_size=8, ig_steps=4, noise=0.0, batch_size=5)
+    cfg = IGOSConfig(mask_size=8, ig_steps=4, noise=0.0, batch_size=5, amp=False)
     masks = torch.rand(2, 2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     opt = _Optimizer(model, x, base, targets, _IGOSPP_TERMS, 2, True, 0.5, cfg, [0, 1], x.device)
     got = opt.gradient(masks, torch.arange(2), it=0)
@@ -411,3 +411,98 @@ def test_objective_history_is_a_record_not_an_alias():
     history = torch.tensor(result.stats["objective_history"])
     assert not torch.allclose(history[:, 0], history[:, -1])
     assert (history[:, 1:] <= history[:, :-1] + 1e-6).all()  # Armijo: never increases
+
+
+# (10) speed options: BatchNorm folding, bf16 autocast on CPU -------------------------------------
+class BNNet(nn.Module):
+    """Conv-BN-ReLU blocks (nn.Sequential, as in the project's CNNs) plus a conv-BN pair outside
+    any Sequential, which must be left alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        with torch.random.fork_rng():  # the same weights in every test run
+            torch.manual_seed(0)
+            self.features = nn.Sequential(
+                nn.Sequential(
+                    nn.Conv2d(1, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8)
+                ),
+                nn.ReLU(),
+                nn.Conv2d(8, 8, 3, padding=1),
+                nn.BatchNorm2d(8),
+                nn.ReLU(),
+            )
+            self.side = nn.Conv2d(8, 8, 1)
+            self.side_bn = nn.BatchNorm2d(8)
+            self.head = nn.Linear(8, 2)
+        with torch.no_grad():
+            for bn in (self.features[0][1], self.features[3], self.side_bn):
+                bn.running_mean.copy_(torch.randn(8, generator=g))
+                bn.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+                bn.weight.copy_(torch.randn(8, generator=g))
+                bn.bias.copy_(torch.randn(8, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.side_bn(self.side(self.features(x))).mean(dim=(2, 3)))
+
+
+def test_fold_batchnorm() -> None:
+    from xraydebug.saliency.runtime import fold_batchnorm
+
+    model = BNNet().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded, pairs = fold_batchnorm(model)
+    assert pairs == 2 and folded is not model
+    assert isinstance(folded.features[0][1], nn.Identity)
+    assert isinstance(folded.features[3], nn.Identity)
+    assert isinstance(folded.side_bn, nn.BatchNorm2d)  # not in a Sequential: untouched
+    assert not any(p.requires_grad for p in folded.parameters())
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    # The caller's model is not modified.
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert isinstance(model.features[3], nn.BatchNorm2d)
+    # Nothing to fold: the model itself comes back, no copy.
+    same, n = fold_batchnorm(PatchNet().eval())
+    assert n == 0 and isinstance(same, PatchNet)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(BNNet())
+
+
+def test_fold_bn_option_gives_the_same_masks() -> None:
+    model = BNNet()
+    x = make_images(2)
+    # no regulariser: BNNet's gradients are small, and the masks must move for a real comparison
+    kw = {"mask_size": 8, "iterations": 3, "ig_steps": 3, "noise": 0.0, "amp": False, "tol": 0}
+    kw |= {"l1": 0.0, "l2": 0.0}
+    plain = igospp(model, x, [0, 1], fold_bn=False, **kw)
+    folded = igospp(model, x, [0, 1], **kw)
+    assert plain.stats["folded_batchnorms"] == 0 and folded.stats["folded_batchnorms"] == 2
+    assert folded.stats["config"]["fold_bn"] is True
+    assert (plain.mask - 1).abs().mean() > 1e-3
+    torch.testing.assert_close(folded.mask, plain.mask, atol=1e-4, rtol=0)
+    assert model.training and isinstance(model.features[3], nn.BatchNorm2d)  # restored, intact
+
+
+def test_amp_on_cpu() -> None:
+    from xraydebug.device import cpu_has_native_bf16
+    from xraydebug.saliency.runtime import autocast_context
+
+    cpu = torch.device("cpu")
+    with autocast_context(cpu, True):  # metrics' call: CPU autocast only when asked for
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast_context(cpu, False, cpu=True):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast_context(cpu, True, cpu=True):
+        assert torch.is_autocast_enabled("cpu") == cpu_has_native_bf16()
+    # bf16 gradient passes (where available) stay close to float32; the objective is float32.
+    model, x = PatchNet(), make_images(2)
+    kw = {**FAST, "noise": 0.0, "tol": 0}
+    f32 = igospp(model, x, 1, amp=False, **kw)
+    amp = igospp(model, x, 1, amp=True, **kw)
+    assert amp.stats["config"]["amp"] is True and f32.stats["config"]["amp"] is False
+    assert (f32.mask - 1).abs().mean() > 0.05  # the masks moved: a real comparison
+    assert (amp.mask - f32.mask).abs().mean() < 0.01
+    assert (mass_fraction(amp.saliency((SIZE, SIZE)), PATCH) > 3 * region(PATCH).mean()).all()

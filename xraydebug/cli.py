@@ -499,7 +499,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path(
         "demo-run"
     ),
-    quick: Annotated[bool, typer.Option(help="Smaller data and scan, about 3 minutes.")] = False,
+    quick: Annotated[bool, typer.Option(help="Smaller data, about 1.5-3 minutes.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,

@@ -18,3 +18,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r} (expected auto, cpu, cuda or cuda:N)") from exc
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where oneDNN's bf16
+    kernels beat float32; without it bf16 is emulated and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        fn = getattr(torch.cpu, name, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except RuntimeError:  # pragma: no cover - exotic builds
+            continue
+    return False

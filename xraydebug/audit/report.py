@@ -42,6 +42,7 @@ from xraydebug.models.architectures import Preprocessing
 from xraydebug.models.metrics import confusion_matrix
 
 REPORT_NAME = "report.html"
+METRIC_NAMES = {"f1": "F1", "macro_f1": "macro-F1", "recall": "recall (sensitivity)"}
 
 
 @dataclass(frozen=True)
@@ -392,6 +393,15 @@ def _retrain_summary(retrain_dir: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- rendering
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and value != value)
+
+
+def _format(value: Any, spec: str, scale: float = 1.0) -> str:
+    """``value`` formatted with ``spec`` (after ``* scale``); "–" when missing or NaN."""
+    return "–" if _missing(value) else format(float(value) * scale, spec)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("xraydebug.audit", "templates"),
@@ -400,9 +410,10 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["pct"] = lambda v, d=0: "–" if v != v else f"{100 * float(v):.{d}f}%"
-    env.filters["num"] = lambda v, d=3: "–" if v != v else f"{float(v):.{d}f}"
-    env.filters["signed"] = lambda v, d=3: f"{float(v):+.{d}f}"
+    env.filters["pct"] = lambda v, d=0: _format(v, f".{d}f", 100.0) + ("" if _missing(v) else "%")
+    env.filters["num"] = lambda v, d=3: _format(v, f".{d}f")
+    env.filters["signed"] = lambda v, d=3: _format(v, f"+.{d}f")
+    env.filters["metric"] = lambda name: METRIC_NAMES.get(name, name)
     return env
 
 

@@ -52,12 +52,19 @@ class IGOSConfig:
         ls_group: how many rungs of the step-size ladder are evaluated together in one batched
             forward (1 = classic sequential backtracking; larger trades forwards for latency).
         batch_size: most perturbed images per model forward/backward; ``None`` picks about 16M
-            input elements per chunk (at most 256 images) on CUDA and 4M (at most 64) on CPU
-            (see :func:`~.masks.device_batch_size`).
+            input elements per chunk (at most 256 images) on CUDA and 2M (at most 32) on CPU,
+            rounded down to a multiple of ``ig_steps`` (see :func:`~.masks.device_batch_size`).
         seed: base seed of the per-image noise streams (see ``noise_seeds`` in ``igospp``).
-        amp: run the model under ``torch.autocast`` (bfloat16 where supported, else float16) on
-            CUDA; ignored on other devices.
+        amp: run the integrated-gradient passes (forward + input-gradient backward) under
+            ``torch.autocast``: on CUDA bfloat16 where supported, else float16; on CPU bfloat16
+            where the CPU has native bf16 (AVX512-BF16 or AMX; elsewhere float32). The
+            line-search objective, whose differences decide Armijo and ``tol``, and all mask
+            arithmetic stay float32.
         channels_last: feed the model ``channels_last`` tensors on CUDA.
+        fold_bn: run a private copy of the model in which each ``Conv2d`` directly followed by a
+            ``BatchNorm2d`` in an ``nn.Sequential`` is merged into one convolution (same function
+            up to rounding, eval mode; see :func:`~.runtime.fold_batchnorm`); the caller's model is
+            never modified. ``False`` runs the model as given.
     """
 
     mask_size: int = 28
@@ -83,6 +90,7 @@ class IGOSConfig:
     seed: int = 0
     amp: bool = True
     channels_last: bool = True
+    fold_bn: bool = True
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, expected: str) -> None:

@@ -27,9 +27,11 @@ Conventions (papers and the authors' code, github.com/khorrams/IGOS_pp):
 
 Speed (the reference explains one image at a time, one K-point path per call):
 
-* all images x 4 terms x K points go through the model together, chunked by ``batch_size``,
-  one backward per chunk, parameter gradients off, gradients taken w.r.t. the upsampled term
-  masks and pulled back to the ``s x s`` masks once per iteration;
+* all images x 4 terms x K points go through the model together, chunked by ``batch_size``
+  (whole K-point paths where possible), one backward per chunk that stops at the model input
+  (parameter gradients off); the input gradient is pulled back to the upsampled term masks by
+  hand (``x = B + (I - B) * m`` is linear in ``m``) and from there to the ``s x s`` masks by
+  autograd once per iteration;
 * the line search runs under ``no_grad`` on the plain objective (K = 1, no noise) and tries
   ``ls_group`` rungs of the step ladder for every image in one batched forward, taking per image
   the first rung that satisfies Armijo; the objective at the accepted masks is the next
@@ -38,8 +40,13 @@ Speed (the reference explains one image at a time, one K-point path per call):
   are images whose plain objective has stopped improving (``tol`` over ``tol_window``
   iterations; the spec's "stop early per image when the step collapses"), so converged images
   cost no more gradient passes;
-* on CPU the default chunk is smaller (<= 64 images, :func:`~.masks.device_batch_size`);
-* ``torch.autocast`` (CUDA, ``amp``) and ``channels_last`` inputs on CUDA.
+* on CPU the default chunk is smaller (<= 32 images, a multiple of K,
+  :func:`~.masks.device_batch_size`): larger chunks page-fault more and are slower per image;
+* ``amp``: the gradient passes run under ``torch.autocast`` (CUDA; CPUs with native bf16),
+  the line-search objective and all mask arithmetic stay float32;
+* ``fold_bn``: a private copy of the model with eval-mode BatchNorm folded into the preceding
+  convolution (:func:`~.runtime.fold_batchnorm`; same function, one op fewer per pair);
+* ``channels_last`` inputs on CUDA.
 
 Deviations from the reference, each deliberate:
 
@@ -54,7 +61,8 @@ Deviations from the reference, each deliberate:
    ``exp(-dI^2/0.01)`` to the ImageNet-normalised image.
 4. Noise is drawn from a per-image stream (seeded by ``seed`` and the image's content, or by
    ``noise_seeds``) so that results do not depend on batch composition.
-5. Batched images; float32 masks; optional autocast (the reference is fp32 on CUDA only).
+5. Batched images; float32 masks and objective; autocast (bf16 / fp16) for the gradient
+   passes by default where the hardware has it (the reference is fp32 on CUDA only).
 6. Convergence stopping (``tol > 0``, default ``1e-3`` over 3 iterations): the reference always
    runs all ``iterations``; ``tol=0`` does too (unless the line search fails).
 """
@@ -83,6 +91,7 @@ from .runtime import (
     as_targets,
     autocast_context,
     check_images,
+    fold_batchnorm,
     frozen_model,
     mix_seed,
     resolve_device,
@@ -152,7 +161,7 @@ class _Optimizer:
         self.seeds = seeds
         self.size = (int(images.shape[-2]), int(images.shape[-1]))
         sample = images[0].numel()
-        self.batch_size = cfg.batch_size or device_batch_size(sample, device)
+        self.batch_size = cfg.batch_size or device_batch_size(sample, device, cfg.ig_steps)
         s = cfg.mask_size
         self.btv = (
             btv_weights(images, (s, s), cfg.btv_sigma2, cfg.btv_normalize) if bilateral else None
@@ -195,10 +204,12 @@ class _Optimizer:
         m = torch.where(ins.view(-1, 1, 1, 1), 1.0 - m, m)
         return self.baseline[img] + self.diff[img] * m
 
-    def probs(self, x: Tensor, img: Tensor) -> Tensor:
+    def probs(self, x: Tensor, img: Tensor, amp: bool) -> Tensor:
+        """Target-class probabilities (float32) of inputs ``x`` for the images ``img``;
+        ``amp``: under autocast (gradient passes only, see :class:`IGOSConfig`)."""
         check, self.checked = not self.checked, True
         x = to_model_layout(x, self.device, self.cfg.channels_last)
-        with autocast_context(self.device, self.cfg.amp):
+        with autocast_context(self.device, amp and self.cfg.amp, cpu=True):
             return target_probs(self.model, x, self.targets[img], check=check)
 
     # -- plain objective (line search) -----------------------------------------------------------
@@ -216,54 +227,98 @@ class _Optimizer:
             tm = self.term_masks(up.view(q, self.n_masks, 1, *self.size)).flatten(0, 1)
             img = idx[c0:c1].repeat_interleave(n_terms)
             x = self.compose(tm, img, self.is_ins.repeat(q))
-            p = self.probs(x, img).view(q, n_terms)
+            p = self.probs(x, img, amp=False).view(q, n_terms)
             cls[c0:c1] = (p * self.signs).sum(dim=1)
             self.ls_forwards += q * n_terms
         return cls + self.regulariser(masks, idx)
 
     # -- integrated gradient ---------------------------------------------------------------------
-    def noise(self, idx: list[int], it: int, r0: int, r1: int) -> Tensor:
-        """Noise for flattened rows ``[r0, r1)`` of the (image, term, k) grid: one stream per
-        (image, iteration, term) block of K rows, so any chunking draws the same numbers."""
-        k, n_terms = self.cfg.ig_steps, len(self.terms)
+    def _segments(self, r0: int, r1: int) -> list[tuple[int, int, int]]:
+        """Rows ``[r0, r1)`` of the flattened (image, term, k) grid as ``(block, k0, k1)`` runs:
+        block ``b`` = (image, term) row of the term masks, path points ``k0 .. k1 - 1``."""
+        k = self.cfg.ig_steps
+        out = []
+        r = r0
+        while r < r1:
+            b, k0 = divmod(r, k)
+            k1 = min(k, k0 + r1 - r)
+            out.append((b, k0, k1))
+            r += k1 - k0
+        return out
+
+    def _noise_block(self, image: int, it: int, term: int, k0: int, k1: int, out: Tensor) -> None:
+        """Writes rows ``k0 .. k1 - 1`` of the noise of one (image, iteration, term) block into
+        ``out``: one stream per block of K rows, so any chunking draws the same numbers."""
+        k = self.cfg.ig_steps
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(mix_seed(self.seeds[image], it, term))
         shape = (k, *self.images.shape[1:])
-        b0, b1 = r0 // k, (r1 - 1) // k
-        parts = []
-        for blk in range(b0, b1 + 1):
-            image, term = divmod(blk, n_terms)
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(mix_seed(self.seeds[idx[image]], it, term))
-            parts.append(torch.randn(shape, generator=gen, device=self.device))
-        noise = torch.cat(parts) if len(parts) > 1 else parts[0]
-        return noise[r0 - b0 * k : r1 - b0 * k].mul_(self.cfg.noise)
+        if k1 - k0 == k:
+            torch.randn(shape, generator=gen, device=self.device, out=out)
+        else:
+            out.copy_(torch.randn(shape, generator=gen, device=self.device)[k0:k1])
+        out.mul_(self.cfg.noise)
 
     def gradient(self, masks: Tensor, idx: Tensor, it: int) -> Tensor:
         """IG gradient of the classification terms plus the regulariser gradient at ``masks``
-        ``(n, n_masks, 1, s, s)`` of images ``idx`` -> same shape."""
+        ``(n, n_masks, 1, s, s)`` of images ``idx`` -> same shape.
+
+        Rows of the (image, term, k) grid go through the model in chunks of ``batch_size``; each
+        chunk's backward stops at the model input ``x`` (``torch.autograd.grad``), and the
+        input gradient is pulled back to the term mask by hand: ``x = B + (I - B) * m`` with
+        ``m = a_k * M_t`` (deletion) or ``1 - a_k * M_t`` (insertion), so
+        ``dF/dM_t = sum_k (+-a_k) * sum_c (I - B)_c * dF/dx_k``. Only the small
+        ``s x s -> H x W`` upsampling and the mask products use autograd (once per iteration).
+        """
         k, n_terms = self.cfg.ig_steps, len(self.terms)
         n = masks.shape[0]
         leaf = masks.detach().clone().requires_grad_(True)
-        idx_list = idx.tolist()  # host copy for the noise seeds (one sync per iteration)
+        idx_list = idx.tolist()  # host copy (one sync per iteration)
         with torch.enable_grad():
             up = upsample_mask(leaf.flatten(0, 1), self.size).view(n, self.n_masks, 1, *self.size)
             tm = self.term_masks(up)
-            tm_leaf = tm.detach().requires_grad_(True)
-            flat = tm_leaf.view(n * n_terms, 1, *self.size)
-            rows = n * n_terms * k
-            for r0 in range(0, rows, self.batch_size):
-                r1 = min(rows, r0 + self.batch_size)
-                r = torch.arange(r0, r1, device=self.device)
-                blk = r // k
-                term = blk % n_terms
-                img = idx[blk // n_terms]
-                m = flat[blk] * self.alphas[r % k].view(-1, 1, 1, 1)
-                x = self.compose(m, img, self.is_ins[term])
+        flat = tm.detach().view(n * n_terms, 1, *self.size)
+        g_flat = torch.zeros_like(flat)
+        rows = n * n_terms * k
+        sample = self.images.shape[1:]
+        for r0 in range(0, rows, self.batch_size):
+            r1 = min(rows, r0 + self.batch_size)
+            segs = self._segments(r0, r1)
+            x = torch.empty((r1 - r0, *sample), device=self.device)
+            img = torch.empty(r1 - r0, dtype=torch.long, device=self.device)
+            weights = []  # d m / d M_t per row: +a_k (deletion) or -a_k (insertion)
+            o = 0
+            for b, k0, k1 in segs:
+                image, term = idx_list[b // n_terms], b % n_terms
+                ins = self.terms[term].insertion
+                xs = x[o : o + k1 - k0]
+                a = self.alphas[k0:k1].view(-1, 1, 1, 1)
+                c1 = -a if ins else a
                 if self.cfg.noise > 0:
-                    x = x + self.noise(idx_list, it, r0, r1)
-                p = self.probs(x, img)
-                ((p * self.signs[term]).sum() / k).backward()
-                self.ig_forwards += r1 - r0
-            (g_cls,) = torch.autograd.grad(tm, leaf, grad_outputs=tm_leaf.grad)
+                    self._noise_block(image, it, term, k0, k1, xs)
+                    xs.add_(self.baseline[image])
+                else:
+                    xs.copy_(self.baseline[image].expand_as(xs))
+                m = c1 * flat[b]
+                if ins:
+                    m += 1.0
+                xs.addcmul_(self.diff[image], m)
+                img[o : o + k1 - k0] = image
+                weights.append(c1 * (float(self.terms[term].sign) / k))
+                o += k1 - k0
+            x.requires_grad_(True)
+            with torch.enable_grad():
+                p = self.probs(x, img, amp=True)
+                (gx,) = torch.autograd.grad(p.sum(), x)
+            o = 0
+            for (b, k0, k1), w in zip(segs, weights, strict=True):
+                image = idx_list[b // n_terms]
+                g = gx[o : o + k1 - k0].mul_(self.diff[image]).sum(dim=1, keepdim=True)
+                g_flat[b] += (g * w).sum(dim=0)
+                o += k1 - k0
+            self.ig_forwards += r1 - r0
+        with torch.enable_grad():
+            (g_cls,) = torch.autograd.grad(tm, leaf, grad_outputs=g_flat.view_as(tm))
             (g_reg,) = torch.autograd.grad(self.regulariser(leaf, idx).sum(), leaf)
         return g_cls * self.grad_scale + g_reg
 
@@ -399,10 +454,11 @@ def _explain(
         extra_forwards = x.shape[0] if targets is None else 0
         tgt = as_targets(model, x, targets)
         base = make_baseline(x, baseline, cfg.blur_kernel, cfg.blur_sigma)
+        net, folded = fold_batchnorm(model) if cfg.fold_bn else (model, 0)
         if method == "igospp":
-            opt = _Optimizer(model, x, base, tgt, _IGOSPP_TERMS, 2, True, 0.5, cfg, seeds, dev)
+            opt = _Optimizer(net, x, base, tgt, _IGOSPP_TERMS, 2, True, 0.5, cfg, seeds, dev)
         else:
-            opt = _Optimizer(model, x, base, tgt, _IGOS_TERMS, 1, False, 1.0, cfg, seeds, dev)
+            opt = _Optimizer(net, x, base, tgt, _IGOS_TERMS, 1, False, 1.0, cfg, seeds, dev)
         masks, stats = opt.run()
     sync(dev)
     seconds = time.perf_counter() - start
@@ -422,6 +478,7 @@ def _explain(
             "seconds_per_image": seconds / b,
             "device": str(dev),
             "batch_size": opt.batch_size,
+            "folded_batchnorms": folded,
             "insertion_mask": method == "igospp",
             "config": cfg.to_dict(),
         }

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from xraydebug.device import cpu_has_native_bf16
 
 
 @contextlib.contextmanager
@@ -115,18 +119,85 @@ def target_probs(model: nn.Module, x: Tensor, targets: Tensor, check: bool = Fal
     return probs.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
-def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` on CUDA when ``enabled`` (bfloat16 if supported, else float16)."""
-    if not enabled or device.type != "cuda":
+def autocast_context(
+    device: torch.device, enabled: bool, cpu: bool = False
+) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` when ``enabled``: on CUDA bfloat16 if supported, else float16; on CPU
+    (only with ``cpu=True``) bfloat16 where the CPU has native bf16 (:func:`cpu_has_native_bf16`),
+    else nothing. Anything else runs in the inputs' dtype."""
+    if not enabled:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    if cpu and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def to_model_layout(x: Tensor, device: torch.device, channels_last: bool) -> Tensor:
     if channels_last and device.type == "cuda":
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and type(bn) is nn.BatchNorm2d
+        and bn.running_mean is not None
+        and bn.running_var is not None
+        and bn.num_features == conv.out_channels
+    )
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """An inference copy of ``model`` (in eval mode) with every ``Conv2d`` directly followed by a
+    ``BatchNorm2d`` inside an ``nn.Sequential`` merged into one convolution (the BatchNorm becomes
+    ``nn.Identity``): the same function up to rounding, one op and one backward op fewer per pair.
+
+    Only ``nn.Sequential`` children are considered (their order is their execution order);
+    anything else is left as it is. Returns ``(model, 0)`` unchanged -- no copy -- when there is
+    nothing to fold or the model cannot be deep-copied; otherwise ``(copy, pairs folded)``. The
+    copy's parameters do not require gradients.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm: the model must be in eval mode")
+    pairs = 0
+    for mod in model.modules():
+        if isinstance(mod, nn.Sequential):
+            children = list(mod)
+            pairs += sum(_foldable(a, b) for a, b in itertools.pairwise(children))
+    if pairs == 0:
+        return model, 0
+    try:
+        folded = copy.deepcopy(model)
+    except Exception:  # any model that will not copy is used as it is
+        return model, 0
+    with torch.no_grad():
+        for mod in folded.modules():
+            if not isinstance(mod, nn.Sequential):
+                continue
+            names = list(mod._modules)
+            for first, second in itertools.pairwise(names):
+                conv, bn = mod._modules[first], mod._modules[second]
+                if conv is None or bn is None or not _foldable(conv, bn):
+                    continue
+                scale = (bn.running_var + bn.eps).rsqrt()
+                if bn.weight is not None:
+                    scale = scale * bn.weight
+                shift = -bn.running_mean * scale
+                if bn.bias is not None:
+                    shift = shift + bn.bias
+                if conv.bias is not None:
+                    shift = shift + conv.bias * scale
+                w = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
+                conv.weight = nn.Parameter(w, requires_grad=False)
+                conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
+                mod._modules[second] = nn.Identity()
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded.eval(), pairs
 
 
 def mix_seed(*parts: int) -> int:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from xraydebug.device import resolve_device
+from xraydebug.device import cpu_has_native_bf16, resolve_device
 from xraydebug.text.craft import CRAFT, load_craft
 from xraydebug.text.postprocess import boxes_from_scores, scale_boxes
 
@@ -168,7 +168,7 @@ def _use_bf16(device: torch.device, precision: str) -> bool:
         return precision == "bf16"
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 def detect_text(
