@@ -224,7 +224,9 @@ def clean_dataset(
         raise ValueError("--only-flagged needs --scan DIR (flags come from a scan)")
     if not dry_run:
         _prepare_out(data, out, config, force)
-        atomic_write_json(out / STATE_FILE, {"config": config.identity(), "data": str(data)})
+        atomic_write_json(
+            out / STATE_FILE, {"config": config.identity(), "data": str(data.resolve())}
+        )
         _copy_label_files(data, out, index.layout, Path(manifest) if manifest else None)
     done: dict[str, dict[str, Any]] = {}
     csv_path = out / "cleaning.csv"

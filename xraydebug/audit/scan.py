@@ -375,7 +375,7 @@ def scan(
         "classes": list(loaded.classes),
         "input_size": prep.input_size,
         "preprocessing": prep.to_dict(),
-        "data": str(data),
+        "data": str(Path(data).resolve()),
         "device": str(device),
         "versions": _versions(),
     }
