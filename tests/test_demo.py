@@ -38,6 +38,8 @@ def test_demo_runs_every_stage(tmp_path: Path):
     assert len(cleaning) == 60 and summary["inpainted"] == int(cleaning["changed"].sum())
     comparison = json.loads((out / "retrain" / "before_after.json").read_text())
     assert set(comparison["test_sets"]) == {"original", "cleaned"}
+    assert len(comparison["test_sets"]["original"]["by_text"]) == 6  # 3 labels x text yes/no
+    assert "detected text" in Path(summary["report"]).read_text()
     assert Path(summary["report"]).exists() and Path(summary["retrained_model"]).exists()
     for side in ("before", "after"):
         assert 0 <= summary["before_after"][side]["covid_recall"] <= 1

@@ -20,8 +20,10 @@ from xraydebug.audit.retrain import (
     before_after_table,
     compare_predictions,
     comparison_table,
+    residual_shortcut_warnings,
     retrain,
     summarise_repeats,
+    text_breakdown,
 )
 from xraydebug.cli import app
 from xraydebug.models.checkpoint import read_checkpoint
@@ -98,6 +100,33 @@ def test_summarise_repeats_and_table():
     assert stats["diff"]["sd"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
     assert stats["diff"]["min"] == pytest.approx(0.2) and stats["diff"]["max"] == pytest.approx(0.4)
     assert "cleaned" not in summary
+
+
+def test_text_breakdown_finds_a_surviving_shortcut():
+    # 10 normal films with text, 10 without; after cleaning the model still calls the texty ones
+    # COVID-19 (8 of 10) but only 1 of the text-free ones
+    rows = []
+    for i in range(20):
+        text = i < 10
+        rows.append(
+            {
+                "path": f"test/n{i}.png",
+                "label": "normal",
+                "pred_before": "COVID-19" if text else "normal",
+                "pred_after": "COVID-19" if (text and i < 8) or i == 10 else "normal",
+            }
+        )
+    merged = pd.DataFrame(rows)
+    texty = {f"test/n{i}.png" for i in range(10)}
+    breakdown = text_breakdown(merged, texty, CLASSES)
+    with_text = next(r for r in breakdown if r["label"] == "normal" and r["text"])
+    assert with_text["n"] == 10
+    assert with_text["before"]["COVID-19"] == 1.0 and with_text["after"]["COVID-19"] == 0.8
+    warnings = residual_shortcut_warnings(breakdown, "original")
+    assert len(warnings) == 1 and "80% of normal images with detected text COVID-19" in warnings[0]
+    # a model that ignores text gets no warning
+    merged["pred_after"] = "normal"
+    assert residual_shortcut_warnings(text_breakdown(merged, texty, CLASSES), "original") == []
 
 
 @pytest.fixture(scope="module")

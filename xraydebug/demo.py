@@ -193,6 +193,8 @@ def run_demo(
     )
     for name in result.comparison["test_sets"]:
         console.print(before_after_table(result.comparison, name))
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
     console.rule("8/8 audit report")
     original = result.comparison["test_sets"]["original"]

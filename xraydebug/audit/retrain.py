@@ -280,6 +280,64 @@ def comparison_table(comparison: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def _text_paths(clean_data: Path) -> set[str] | None:
+    """Paths in which ``clean`` found (and removed) text, from its ``cleaning.csv``."""
+    csv_path = clean_data / "cleaning.csv"
+    if not csv_path.exists():
+        return None
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    has_text = pd.to_numeric(table["n_boxes"], errors="coerce").fillna(0) > 0
+    return set(table.loc[has_text, "path"])
+
+
+def text_breakdown(
+    merged: pd.DataFrame, text_paths: set[str], classes: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Share of each predicted class, per true label, for images with and without detected text.
+
+    ``merged``: columns ``path, label, pred_before, pred_after``. Where text is independent of
+    the class (a decorrelated test set), a cleaned model should give the same shares with and
+    without text; a class called far more often on images with text is a shortcut that
+    survived cleaning. Returns rows ``{"label", "text", "n", "before": {class: share},
+    "after": {class: share}}``.
+    """
+    has_text = merged["path"].isin(text_paths)
+    rows = []
+    for label in classes:
+        for text in (True, False):
+            part = merged[(merged["label"] == label) & (has_text == text)]
+            row: dict[str, Any] = {"label": label, "text": text, "n": len(part)}
+            for side in ("before", "after"):
+                counts = part[f"pred_{side}"].value_counts()
+                row[side] = {
+                    c: (counts.get(c, 0) / len(part)) if len(part) else 0.0 for c in classes
+                }
+            rows.append(row)
+    return rows
+
+
+def residual_shortcut_warnings(
+    breakdown: list[dict[str, Any]], test_set: str, min_gap: float = 0.25, min_n: int = 5
+) -> list[str]:
+    """Warnings where the retrained model calls a class much more often when text is present."""
+    by_key = {(r["label"], r["text"]): r for r in breakdown}
+    warnings = []
+    for (label, text), with_text in by_key.items():
+        without = by_key.get((label, False))
+        if not text or without is None or min(with_text["n"], without["n"]) < min_n:
+            continue
+        for cls, share in with_text["after"].items():
+            gap = share - without["after"][cls]
+            if cls != label and gap >= min_gap:
+                warnings.append(
+                    f"{test_set} test set: the retrained model still calls {share:.0%} of "
+                    f"{label} images with detected text {cls} (vs {without['after'][cls]:.0%} "
+                    f"without text; before cleaning {with_text['before'][cls]:.0%}): a text "
+                    "shortcut survived cleaning, e.g. from text the detector missed in training"
+                )
+    return warnings
+
+
 def _write_predictions(path: Path, merged: pd.DataFrame) -> None:
     columns = ["path", "split", "label", "source", "pred_before", "pred_after"]
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
@@ -329,6 +387,7 @@ def retrain(
     if scan_dir is None and (clean_data / STATE_FILE).exists():
         scan_dir = json.loads((clean_data / STATE_FILE).read_text()).get("config", {}).get("scan")
 
+    text_paths = _text_paths(clean_data)
     seeds = [recipe.seed + k for k in range(config.repeats)]
     pairs: list[tuple[int, Path, Path]] = []
     for k, seed in enumerate(seeds):
@@ -374,6 +433,10 @@ def retrain(
                 *_, merged = _arrays(before, after, classes)
                 _write_predictions(run_dir / f"predictions_{name}.csv", merged)
                 entry[name] = {"before": result["before"], "after": result["after"]}
+                if text_paths is not None:
+                    breakdown = text_breakdown(merged, text_paths, classes)
+                    comparison["test_sets"][name]["by_text"] = breakdown
+                    warnings += residual_shortcut_warnings(breakdown, name)
             else:
                 labels, preds_before, preds_after, _, _ = _arrays(before, after, classes)
                 entry[name] = {
