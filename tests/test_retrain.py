@@ -266,3 +266,28 @@ def test_cli_retrain_and_report(retrained, tiny_model, tiny_covidx: Path, tmp_pa
     assert (tmp_path / "r.html").read_text().count("Before and after cleaning") == 1
     missing = runner.invoke(app, ["report", str(tmp_path)])
     assert missing.exit_code == 1 and "holds no scan.csv" in missing.output
+
+
+def test_predict_records_many_matches_single_model_runs(tiny_model, tiny_covidx: Path):
+    import dataclasses
+
+    import torch
+
+    from xraydebug.data.layouts import load_index
+    from xraydebug.models.checkpoint import load_model
+    from xraydebug.models.evaluate import predict_records, predict_records_many
+
+    loaded = load_model(tiny_model.checkpoint)
+    index = load_index(tiny_covidx, classes=loaded.classes)
+    records = index.usable("test")
+    cpu = torch.device("cpu")
+    single, _ = predict_records(loaded, index.root, records, cpu)
+    (first, second), skipped = predict_records_many([loaded, loaded], index.root, records, cpu)
+    assert skipped == [] and len(single) == 18
+    pd.testing.assert_frame_equal(first, single)
+    pd.testing.assert_frame_equal(second, single)
+    other = dataclasses.replace(
+        loaded, preprocessing=dataclasses.replace(loaded.preprocessing, crop_top=0.1)
+    )
+    with pytest.raises(ValueError, match="preprocessing differ"):
+        predict_records_many([loaded, other], index.root, records, cpu)

@@ -34,7 +34,7 @@ from xraydebug.device import resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
 from xraydebug.models.checkpoint import file_sha256, load_model, read_checkpoint
-from xraydebug.models.evaluate import predict_records
+from xraydebug.models.evaluate import patient_groups, predict_records_many
 from xraydebug.models.metrics import (
     METRIC_KEYS,
     bootstrap_ci,
@@ -134,16 +134,23 @@ def _fit(data: Path, out: Path, config: TrainConfig, console: Console) -> Path:
     return out
 
 
-def _predictions(
-    checkpoint: Path, data: Path, device: torch.device, batch_size: int
-) -> tuple[pd.DataFrame, tuple[str, ...], list[str]]:
-    loaded = load_model(checkpoint, device)
-    index = load_index(data, classes=loaded.classes)
+def _predict_pair(
+    before: Path, after: Path, data: Path, device: torch.device, batch_size: int
+) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], list[str]]:
+    """Both models' predictions on the test split of ``data`` (each image decoded once)."""
+    models = [load_model(path, device) for path in (before, after)]
+    if models[1].classes != models[0].classes:
+        raise DatasetError(
+            f"{after}: classes {models[1].classes} differ from the baseline's {models[0].classes}"
+        )
+    index = load_index(data, classes=models[0].classes)
     records = index.usable("test")
     if not records:
         raise DatasetError(f"{data}: no readable labelled images in split 'test'")
-    table, skipped = predict_records(loaded, index.root, records, device, batch_size)
-    return table, loaded.classes, [message for _rec, message in skipped]
+    (table_before, table_after), skipped = predict_records_many(
+        models, index.root, records, device, batch_size
+    )
+    return table_before, table_after, models[0].classes, [message for _rec, message in skipped]
 
 
 def _arrays(
@@ -155,9 +162,7 @@ def _arrays(
     labels = merged["label"].map(index).to_numpy(dtype=np.int64)
     preds_before = merged["pred_before"].map(index).to_numpy(dtype=np.int64)
     preds_after = merged["pred_after"].map(index).to_numpy(dtype=np.int64)
-    ids = merged["patient_id"].fillna("").astype(str)
-    groups = ids.where(ids != "", merged["path"]).to_numpy()
-    return labels, preds_before, preds_after, groups, merged
+    return labels, preds_before, preds_after, patient_groups(merged), merged
 
 
 def compare_predictions(
@@ -419,12 +424,9 @@ def retrain(
     for k, (seed, before_path, after_path) in enumerate(pairs):
         entry: dict[str, Any] = {"seed": seed}
         for name, data in test_sets.items():
-            before, classes, skipped = _predictions(before_path, data, device, config.batch_size)
-            after, after_classes, _ = _predictions(after_path, data, device, config.batch_size)
-            if after_classes != classes:
-                raise DatasetError(
-                    f"{after_path}: classes {after_classes} differ from the baseline's {classes}"
-                )
+            before, after, classes, skipped = _predict_pair(
+                before_path, after_path, data, device, config.batch_size
+            )
             if k == 0:
                 comparison["classes"] = list(classes)
                 result = compare_predictions(before, after, classes, config.n_boot, recipe.seed)

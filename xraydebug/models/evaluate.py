@@ -45,26 +45,56 @@ def predict_records(
     batch_size: int = 64,
 ) -> tuple[pd.DataFrame, list[tuple[ImageRecord, str]]]:
     """Predictions for ``records``: one row per readable image, unreadable ones returned apart."""
-    prep = loaded.preprocessing
-    rows, skipped = [], []
-    for cache in iter_caches(root, records, loaded.classes, prep.input_size, prep.crop_top):
+    (table,), skipped = predict_records_many([loaded], root, records, device, batch_size)
+    return table, skipped
+
+
+def predict_records_many(
+    models: list[LoadedModel],
+    root: Path,
+    records: list[ImageRecord],
+    device: torch.device,
+    batch_size: int = 64,
+) -> tuple[list[pd.DataFrame], list[tuple[ImageRecord, str]]]:
+    """:func:`predict_records` for several models that share classes and preprocessing (e.g.
+    a model before and after retraining), decoding every image once. One table per model."""
+    first = models[0]
+    prep = first.preprocessing
+    for other in models[1:]:
+        if other.classes != first.classes or other.preprocessing != prep:
+            raise ValueError(
+                f"{other.path}: classes or preprocessing differ from {first.path}'s; "
+                "predict with each model separately"
+            )
+    rows: list[list[dict[str, Any]]] = [[] for _ in models]
+    skipped = []
+    for cache in iter_caches(root, records, first.classes, prep.input_size, prep.crop_top):
         skipped += cache.failed
         if not len(cache):
             continue
-        probs = predict_probs(loaded.model, prep, cache.images, device, batch_size).numpy()
-        for rec, p in zip(cache.records, probs, strict=True):
-            row = {
-                "path": rec.path,
-                "split": rec.split,
-                "label": rec.label,
-                "source": rec.source,
-                "pred": loaded.classes[int(p.argmax())],
-            }
-            row.update({f"prob_{c}": float(v) for c, v in zip(loaded.classes, p, strict=True)})
-            row["patient_id"] = rec.patient_id
-            rows.append(row)
-    columns = ["path", "split", "label", "source", "pred"] + [f"prob_{c}" for c in loaded.classes]
-    return pd.DataFrame(rows, columns=[*columns, "patient_id"]), skipped
+        for loaded, model_rows in zip(models, rows, strict=True):
+            probs = predict_probs(loaded.model, prep, cache.images, device, batch_size).numpy()
+            for rec, p in zip(cache.records, probs, strict=True):
+                row = {
+                    "path": rec.path,
+                    "split": rec.split,
+                    "label": rec.label,
+                    "source": rec.source,
+                    "pred": first.classes[int(p.argmax())],
+                }
+                row.update({f"prob_{c}": float(v) for c, v in zip(first.classes, p, strict=True)})
+                row["patient_id"] = rec.patient_id
+                model_rows.append(row)
+    columns = ["path", "split", "label", "source", "pred"] + [f"prob_{c}" for c in first.classes]
+    tables = [pd.DataFrame(r, columns=[*columns, "patient_id"]) for r in rows]
+    return tables, skipped
+
+
+def patient_groups(table: pd.DataFrame) -> np.ndarray:
+    """Bootstrap groups of a predictions table: ``patient_id``, or the path where it is empty
+    (such an image is its own patient)."""
+    ids = table["patient_id"].fillna("").astype(str)
+    return ids.where(ids != "", table["path"]).to_numpy()
 
 
 def metrics_from_predictions(
@@ -74,7 +104,7 @@ def metrics_from_predictions(
     index = {c: i for i, c in enumerate(classes)}
     labels = table["label"].map(index).to_numpy(dtype=np.int64)
     preds = table["pred"].map(index).to_numpy(dtype=np.int64)
-    groups = table["patient_id"].where(table["patient_id"].astype(bool), table["path"]).to_numpy()
+    groups = patient_groups(table)
     return evaluate_predictions(
         labels,
         preds,
