@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from xraydebug.audit.clean import STATE_FILE
-from xraydebug.audit.report import ReportConfig, build_report
+from xraydebug.audit.report import ReportConfig, build_report, has_detected_text
 
 
 def inflate(scan_dir: Path, work: Path, n_flagged: int, clean_dir: Path | None) -> Path:
@@ -32,7 +32,7 @@ def inflate(scan_dir: Path, work: Path, n_flagged: int, clean_dir: Path | None) 
     ok = table[table["status"] == "ok"]
     if ok.empty:
         raise SystemExit(f"{scan_dir}: no readable rows to repeat")
-    with_text = ok[pd.to_numeric(ok["n_boxes"], errors="coerce").fillna(0) > 0]
+    with_text = ok[has_detected_text(ok)]
     pool = (with_text if not with_text.empty else ok).to_dict("records")
     rows = []
     for i in range(n_flagged):

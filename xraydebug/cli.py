@@ -452,15 +452,12 @@ def retrain(
 
     Example: [bold]xraydebug retrain covidx-clean/ --baseline models/covidnet.pt --test covidx/[/]
     """
-    from xraydebug.audit.retrain import RetrainConfig, before_after_table
+    from xraydebug.audit.retrain import RetrainConfig, print_before_after
     from xraydebug.audit.retrain import retrain as run_retrain
 
     config = RetrainConfig(repeats=repeats, n_boot=n_boot, device=device)
     result = run_retrain(data, baseline, test, out, run_dir, config, scan, console)
-    for name in result.comparison["test_sets"]:
-        console.print(before_after_table(result.comparison, name))
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    print_before_after(result, console)
     console.print(
         f"Retrained model: [bold]{result.checkpoint}[/]. Before/after: {result.json_path}, "
         f"{result.csv_path}. Report: [bold]{result.report_path}[/]"

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from xraydebug.audit.clean import CleanConfig, clean_dataset
-from xraydebug.audit.retrain import RetrainConfig, before_after_table, retrain
+from xraydebug.audit.retrain import RetrainConfig, print_before_after, retrain
 from xraydebug.audit.scan import ScanConfig, scan
 from xraydebug.data.inspect import inspect_dataset, summarize_counts
 from xraydebug.data.synth import SynthConfig, synthesize
@@ -191,10 +191,7 @@ def run_demo(
         config=RetrainConfig(n_boot=config.n_boot, device=device),
         console=console,
     )
-    for name in result.comparison["test_sets"]:
-        console.print(before_after_table(result.comparison, name))
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    print_before_after(result, console)
 
     console.rule("8/8 audit report")
     original = result.comparison["test_sets"]["original"]

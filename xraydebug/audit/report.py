@@ -127,12 +127,18 @@ def _num(value: Any, default: float = 0.0) -> float:
         return default
 
 
+def has_detected_text(table: pd.DataFrame) -> pd.Series:
+    """Boolean per row: the text detector found at least one box (``n_boxes`` > 0; empty or
+    unparsable counts as no text). Works on ``scan.csv`` and ``cleaning.csv`` tables."""
+    return pd.to_numeric(table["n_boxes"], errors="coerce").fillna(0) > 0
+
+
 def _by_source(ok: pd.DataFrame) -> list[dict[str, Any]]:
     """Per source: images, with text, flagged, and flagged counts by label."""
     rows = []
     for source, group in ok.groupby(ok["source"].replace("", "(none)"), sort=True):
         flagged = group[group["flagged"] == "true"]
-        with_text = int((pd.to_numeric(group["n_boxes"], errors="coerce").fillna(0) > 0).sum())
+        with_text = int(has_detected_text(group).sum())
         rows.append(
             {
                 "source": source,
@@ -152,7 +158,7 @@ def _by_source(ok: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _text_vs_prediction(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, Any]]:
     """Share of each predicted class among images with and without detected text."""
-    has_text = pd.to_numeric(ok["n_boxes"], errors="coerce").fillna(0) > 0
+    has_text = has_detected_text(ok)
     rows = []
     for name, part in (("with detected text", ok[has_text]), ("without text", ok[~has_text])):
         counts = part["pred"].value_counts()
@@ -169,7 +175,7 @@ def _text_vs_prediction(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, 
 def _text_confusions(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, Any]]:
     """Confusion matrices (data URIs) of the scanned images with and without detected text."""
     known = ok[ok["label"].isin(classes) & ok["pred"].isin(classes)]
-    has_text = pd.to_numeric(known["n_boxes"], errors="coerce").fillna(0) > 0
+    has_text = has_detected_text(known)
     index = {c: i for i, c in enumerate(classes)}
     out = []
     for name, part in (("with detected text", known[has_text]), ("without text", known[~has_text])):
@@ -194,7 +200,7 @@ def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
     measured = ok[ok["n_boxes"] != ""]
     flagged = ok[ok["flagged"] == "true"]
     classes = list(run.get("classes") or sorted(ok["label"].unique()))
-    with_text = int((pd.to_numeric(measured["n_boxes"], errors="coerce").fillna(0) > 0).sum())
+    with_text = int(has_detected_text(measured).sum())
     config = run.get("config", {})
     return {
         "n": len(table),

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xraydebug.audit.clean import STATE_FILE
-from xraydebug.audit.report import build_report
+from xraydebug.audit.report import build_report, has_detected_text
 from xraydebug.data.layouts import load_index
 from xraydebug.device import resolve_device
 from xraydebug.errors import DatasetError
@@ -291,8 +291,7 @@ def _text_paths(clean_data: Path) -> set[str] | None:
     if not csv_path.exists():
         return None
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    has_text = pd.to_numeric(table["n_boxes"], errors="coerce").fillna(0) > 0
-    return set(table.loc[has_text, "path"])
+    return set(table.loc[has_detected_text(table), "path"])
 
 
 def text_breakdown(
@@ -514,6 +513,14 @@ def before_after_table(comparison: dict[str, Any], test_set: str = "original") -
         "same resampled patients); green/red: the CI excludes 0"
     )
     return table
+
+
+def print_before_after(result: RetrainResult, console: Console) -> None:
+    """The before/after table of every test set, then the warnings (CLI and demo)."""
+    for name in result.comparison["test_sets"]:
+        console.print(before_after_table(result.comparison, name))
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _colour(text: str, colour: str) -> str:
