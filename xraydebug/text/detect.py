@@ -1,20 +1,25 @@
-"""Burned-in text detection on radiographs with CRAFT.
+"""Burned-in text detection on radiographs: a registry of detectors behind one function.
 
-Network design: Baek et al., CRAFT, CVPR 2019; weights craft_mlt_25k.pth (c) NAVER Corp., MIT
-licence.
+Detectors (``TextDetectConfig.detector``; :data:`DETECTORS` lists them):
 
-Pipeline per image: gray ``(H, W)`` -> resize so the long side is ``long_side`` (aspect kept) ->
-pad right/bottom with black to a multiple of 32 -> replicate to 3 channels, ImageNet mean/std ->
-CRAFT (batched with other images of the same padded size) -> region/affinity maps at half the
-network-input resolution -> :func:`~xraydebug.text.postprocess.boxes_from_scores` -> boxes scaled
-back to the original pixels.
+* ``ppocr`` -- text proposals at the film's own resolution (:mod:`xraydebug.text.proposals`),
+  each verified on a zoomed, deskewed crop by PP-OCRv4's DBNet (ONNX Runtime). Recall does not
+  depend on the film's size: a 12 px letter on a 2,048 px film reaches the network as large as
+  a 40 px one.
+* ``craft`` -- the same proposals verified by CRAFT (Baek et al., CVPR 2019; official weights
+  craft_mlt_25k.pth (c) NAVER Corp., MIT licence) on the same zoomed crops.
+* ``craft-global`` -- the paper's pipeline: the whole film resized so its long side is
+  ``long_side``, CRAFT, then region/affinity maps thresholded into word boxes
+  (:func:`~xraydebug.text.postprocess.boxes_from_scores`). Recall hangs on the one resize.
+* ``auto`` -- ``ppocr`` when its model is installed, else ``craft`` (chosen by
+  ``benchmarks/text_bench.py``; see the README).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -22,12 +27,26 @@ import torch
 
 from xraydebug.device import cpu_has_native_bf16, resolve_device
 from xraydebug.text.craft import CRAFT, load_craft
+from xraydebug.text.glyphs import glyph_scores
 from xraydebug.text.postprocess import boxes_from_scores, scale_boxes
+from xraydebug.text.ppocr import load_dbnet, ppocr_available
+from xraydebug.text.proposals import ProposalConfig, label_extent, propose_regions
+from xraydebug.text.zoom import batched_scores, deskewed_crops
 
-__all__ = ["TextDetectConfig", "detect_text", "prepare_image"]
+__all__ = [
+    "DETECTORS",
+    "TextDetectConfig",
+    "detect_text",
+    "merge_boxes",
+    "prepare_image",
+    "resolve_detector",
+]
+
+Box = list[int]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_MIN_GLYPH = 8.0  # regions with smaller strokes are not matched against side letters
 _STRIDE = 32  # the network downsamples 16x and the decoder needs even sizes at every level
 
 
@@ -36,17 +55,28 @@ class TextDetectConfig:
     """Settings of :func:`detect_text`.
 
     Attributes:
-        long_side: the image is resized (up or down, aspect kept) so its longer side has this
-            many pixels before CRAFT sees it; cost grows with its square. It decides which
-            small text is found, because CRAFT responds to characters by their size *at its
-            input*. Words and letters with some structure ("R", "A", dates) fire from ~12-23 px
-            glyph height, but a lone sans-serif "L" (the classic side marker) looks like an
-            edge to the network: its peak region score measured 0.01 at 23 px, 0.13 at 29 px,
-            0.54 at 38 px and 0.73 at 47 px of network-input height (threshold 0.7). So a
-            ~20 px "L" on a 512 px film is missed at long_side 640 (~25 px, peak 0.11) and 960
-            (peak 0.65) and found at 1280 (~48 px, peak 0.80); on a 1024 px film the same
-            20 px "L" is still missed at 1280 (peak 0.04) and even 2048 (0.60). Rule of thumb:
-            a lone letter needs a height of at least ~3.5 % of the film's long side at 1280.
+        detector: ``auto``, ``ppocr``, ``craft`` or ``craft-global`` (see the module doc).
+        verify_threshold: proposal detectors keep a region when the network's peak text score
+            inside it, over its zoomed views, reaches this. On the benchmark's anatomy
+            proposals DBNet's peak stayed at 0.00-0.01 and CRAFT's below 0.36.
+        glyph_px: proposal detectors scale each region so its short side (the text height) has
+            this many pixels at the network's input.
+        side_letters: also keep compact regions whose shape matches a lone "L" or "R"
+            (:mod:`xraydebug.text.glyphs`) by an IoU of at least ``side_letter_threshold``:
+            networks trained on words often miss lone, boxed or turned letters. On the
+            benchmark's anatomy proposals (8 px and larger) the best IoU was 0.70.
+        proposals: settings of the proposal stage (:class:`ProposalConfig`).
+        long_side: (``craft-global``) the image is resized (up or down, aspect kept) so its
+            longer side has this many pixels before CRAFT sees it; cost grows with its square. It
+            decides which small text is found, because CRAFT responds to characters by their size
+            *at its input*. Words and letters with some structure ("R", "A", dates) fire from
+            ~12-23 px glyph height, but a lone sans-serif "L" (the classic side marker) looks like
+            an edge to the network: its peak region score measured 0.01 at 23 px, 0.13 at 29 px,
+            0.54 at 38 px and 0.73 at 47 px of network-input height (threshold 0.7). So a ~20 px
+            "L" on a 512 px film is missed at long_side 640 (~25 px, peak 0.11) and 960 (peak
+            0.65) and found at 1280 (~48 px, peak 0.80); on a 1024 px film the same 20 px "L" is
+            still missed at 1280 (peak 0.04) and even 2048 (0.60). Rule of thumb: a lone letter
+            needs a height of at least ~3.5 % of the film's long side at 1280.
         text_threshold: minimum peak region score of a word (0.7 as in the paper).
         link_threshold: affinity score that links neighbouring characters into one word.
         low_text: region score that counts as "inside a character"; lower gives larger boxes.
@@ -55,9 +85,16 @@ class TextDetectConfig:
         precision: ``fp32`` (the reference behaviour), ``bf16`` (autocast), or ``auto``: bf16
             where the device computes it natively (CPUs with AVX512-BF16/AMX, CUDA with bf16),
             else fp32. On 40 synthetic 256 px films at long side 384, bf16 gave the same boxes
-            as fp32 and was 1.2-2x faster on this project's 2-core CPU.
+            as fp32 and was 1.2-2x faster on an AVX512-BF16 CPU; on AVX2-only CPUs bf16 is
+            emulated and about 7x slower, which is why ``auto`` checks the CPU.
     """
 
+    detector: str = "auto"
+    verify_threshold: float = 0.5
+    glyph_px: float = 40.0
+    side_letters: bool = True
+    side_letter_threshold: float = 0.8
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
     long_side: int = 1280
     text_threshold: float = 0.7
     link_threshold: float = 0.4
@@ -67,6 +104,14 @@ class TextDetectConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(
+                f"unknown text detector {self.detector!r}; choose one of {sorted(DETECTORS)}"
+            )
+        if not 0.0 < self.verify_threshold <= 1.0:
+            raise ValueError(f"verify_threshold must be in (0, 1]; got {self.verify_threshold!r}")
+        if not 8.0 <= self.glyph_px <= 256.0:
+            raise ValueError(f"glyph_px must be in [8, 256]; got {self.glyph_px!r}")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto; got {self.precision!r}")
         if not isinstance(self.long_side, int) or self.long_side < _STRIDE:
@@ -171,49 +216,28 @@ def _use_bf16(device: torch.device, precision: str) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def detect_text(
-    images: Sequence[np.ndarray] | np.ndarray,
-    config: TextDetectConfig = TextDetectConfig(),
-    *,
-    model: CRAFT | None = None,
-) -> list[list[list[int]]]:
-    """Find burned-in text (markers, words, dates, stamps) in gray radiographs.
-
-    Args:
-        images: a list of gray ``(H, W)`` arrays (float in [0, 1] as
-            :func:`xraydebug.data.imageio.read_image` returns, or uint8/uint16; sizes may
-            differ), a stacked ``(N, H, W)`` array, or one ``(H, W)`` array.
-        config: resize, thresholds, batch size and device; see :class:`TextDetectConfig`.
-            ``long_side`` matters most: single letters are missed unless they are ~45 px tall
-            after resizing (a ~20 px "L" on a 512 px film: missed at 640, found at 1280).
-        model: a CRAFT to use instead of :func:`load_craft` (default weights, ``config.device``).
-
-    Returns:
-        One list per image, in input order, of ``[x0, y0, x1, y1]`` boxes in that image's
-        original pixel coordinates (``x1``/``y1`` exclusive, clipped to the image).
-    """
+def _as_image_list(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
     if isinstance(images, np.ndarray):
         if images.ndim == 2:
-            images = [images]
-        elif images.ndim == 3:
-            images = list(images)
-        else:
-            raise ValueError(
-                f"expected (H, W), (N, H, W) or a list of (H, W) images; got shape {images.shape}"
-            )
+            return [images]
+        if images.ndim == 3:
+            return list(images)
+        raise ValueError(
+            f"expected (H, W), (N, H, W) or a list of (H, W) images; got shape {images.shape}"
+        )
     images = list(images)
-    if not images:
-        return []
     for i, image in enumerate(images):
         if np.ndim(image) != 2:
             raise ValueError(f"image {i}: expected a gray (H, W) array; got {np.shape(image)}")
-    device = resolve_device(config.device)
-    if model is None:
-        model = load_craft(device=device)
-    else:
-        device = next(model.parameters()).device
+    return images
 
-    results: list[list[list[int]]] = [[] for _ in images]
+
+def _craft_global(
+    images: list[np.ndarray], config: TextDetectConfig, model: CRAFT
+) -> list[list[Box]]:
+    """The paper's pipeline: one resize per film, CRAFT, score maps -> word boxes."""
+    device = next(model.parameters()).device
+    results: list[list[Box]] = [[] for _ in images]
     shapes = [tuple(np.shape(image)) for image in images]
     bf16 = _use_bf16(device, config.precision)
     with (
@@ -235,3 +259,147 @@ def detect_text(
                 )
                 results[i] = scale_boxes(map_boxes, ratio, shape)
     return results
+
+
+def _craft_region_scores(model: CRAFT, precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    """CRAFT as a crop scorer: (B, h, w) gray -> region score (B, h/2, w/2)."""
+    device = next(model.parameters()).device
+    bf16 = _use_bf16(device, precision)
+
+    def score(batch: np.ndarray) -> np.ndarray:
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            out = model(_normalise(np.ascontiguousarray(batch, np.float32), device))
+        return out.scores[..., 0].float().cpu().numpy()
+
+    return score
+
+
+def merge_boxes(boxes: Sequence[Sequence[int]]) -> list[Box]:
+    """Union of boxes: overlapping or touching ``[x0, y0, x1, y1]`` boxes become one."""
+    merged = [list(map(int, b)) for b in boxes]
+    changed = True
+    while changed and len(merged) > 1:
+        changed = False
+        out: list[Box] = []
+        for box in merged:
+            for other in out:
+                if (
+                    box[0] <= other[2]
+                    and other[0] <= box[2]
+                    and box[1] <= other[3]
+                    and other[1] <= box[3]
+                ):
+                    other[:] = [
+                        min(box[0], other[0]),
+                        min(box[1], other[1]),
+                        max(box[2], other[2]),
+                        max(box[3], other[3]),
+                    ]
+                    changed = True
+                    break
+            else:
+                out.append(box)
+        merged = out
+    return sorted(merged, key=lambda b: (b[1], b[0]))
+
+
+def _verified_boxes(
+    images: list[np.ndarray],
+    config: TextDetectConfig,
+    scorer: Callable[[np.ndarray], np.ndarray],
+    proposals: ProposalConfig | None = None,
+) -> list[list[Box]]:
+    """Proposals per film, all zoomed views of all films scored together, boxes kept."""
+    proposals = proposals or config.proposals
+    grays = [_as_unit_gray(image, i) for i, image in enumerate(images)]
+    regions = [propose_regions(gray, proposals) for gray in grays]
+    crops, owners = [], []
+    for i, (gray, film_regions) in enumerate(zip(grays, regions, strict=True)):
+        views = deskewed_crops(gray, film_regions, glyph_px=config.glyph_px)
+        crops += views
+        owners += [(i, v.region) for v in views]
+    peak: dict[tuple[int, int], float] = defaultdict(float)
+    shape: dict[tuple[int, int], float] = defaultdict(float)
+    if crops:
+        for owner, score in zip(owners, batched_scores(crops, scorer), strict=True):
+            peak[owner] = max(peak[owner], float(score))
+        if config.side_letters:
+            letters = [j for j, (i, k) in enumerate(owners) if regions[i][k].glyph >= _MIN_GLYPH]
+            for j, score in zip(letters, glyph_scores([crops[j] for j in letters]), strict=True):
+                shape[owners[j]] = max(shape[owners[j]], float(score))
+    results: list[list[Box]] = []
+    for i, (gray, film_regions) in enumerate(zip(grays, regions, strict=True)):
+        u8 = np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+        height, width = gray.shape
+        boxes = []
+        for k, region in enumerate(film_regions):
+            if (
+                peak[(i, k)] < config.verify_threshold
+                and shape[(i, k)] < config.side_letter_threshold
+            ):
+                continue
+            x0, y0, x1, y1 = label_extent(u8, region.bbox)
+            boxes.append([max(0, x0 - 1), max(0, y0 - 1), min(width, x1 + 1), min(height, y1 + 1)])
+        results.append(merge_boxes(boxes))
+    return results
+
+
+def resolve_detector(name: str) -> str:
+    """The concrete detector behind ``name`` (``auto`` -> ``ppocr`` if installed, else
+    ``craft``); unknown names raise ``ValueError`` listing the valid ones."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown text detector {name!r}; choose one of {sorted(DETECTORS)}")
+    if name == "auto":
+        return "ppocr" if ppocr_available() else "craft"
+    return name
+
+
+def _run_ppocr(images, config, model):
+    return _verified_boxes(images, config, load_dbnet().probability)
+
+
+def _run_craft(images, config, model):
+    model = model or load_craft(device=resolve_device(config.device))
+    return _verified_boxes(images, config, _craft_region_scores(model, config.precision))
+
+
+def _run_craft_global(images, config, model):
+    return _craft_global(images, config, model or load_craft(device=resolve_device(config.device)))
+
+
+DETECTORS: dict[str, str] = {
+    "auto": "ppocr when its model is installed, else craft",
+    "ppocr": "native-resolution proposals verified by PP-OCRv4 DBNet on zoomed crops",
+    "craft": "native-resolution proposals verified by CRAFT on zoomed crops",
+    "craft-global": "CRAFT on the whole film at one resize (long_side), as in the paper",
+}
+_RUNNERS = {"ppocr": _run_ppocr, "craft": _run_craft, "craft-global": _run_craft_global}
+
+
+def detect_text(
+    images: Sequence[np.ndarray] | np.ndarray,
+    config: TextDetectConfig = TextDetectConfig(),
+    *,
+    model: CRAFT | None = None,
+) -> list[list[Box]]:
+    """Find burned-in text (markers, words, dates, stamps) in gray radiographs.
+
+    Args:
+        images: a list of gray ``(H, W)`` arrays (float in [0, 1] as
+            :func:`xraydebug.data.imageio.read_image` returns, or uint8/uint16; sizes may
+            differ), a stacked ``(N, H, W)`` array, or one ``(H, W)`` array.
+        config: detector and its settings; see :class:`TextDetectConfig`.
+        model: a CRAFT to use instead of :func:`load_craft` (CRAFT detectors only).
+
+    Returns:
+        One list per image, in input order, of ``[x0, y0, x1, y1]`` boxes in that image's
+        original pixel coordinates (``x1``/``y1`` exclusive, clipped to the image).
+    """
+    images = _as_image_list(images)
+    if not images:
+        return []
+    name = resolve_detector(config.detector)
+    return _RUNNERS[name](images, config, model)

@@ -1,0 +1,91 @@
+"""Lone side markers ("L", "R") recognised by their shape.
+
+Text networks are trained on words: a lone letter, above all a bare "L" (two strokes that also
+look like an edge), in a label box or turned by some angle, often gets no text score from CRAFT
+or DBNet even at the right zoom. Side markers are the most common burned-in text on chest films,
+so compact candidate regions are also compared with the letters themselves: the region's
+deskewed crop is binarised (Otsu inside the region), its largest ink component is cut to its
+bounding box and compared, in all four orientations, with "L" and "R" rendered in the DejaVu
+fonts (regular and bold, sans, serif and mono). The score is the best intersection over union.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from xraydebug.text.zoom import ZoomCrop
+
+__all__ = ["SIDE_LETTERS", "glyph_scores"]
+
+SIDE_LETTERS = ("L", "R")
+_SIZE = 32  # templates and candidates are compared at this size
+_MIN_ASPECT_MATCH = 0.75  # width/height ratios must agree within this factor
+
+
+@lru_cache(maxsize=1)
+def _templates() -> tuple[tuple[np.ndarray, float], ...]:
+    """(mask (32, 32) bool, aspect w/h) of each side letter in each font."""
+    from xraydebug.data.synth import _font_paths
+
+    out = []
+    for path in _font_paths():
+        font = ImageFont.truetype(str(path), 96)
+        for letter in SIDE_LETTERS:
+            canvas = Image.new("L", (128, 128), 0)
+            ImageDraw.Draw(canvas).text((16, 0), letter, font=font, fill=255)
+            ink = np.asarray(canvas) > 127
+            ys, xs = np.nonzero(ink)
+            ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+            aspect = ink.shape[1] / ink.shape[0]
+            resized = cv2.resize(ink.astype(np.uint8), (_SIZE, _SIZE), interpolation=cv2.INTER_AREA)
+            out.append((resized > 0, aspect))
+    return tuple(out)
+
+
+def _ink_shape(crop: ZoomCrop) -> tuple[np.ndarray, float] | None:
+    """The crop's largest ink component inside its region, cut and resized to 32x32."""
+    u8 = np.clip(np.rint(crop.image * 255.0), 0, 255).astype(np.uint8)
+    inside = u8[crop.mask]
+    if inside.size < 16 or int(inside.max()) - int(inside.min()) < 12:
+        return None
+    level, _ = cv2.threshold(inside.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = (u8 > level) & crop.mask
+    dark = (u8 <= level) & crop.mask
+    ink = bright if bright.sum() <= dark.sum() else dark
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return None
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h, area = (int(v) for v in stats[k])
+    if min(w, h) < 6 or area < 20:
+        return None
+    shape = (labels[y : y + h, x : x + w] == k).astype(np.uint8)
+    resized = cv2.resize(shape, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA) > 0
+    return resized, w / h
+
+
+def glyph_scores(crops: Sequence[ZoomCrop]) -> np.ndarray:
+    """Best IoU of each crop's ink shape with a side letter, float ``(len(crops),)`` in [0, 1]
+    (0 where the crop has no usable ink shape or no template of a similar aspect)."""
+    scores = np.zeros(len(crops), np.float32)
+    templates = _templates()
+    for i, crop in enumerate(crops):
+        shape = _ink_shape(crop)
+        if shape is None:
+            continue
+        mask, aspect = shape
+        best = 0.0
+        for template, t_aspect in templates:
+            ratio = min(aspect, t_aspect) / max(aspect, t_aspect)
+            if ratio < _MIN_ASPECT_MATCH:
+                continue
+            inter = np.logical_and(mask, template).sum()
+            union = np.logical_or(mask, template).sum()
+            best = max(best, inter / union if union else 0.0)
+        scores[i] = best
+    return scores
