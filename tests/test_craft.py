@@ -172,7 +172,10 @@ def radiographs() -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
 @pytest.fixture(scope="module")
 def found_640(radiographs) -> list[list[list[int]]]:
     clean, text, _ = radiographs
-    return detect_text([text, clean], TextDetectConfig(long_side=640, batch_size=2, device=CPU))
+    return detect_text(
+        [text, clean],
+        TextDetectConfig(detector="craft-global", long_side=640, batch_size=2, device=CPU),
+    )
 
 
 def test_words_found_and_text_free_film_is_clean(found_640, radiographs) -> None:
@@ -193,7 +196,9 @@ def test_lone_letter_found_at_1280(radiographs) -> None:
     # the top band of the same 512 px film: the letter is magnified 2.5x exactly as for the
     # whole film, at a third of the network cost
     band = text[:192]
-    (boxes,) = detect_text(band, TextDetectConfig(long_side=1280, device=CPU))
+    (boxes,) = detect_text(
+        band, TextDetectConfig(detector="craft-global", long_side=1280, device=CPU)
+    )
     assert _hit(boxes, truth["L"])
     assert _hit(boxes, truth["PORTABLE"])
     # nothing else: no box on the shoulders, neck or lung apices
@@ -209,7 +214,12 @@ def test_config_reaches_post_processing(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(detect_module, "boxes_from_scores", spy)
     config = TextDetectConfig(
-        long_side=64, text_threshold=0.55, link_threshold=0.33, low_text=0.22, device=CPU
+        detector="craft-global",
+        long_side=64,
+        text_threshold=0.55,
+        link_threshold=0.33,
+        low_text=0.22,
+        device=CPU,
     )
     wide = np.zeros((40, 80), np.uint8)  # resized to 32x64, then padded to 32x64
     square = np.full((50, 50), 0.5, np.float32)  # resized to 64x64
@@ -223,7 +233,7 @@ def test_config_reaches_post_processing(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_bad_inputs_are_reported() -> None:
-    config = TextDetectConfig(long_side=64, device=CPU)
+    config = TextDetectConfig(detector="craft-global", long_side=64, device=CPU)
     with pytest.raises(ValueError, match=r"image 1: float images must be in \[0, 1\]"):
         detect_text([np.zeros((8, 8)), np.full((8, 8), 255.0)], config)
     with pytest.raises(ValueError, match=r"image 0: expected a gray \(H, W\) array"):

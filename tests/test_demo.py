@@ -21,7 +21,6 @@ TOY = DemoConfig(
     iterations=2,
     ig_steps=2,
     mask_size=8,
-    text_long_side=192,
     n_boot=50,
 )
 

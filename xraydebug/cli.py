@@ -37,6 +37,15 @@ PrecisionOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option(help="Random seed (results are deterministic per seed).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+
+
+def _detector_help() -> str:
+    from xraydebug.text.detect import DETECTORS
+
+    return "Text detector: " + "; ".join(f"{k} ({v})" for k, v in DETECTORS.items()) + "."
+
+
+DetectorOpt = Annotated[str, typer.Option(help=_detector_help())]
 BatchOpt = Annotated[int | None, typer.Option(help="Images per batch (default: per command).")]
 
 
@@ -284,8 +293,11 @@ def scan(
         "0/1"
     ),
     limit: Annotated[int | None, typer.Option(help="Scan at most N images.")] = None,
-    text: Annotated[bool, typer.Option(help="Detect text (CRAFT) and flag shortcuts.")] = True,
-    text_long_side: Annotated[int, typer.Option(help="CRAFT input long side in pixels.")] = 1280,
+    text: Annotated[bool, typer.Option(help="Detect text and flag shortcuts.")] = True,
+    text_detector: DetectorOpt = "auto",
+    text_long_side: Annotated[
+        int, typer.Option(help="craft-global: input long side in pixels.")
+    ] = 1280,
     text_precision: PrecisionOpt = "fp32",
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images explained together.")] = 8,
@@ -293,7 +305,7 @@ def scan(
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
-    """Explain every image with iGOS++, detect text (CRAFT) and flag text shortcuts.
+    """Explain every image with iGOS++, detect burned-in text and flag text shortcuts.
 
     Example: [bold]xraydebug scan covidx/ --model models/covidnet.pt --mask-size 56[/]
     """
@@ -313,6 +325,7 @@ def scan(
         shard=parse_shard(shard),
         limit=limit,
         detect_text=text,
+        text_detector=text_detector,
         text_long_side=text_long_side,
         text_precision=text_precision,
     )
@@ -345,8 +358,12 @@ def clean(
     only_flagged: Annotated[bool, typer.Option(help="Clean only images the scan flagged.")] = False,
     dilate: Annotated[int, typer.Option(help="Grow each box by this many pixels.")] = 3,
     radius: Annotated[float, typer.Option(help="Telea inpainting radius in pixels.")] = 10.0,
-    long_side: Annotated[int, typer.Option(help="CRAFT input long side (detection here).")] = 1280,
+    detector: DetectorOpt = "auto",
+    long_side: Annotated[int, typer.Option(help="craft-global: input long side.")] = 1280,
     precision: PrecisionOpt = "fp32",
+    second_pass: Annotated[
+        bool, typer.Option(help="Inpaint again, wider, where the re-check still finds text.")
+    ] = True,
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     dry_run: Annotated[bool, typer.Option(help="List what would change; write nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
@@ -366,9 +383,11 @@ def clean(
         radius=radius,
         only_flagged=only_flagged,
         scan=str(scan) if scan else None,
+        detector=detector,
         long_side=long_side,
         device=device,
         precision=precision,
+        second_pass=second_pass,
     )
     with progress_bar() as progress:
         result = clean_dataset(
@@ -393,23 +412,26 @@ def clean(
 def text_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder.")],
     out: Annotated[Path, typer.Option(help="Output folder for text.csv.")] = Path("runs/text"),
-    long_side: Annotated[int, typer.Option(help="CRAFT input long side in pixels.")] = 1280,
+    detector: DetectorOpt = "auto",
+    long_side: Annotated[int, typer.Option(help="craft-global: input long side.")] = 1280,
     precision: PrecisionOpt = "fp32",
     split: Annotated[str, typer.Option(help="all, or splits separated by commas.")] = "all",
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
-    """Detect burned-in text (CRAFT, official weights) in every image; no model needed.
+    """Detect burned-in text in every image (no classifier needed); boxes -> text.csv.
 
     Example: [bold]xraydebug text covidx/ --out runs/text[/]
     """
     from xraydebug.text.dataset import detect_dataset
     from xraydebug.text.detect import TextDetectConfig
 
-    config = TextDetectConfig(long_side=long_side, device=device, precision=precision)
+    config = TextDetectConfig(
+        detector=detector, long_side=long_side, device=device, precision=precision
+    )
     with progress_bar() as progress:
-        table = detect_dataset(data, out, config, split, manifest, tracked(progress, "CRAFT"))
+        table = detect_dataset(data, out, config, split, manifest, tracked(progress, "text"))
     ok = table[table["status"] == "ok"]
     with_text = int((ok["n_boxes"].astype(int) > 0).sum())
     console.print(

@@ -1,7 +1,7 @@
 """``xraydebug demo``: the whole loop on synthetic data, one command, sized for 2 CPU cores.
 
 synth -> inspect -> train -> evaluate (test split, where text is independent of the class) ->
-scan (iGOS++ + CRAFT + flags on a sample of test images) -> clean (CRAFT boxes + Telea
+scan (iGOS++ + text detection + flags on a sample of test images) -> clean (detected boxes + Telea
 inpainting over every image, into a new dataset) -> retrain (same recipe) with before/after
 precision and recall -> the HTML audit report. Reruns reuse what is finished.
 """
@@ -31,8 +31,8 @@ from xraydebug.progress import progress_bar, tracked
 class DemoConfig:
     """Sizes of the demo; ``quick`` is the about-3-minute version the test suite runs.
 
-    Films are 256 px (the ``small`` model's input size) so that CRAFT, which must see every
-    image to clean the dataset, can run at a 384 px long side (1.5x), in bf16 where native.
+    Films are 256 px (the ``small`` model's input size). Text is found by ``text_detector``
+    (``auto``: native-resolution proposals verified on zoomed crops), on every film.
     """
 
     n_train: int = 480
@@ -45,7 +45,7 @@ class DemoConfig:
     mask_size: int = 28
     iterations: int = 10
     ig_steps: int = 5
-    text_long_side: int = 384
+    text_detector: str = "auto"
     n_boot: int = 1000
     seed: int = 0
 
@@ -135,7 +135,7 @@ def run_demo(
     )
     print_metrics(evaluation.metrics, console, "shortcut model on the decorrelated test set")
 
-    console.rule("5/8 scan: iGOS++ saliency + CRAFT text boxes + shortcut flags (test sample)")
+    console.rule("5/8 scan: iGOS++ saliency + text boxes + shortcut flags (test sample)")
     with progress_bar(console) as bar:
         scanned = scan(
             data,
@@ -147,7 +147,7 @@ def run_demo(
                 ig_steps=config.ig_steps,
                 split="test",
                 limit=config.scan_images,
-                text_long_side=config.text_long_side,
+                text_detector=config.text_detector,
                 text_precision="auto",
                 device=device,
                 seed=config.seed,
@@ -163,14 +163,16 @@ def run_demo(
         f"{flagged['target'].value_counts().to_dict()}"
     )
 
-    console.rule("6/8 clean: remove the text (CRAFT boxes + Telea inpainting) into a new dataset")
+    console.rule(
+        "6/8 clean: remove the text (detected boxes + Telea inpainting) into a new dataset"
+    )
     with progress_bar(console) as bar:
         cleaned = clean_dataset(
             data,
             clean_dir,
             CleanConfig(
                 scan=str(scan_dir),
-                long_side=config.text_long_side,
+                detector=config.text_detector,
                 device=device,
                 precision="auto",
             ),

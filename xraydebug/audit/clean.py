@@ -3,7 +3,10 @@
 The output has the same layout and label files as the input. Images with text boxes are
 inpainted at their original resolution and bit depth; all others are copied byte-identical.
 DICOM inputs become derived DICOM objects. ``cleaning.csv`` lists ``path,n_boxes,boxes,changed``
-(plus ``status,error``). Output files are written atomically; a rerun with the same settings
+(plus ``status,error`` and the re-check: ``text_remains``, ``remaining_boxes``, ``passes``).
+Every inpainted film is detected again; where text is still found, a second pass inpaints the
+union of the first boxes and the remaining ones with twice the dilation, and checks once more.
+Output files are written atomically; a rerun with the same settings
 resumes; the input dataset is never written.
 """
 
@@ -26,9 +29,20 @@ from xraydebug.data.records import ImageRecord
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
 from xraydebug.text import TextDetectConfig, detect_text
+from xraydebug.text.detect import merge_boxes
 from xraydebug.text.inpaint import encode_like, inpaint_boxes
 
-CLEANING_COLUMNS = ["path", "n_boxes", "boxes", "changed", "status", "error"]
+CLEANING_COLUMNS = [
+    "path",
+    "n_boxes",
+    "boxes",
+    "changed",
+    "status",
+    "error",
+    "text_remains",
+    "remaining_boxes",
+    "passes",
+]
 STATE_FILE = ".xraydebug-clean.json"
 
 
@@ -39,17 +53,22 @@ class CleanConfig:
     dilate: int = 3
     radius: float = 10.0
     only_flagged: bool = False
-    scan: str | None = None  # scan folder whose boxes are reused; None = run CRAFT here
-    long_side: int = 1280
+    scan: str | None = None  # scan folder whose boxes are reused; None = detect here
+    detector: str = "auto"  # see xraydebug.text.DETECTORS
+    long_side: int = 1280  # craft-global only
     device: str = "auto"
     precision: str = "fp32"  # CRAFT precision: fp32 | bf16 | auto (see TextDetectConfig)
+    second_pass: bool = True  # inpaint again where the re-check still finds text
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "device"}
 
     def detect_config(self) -> TextDetectConfig:
         return TextDetectConfig(
-            long_side=self.long_side, device=self.device, precision=self.precision
+            detector=self.detector,
+            long_side=self.long_side,
+            device=self.device,
+            precision=self.precision,
         )
 
 
@@ -169,34 +188,57 @@ def write_derived_dicom(
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class _Cleaned:
+    changed: bool
+    remaining: list[list[int]]
+    passes: int
+
+
 def _clean_one(
     data: Path, out: Path, rec: ImageRecord, boxes: list[list[int]], config: CleanConfig
-) -> bool:
-    """Write the cleaned (or copied) image; return True if pixels changed."""
+) -> _Cleaned:
+    """Write the cleaned (or copied) image, after re-checking inpainted films for text."""
     source = data / rec.path
     target = out / rec.path
     if not boxes:
         atomic_write_bytes(target, source.read_bytes())
-        return False
+        return _Cleaned(False, [], 0)
     pixels, meta = read_native(source)
     cleaned = inpaint_boxes(pixels, boxes, config.dilate, config.radius)
+    remaining = _remaining_text(cleaned, meta, config)
+    passes = 1
+    if remaining and config.second_pass:
+        wider = merge_boxes([*boxes, *remaining])
+        cleaned = inpaint_boxes(pixels, wider, 2 * config.dilate, config.radius)
+        remaining = _remaining_text(cleaned, meta, config)
+        passes = 2
     if meta.format == "DICOM":
-        remains = _text_remains(cleaned, meta, config)
-        atomic_write_bytes(target, write_derived_dicom(source, cleaned, boxes, remains))
+        atomic_write_bytes(target, write_derived_dicom(source, cleaned, boxes, bool(remaining)))
     else:
         atomic_write_bytes(target, encode_like(cleaned, meta))
-    return True
+    return _Cleaned(True, remaining, passes)
 
 
-def _text_remains(cleaned: np.ndarray, meta: ImageMeta, config: CleanConfig) -> bool:
-    """Re-detect text on the cleaned DICOM (stored values min-max scaled, MONOCHROME1 inverted
-    so detection sees the display orientation) to set BurnedInAnnotation."""
-    gray = cleaned.astype(np.float32)
-    lo, hi = float(gray.min()), float(gray.max())
-    gray = (gray - lo) / (hi - lo) if hi > lo else np.zeros_like(gray)
+def display_gray(pixels: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    """Stored pixels -> float32 (H, W) in [0, 1] as a reader sees them: colour to gray, 8/16-bit
+    scaled by their range (DICOM: min-max of the stored values), MONOCHROME1 inverted."""
+    gray = pixels.astype(np.float32)
+    if gray.ndim == 3:
+        gray = gray[..., :3].mean(axis=2) if gray.shape[2] >= 3 else gray[..., 0]
+    if meta.format != "DICOM" and pixels.dtype in (np.uint8, np.uint16):
+        gray /= float(np.iinfo(pixels.dtype).max)
+    else:
+        lo, hi = float(gray.min()), float(gray.max())
+        gray = (gray - lo) / (hi - lo) if hi > lo else np.zeros_like(gray)
     if meta.photometric == "MONOCHROME1":
-        gray = 1 - gray
-    return bool(detect_text([gray], config.detect_config())[0])
+        gray = 1.0 - gray
+    return np.clip(gray, 0.0, 1.0)
+
+
+def _remaining_text(cleaned: np.ndarray, meta: ImageMeta, config: CleanConfig) -> list[list[int]]:
+    """Text boxes the detector still finds on a cleaned film (display orientation)."""
+    return detect_text([display_gray(cleaned, meta)], config.detect_config())[0]
 
 
 def clean_dataset(
@@ -248,6 +290,9 @@ def clean_dataset(
             "changed": False,
             "status": "ok",
             "error": "",
+            "text_remains": "",
+            "remaining_boxes": "",
+            "passes": 0,
         }
         if isinstance(boxes, str):
             row.update(status="error", error=boxes)
@@ -256,7 +301,13 @@ def clean_dataset(
             row.update(n_boxes=len(boxes), boxes=json.dumps(boxes), changed=bool(boxes))
             if not dry_run:
                 try:
-                    row["changed"] = _clean_one(data, out, rec, boxes, config)
+                    cleaned = _clean_one(data, out, rec, boxes, config)
+                    row.update(changed=cleaned.changed, passes=cleaned.passes)
+                    if cleaned.changed:
+                        row.update(
+                            text_remains=bool(cleaned.remaining),
+                            remaining_boxes=json.dumps(cleaned.remaining),
+                        )
                 except ImageReadError as exc:
                     row.update(status="error", error=str(exc), changed=False)
                     errors.append(str(exc))

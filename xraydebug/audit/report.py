@@ -362,7 +362,11 @@ def _clean_summary(clean_dir: Path) -> dict[str, Any]:
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     changed = table["changed"].str.lower() == "true"
     errors = table[table["status"] != "ok"]
+    remains = table.get("text_remains", pd.Series("", index=table.index)).str.lower() == "true"
+    passes = pd.to_numeric(table.get("passes", pd.Series(0, index=table.index)), errors="coerce")
     return {
+        "remaining": table[remains][["path", "remaining_boxes"]].to_dict("records"),
+        "n_second_pass": int((passes.fillna(0) >= 2).sum()),
         "dir": str(clean_dir),
         "source": state.get("data"),
         "config": state.get("config", {}),

@@ -103,7 +103,8 @@ class ScanConfig:
     shard: tuple[int, int] = (0, 1)
     limit: int | None = None
     detect_text: bool = True
-    text_long_side: int = 1280
+    text_detector: str = "auto"  # see xraydebug.text.DETECTORS
+    text_long_side: int = 1280  # craft-global only
     text_precision: str = "fp32"  # CRAFT: fp32 | bf16 | auto (see TextDetectConfig)
     flag_min_mass: float = FlagRule.min_mass
     flag_min_ratio: float = FlagRule.min_ratio
@@ -202,7 +203,10 @@ def _text_columns(
     size = prep.input_size
     originals = cache.originals
     detect_config = TextDetectConfig(
-        long_side=config.text_long_side, device=str(device), precision=config.text_precision
+        detector=config.text_detector,
+        long_side=config.text_long_side,
+        device=str(device),
+        precision=config.text_precision,
     )
     all_boxes = detect_text(originals, detect_config)
     masks, columns = [], []

@@ -278,14 +278,14 @@ def label_extent(
     Side markers often sit in a uniform white or black square; the glyph's strokes are found,
     the square must be removed too. The ring around ``bbox`` is taken as the label's colour when
     it is flat (within a few grey levels); it is flood-filled at that colour, and the fill's box
-    is returned when it stays compact (no more than ``max_growth`` times the glyph box's area and
+    is returned when it stays compact (no more than ``max_growth`` times the square of the glyph box's longer side and
     not leaking to the search window's edge, which a flat film background would). Otherwise
     ``bbox`` comes back unchanged.
     """
     height, width = u8.shape
     x0, y0, x1, y1 = bbox
     bw, bh = x1 - x0, y1 - y0
-    reach = max(bw, bh)
+    reach = 2 * max(bw, bh) + 4
     wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
     wx1, wy1 = min(width, x1 + reach), min(height, y1 + reach)
     ring = np.concatenate(
@@ -317,7 +317,7 @@ def label_extent(
         or (fx + fw == win_w and wx1 < width)
         or (fy + fh == win_h and wy1 < height)
     )
-    if touches or fw * fh > max_growth * bw * bh:
+    if touches or fw * fh > max_growth * max(bw, bh) ** 2:
         return bbox
     gx0, gy0 = min(x0, fx + wx0), min(y0, fy + wy0)
     return gx0, gy0, max(x1, fx + wx0 + fw), max(y1, fy + wy0 + fh)
