@@ -278,9 +278,9 @@ def label_extent(
     Side markers often sit in a uniform white or black square; the glyph's strokes are found,
     the square must be removed too. The ring around ``bbox`` is taken as the label's colour when
     it is flat (within a few grey levels); it is flood-filled at that colour, and the fill's box
-    is returned when it stays compact (no more than ``max_growth`` times the square of the glyph box's longer side and
-    not leaking to the search window's edge, which a flat film background would). Otherwise
-    ``bbox`` comes back unchanged.
+    is returned when it stays compact (no more than ``max_growth`` times the square of the glyph
+    box's longer side, and not leaking to the search window's edge, which a flat film background
+    would). Otherwise ``bbox`` comes back unchanged.
     """
     height, width = u8.shape
     x0, y0, x1, y1 = bbox
