@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         f"load+verify {load_s:.2f} s, 1-min load average {os.getloadavg()[0]:.1f}"
     )
     # warm-up: first-call allocations and kernel selection
-    detect_text(films[args.sizes[0]][:1], TextDetectConfig(long_side=256, device=str(device)))
+    detect_text(
+        films[args.sizes[0]][:1],
+        TextDetectConfig(detector="craft-global", long_side=256, device=str(device)),
+    )
 
     header = f"{'film':>6} {'long_side':>9} {'batch':>5} {'s/image':>8} {'boxes (FP)':>10}"
     print(header)
@@ -75,7 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes:
         for long_side in args.long_sides:
             for batch in args.batch_sizes:
-                config = TextDetectConfig(long_side=long_side, batch_size=batch, device=str(device))
+                config = TextDetectConfig(
+                    detector="craft-global",
+                    long_side=long_side,
+                    batch_size=batch,
+                    device=str(device),
+                )
                 _sync(device)
                 start = time.perf_counter()
                 found = detect_text(films[size], config)

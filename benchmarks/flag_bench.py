@@ -83,7 +83,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--ig-steps", type=int, default=5)
     parser.add_argument("--reliance", type=float, default=0.2)
-    parser.add_argument("--text-long-side", type=int, default=768)
+    parser.add_argument("--text-detector", default="auto")
+    parser.add_argument("--text-long-side", type=int, default=768, help="craft-global only")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -98,6 +99,7 @@ def main() -> None:
             mask_size=args.mask_size,
             iterations=args.iterations,
             ig_steps=args.ig_steps,
+            text_detector=args.text_detector,
             text_long_side=args.text_long_side,
             device="cpu",
         ),
