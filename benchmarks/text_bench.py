@@ -6,9 +6,9 @@ at each of ``--sizes``; every other film carries 1-3 markers burned in by
 plain, in a white or dark label or as low-contrast grey text (0.10-0.25 from the film), upright
 (60%) or at any angle, 10-40 px tall (at most 8% of the film), near the corners and edges.
 A marker counts as found when boxes grown by the cleaning dilation (3 px) cover at least 90% of
-the pixels it changed (what inpainting must remove). A text-free film with any box is a false
-positive. The real ``RG1_UNCR.dcm`` at its own size must get no box. Films are cached in
-``--cache`` (rendering a 3,000 px film takes seconds).
+the pixels it changed visibly (by 8 grey levels or more: what inpainting must remove). A
+text-free film with any box is a false positive. The real ``RG1_UNCR.dcm`` at its own size
+must get no box. Films are cached in ``--cache`` (rendering a 3,000 px film takes seconds).
 
 Usage (from the repository root)::
 
@@ -62,7 +62,7 @@ def _film(rng: np.random.Generator, size: int, real: np.ndarray | None) -> np.nd
 
 def make_films(size: int, n: int, seed: int, cache: Path) -> list[tuple]:
     """``n`` films of ``size`` px: (image float32, markers, is_real); cached per (size, n, seed)."""
-    path = cache / f"films_{size}_{n}_{seed}.pkl"
+    path = cache / f"films-v2_{size}_{n}_{seed}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     real, _ = read_image(get_testdata_file("RG1_UNCR.dcm"))
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
                     free += 1
                     fp += bool(boxes)
                 for m in markers:
-                    ok = coverage(m.mask, boxes) >= 0.9
+                    ok = coverage(m.visible, boxes) >= 0.9
                     n_markers += 1
                     n_found += ok
                     for key in (

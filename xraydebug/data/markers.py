@@ -33,7 +33,9 @@ class Marker:
     """One burned-in marker: its text and how it was drawn, and the pixels it changed.
 
     ``box`` is ``[x0, y0, x1, y1]`` (x1/y1 exclusive) around ``mask``'s true pixels; ``mask`` is
-    bool ``(H, W)`` of the whole film (True where the marker changed the 8-bit value).
+    bool ``(H, W)`` of the whole film (True where the marker changed the 8-bit value), and
+    ``visible`` where it changed it by at least 8 grey levels (a dark label on a dark film
+    changes many pixels by 1-5 levels, which no reader or model can see).
     """
 
     kind: str
@@ -43,6 +45,7 @@ class Marker:
     angle: float
     box: list[int]
     mask: np.ndarray
+    visible: np.ndarray
 
 
 def random_text(rng: np.random.Generator, kind: str) -> str:
@@ -208,8 +211,10 @@ def burn_marker(
     out[y0 : y0 + h, x0 : x0 + w] = after / 255.0
     changed = np.zeros(out.shape, bool)
     changed[y0 : y0 + h, x0 : x0 + w] = after != before
+    visible = np.zeros(out.shape, bool)
+    visible[y0 : y0 + h, x0 : x0 + w] = np.abs(after - before) >= 8
     ys, xs = np.nonzero(changed)
     if ys.size == 0:
         return np.array(image, dtype=np.float32, copy=True), None
     tight = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-    return out, Marker(kind, text, style, float(cap_px), float(angle), tight, changed)
+    return out, Marker(kind, text, style, float(cap_px), float(angle), tight, changed, visible)

@@ -327,7 +327,11 @@ def _verified_boxes(
         for owner, score in zip(owners, batched_scores(crops, scorer), strict=True):
             peak[owner] = max(peak[owner], float(score))
         if config.side_letters:
-            letters = [j for j, (i, k) in enumerate(owners) if regions[i][k].glyph >= _MIN_GLYPH]
+            letters = [  # the first view of each region: the match turns the shape itself
+                j
+                for j, (i, k) in enumerate(owners)
+                if regions[i][k].glyph >= _MIN_GLYPH and (j == 0 or owners[j - 1] != (i, k))
+            ]
             for j, score in zip(letters, glyph_scores([crops[j] for j in letters]), strict=True):
                 shape[owners[j]] = max(shape[owners[j]], float(score))
     results: list[list[Box]] = []

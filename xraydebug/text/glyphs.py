@@ -4,8 +4,9 @@ Text networks are trained on words: a lone letter, above all a bare "L" (two str
 look like an edge), in a label box or turned by some angle, often gets no text score from CRAFT
 or DBNet even at the right zoom. Side markers are the most common burned-in text on chest films,
 so compact candidate regions are also compared with the letters themselves: the region's
-deskewed crop is binarised (Otsu inside the region), its largest ink component is cut to its
-bounding box and compared, in all four orientations, with "L" and "R" rendered in the DejaVu
+deskewed crop is binarised (Otsu inside the region; the ink is the side the region's stroke
+pixels fall on), its largest ink component is cut to its
+bounding box and compared, turned in 15 degree steps, with "L" and "R" rendered in the DejaVu
 fonts (regular and bold, sans, serif and mono). The score is the best intersection over union.
 """
 
@@ -47,45 +48,73 @@ def _templates() -> tuple[tuple[np.ndarray, float], ...]:
     return tuple(out)
 
 
-def _ink_shape(crop: ZoomCrop) -> tuple[np.ndarray, float] | None:
-    """The crop's largest ink component inside its region, cut and resized to 32x32."""
+def _ink_shape(crop: ZoomCrop) -> np.ndarray | None:
+    """The crop's ink component that holds most of the region's stroke pixels, uint8 0/1."""
     u8 = np.clip(np.rint(crop.image * 255.0), 0, 255).astype(np.uint8)
     inside = u8[crop.mask]
-    if inside.size < 16 or int(inside.max()) - int(inside.min()) < 12:
+    if inside.size < 16 or int(inside.max()) - int(inside.min()) < 12 or not crop.core.any():
         return None
     level, _ = cv2.threshold(inside.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     bright = (u8 > level) & crop.mask
     dark = (u8 <= level) & crop.mask
-    ink = bright if bright.sum() <= dark.sum() else dark
+    # the ink is the class the region's own stroke pixels fall in
+    ink = bright if bright[crop.core].sum() * 2 >= crop.core.sum() else dark
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
     if n <= 1:
         return None
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    votes = np.bincount(labels[crop.core & ink], minlength=n)
+    votes[0] = 0
+    k = int(np.argmax(votes))
     x, y, w, h, area = (int(v) for v in stats[k])
-    if min(w, h) < 6 or area < 20:
+    if k == 0 or min(w, h) < 4 or area < 20:
         return None
-    shape = (labels[y : y + h, x : x + w] == k).astype(np.uint8)
-    resized = cv2.resize(shape, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA) > 0
+    return (labels[y : y + h, x : x + w] == k).astype(np.uint8)
+
+
+def _normalised(shape: np.ndarray) -> tuple[np.ndarray, float] | None:
+    ys, xs = np.nonzero(shape)
+    if ys.size < 20:
+        return None
+    cut = shape[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    h, w = cut.shape
+    if min(h, w) < 4:
+        return None
+    resized = cv2.resize(cut, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA) > 0
     return resized, w / h
 
 
+def _rotations(shape: np.ndarray, step: float = 15.0) -> list[tuple[np.ndarray, float]]:
+    """The shape turned by every ``step`` degrees, each cut to its box and resized."""
+    h, w = shape.shape
+    side = int(np.ceil(np.hypot(h, w))) + 2
+    canvas = np.zeros((side, side), np.uint8)
+    oy, ox = (side - h) // 2, (side - w) // 2
+    canvas[oy : oy + h, ox : ox + w] = shape
+    out = []
+    for angle in np.arange(0.0, 360.0, step):
+        matrix = cv2.getRotationMatrix2D((side / 2, side / 2), float(angle), 1.0)
+        turned = cv2.warpAffine(canvas, matrix, (side, side), flags=cv2.INTER_NEAREST)
+        normalised = _normalised(turned)
+        if normalised is not None:
+            out.append(normalised)
+    return out
+
+
 def glyph_scores(crops: Sequence[ZoomCrop]) -> np.ndarray:
-    """Best IoU of each crop's ink shape with a side letter, float ``(len(crops),)`` in [0, 1]
-    (0 where the crop has no usable ink shape or no template of a similar aspect)."""
+    """Best IoU of each crop's ink shape with a side letter, over the shape turned in 15 degree
+    steps; float ``(len(crops),)`` in [0, 1] (0 where the crop has no usable ink shape)."""
     scores = np.zeros(len(crops), np.float32)
     templates = _templates()
     for i, crop in enumerate(crops):
         shape = _ink_shape(crop)
         if shape is None:
             continue
-        mask, aspect = shape
         best = 0.0
-        for template, t_aspect in templates:
-            ratio = min(aspect, t_aspect) / max(aspect, t_aspect)
-            if ratio < _MIN_ASPECT_MATCH:
-                continue
-            inter = np.logical_and(mask, template).sum()
-            union = np.logical_or(mask, template).sum()
-            best = max(best, inter / union if union else 0.0)
+        for mask, aspect in _rotations(shape):
+            for template, t_aspect in templates:
+                if min(aspect, t_aspect) / max(aspect, t_aspect) < _MIN_ASPECT_MATCH:
+                    continue
+                inter = np.logical_and(mask, template).sum()
+                best = max(best, inter / np.logical_or(mask, template).sum())
         scores[i] = best
     return scores

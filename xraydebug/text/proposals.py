@@ -138,7 +138,8 @@ class _Strokes:
     """Connected stroke components: pixel indices grouped per component, and per-component
     box ``(x0, y0, x1, y1)``, size (longer box side), polarity and ink value (the brightest
     pixel of a bright stroke, the darkest of a dark one: the burned-in value); ``size`` is
-    the text height the component suggests (see :func:`_glyph_size`)."""
+    the text height the component suggests (see :func:`_glyph_size`); ``flat`` the share of its
+    pixels within 3 grey levels of the ink value (drawn strokes are flat, anatomy is grainy)."""
 
     pixels: list[np.ndarray]
     boxes: np.ndarray
@@ -146,6 +147,7 @@ class _Strokes:
     bright: np.ndarray
     ink: np.ndarray
     contrast: np.ndarray
+    flat: np.ndarray
 
 
 def _stroke_components(
@@ -159,7 +161,9 @@ def _stroke_components(
     idx, lab = idx[order], lab[order]
     if idx.size == 0:
         empty = np.zeros((0,), np.float32)
-        return _Strokes([], np.zeros((0, 4), np.int64), empty, empty.astype(bool), empty, empty)
+        return _Strokes(
+            [], np.zeros((0, 4), np.int64), empty, empty.astype(bool), empty, empty, empty
+        )
     starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
     counts = np.diff(np.r_[starts, idx.size])
     values = u8.ravel()[idx]
@@ -167,6 +171,9 @@ def _stroke_components(
     vmin = np.minimum.reduceat(values, starts)
     is_bright = np.add.reduceat(bright.ravel()[idx].astype(np.int64), starts) * 2 > counts
     peak = np.maximum.reduceat(contrast.ravel()[idx], starts)
+    ink = np.where(is_bright, vmax, vmin).astype(np.int16)
+    near = np.abs(values.astype(np.int16) - np.repeat(ink, counts)) <= 3
+    flat = np.add.reduceat(near.astype(np.int64), starts) / counts
     comp = lab[starts]
     x, y, w, h = (stats[comp, c] for c in range(4))
     boxes = np.stack([x, y, x + w, y + h], axis=1)
@@ -176,8 +183,9 @@ def _stroke_components(
         boxes=boxes,
         size=np.array([_glyph_size(p, u8.shape[1]) for p in pixels], np.float32),
         bright=is_bright,
-        ink=np.where(is_bright, vmax, vmin).astype(np.float32),
+        ink=ink.astype(np.float32),
         contrast=peak.astype(np.float32),
+        flat=flat.astype(np.float32),
     )
 
 
@@ -226,7 +234,8 @@ def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig())
         config: see :class:`ProposalConfig`.
 
     Returns:
-        Up to ``config.max_regions`` regions, highest contrast mass first.
+        Up to ``config.max_regions`` regions, by peak contrast x sqrt(stroke pixels) x
+        (0.25 + flat share): strong, large and flat (drawn) strokes first.
     """
     if gray.ndim != 2:
         raise ValueError(f"expected a gray (H, W) image; got shape {gray.shape}")
@@ -256,7 +265,8 @@ def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig())
         idx = np.concatenate([parts.pixels[m] for m in members])
         if idx.size < config.min_pixels:
             continue
-        mass = float(parts.contrast[members].max()) * np.sqrt(idx.size)
+        flat = float(np.average(parts.flat[members], weights=parts.size[members]))
+        mass = float(parts.contrast[members].max()) * np.sqrt(idx.size) * (0.25 + flat)
         glyph = float(np.median(parts.size[members]))
         candidates.append((mass, (x0, y0, x1, y1), idx, glyph))
     candidates.sort(key=lambda c: -c[0])

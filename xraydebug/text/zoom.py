@@ -26,13 +26,14 @@ __all__ = ["ZoomCrop", "batched_scores", "deskewed_crops", "pad_to_multiple"]
 
 @dataclass(frozen=True)
 class ZoomCrop:
-    """One view of a region: ``image`` float32 ``(h, w)`` in [0, 1] and ``mask`` bool ``(h, w)``
-    marking the region's strokes (dilated) in crop coordinates; ``region`` indexes the regions
-    passed to :func:`deskewed_crops`."""
+    """One view of a region: ``image`` float32 ``(h, w)`` in [0, 1]; ``mask`` bool ``(h, w)``
+    marking the region's strokes, dilated, and ``core`` the stroke pixels themselves, in crop
+    coordinates; ``region`` indexes the regions passed to :func:`deskewed_crops`."""
 
     region: int
     image: np.ndarray
     mask: np.ndarray
+    core: np.ndarray
 
 
 def _axes(rect: tuple) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -95,12 +96,12 @@ def deskewed_crops(
         ok = (pts[:, 0] >= 0) & (pts[:, 0] < out_w) & (pts[:, 1] >= 0) & (pts[:, 1] < out_h)
         mask = np.zeros((out_h, out_w), np.uint8)
         mask[pts[ok, 1], pts[ok, 0]] = 1
+        core = mask > 0
         grow = max(3, round(scale * 2))
         mask = cv2.dilate(mask, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) > 0
         for k in (0, 1, 2, 3):
-            crops.append(
-                ZoomCrop(index, np.ascontiguousarray(np.rot90(image, k)), np.rot90(mask, k))
-            )
+            view = np.ascontiguousarray(np.rot90(image, k))
+            crops.append(ZoomCrop(index, view, np.rot90(mask, k), np.rot90(core, k)))
     return crops
 
 
