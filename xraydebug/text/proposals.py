@@ -38,7 +38,9 @@ class ProposalConfig:
         max_extent, max_len: a group of strokes longer than this share of the film's long side
             and than ``max_len`` pixels (but at least 192 px) is not one text region; its
             strokes are offered one by one instead; so is a group longer than ``max_glyphs``
-            times its typical stroke size (a word run into anatomy).
+            times its typical stroke size (a word run into anatomy), and a group whose rotated
+            rectangle is more than ``max_lines`` strokes high (parallel stripes such as ribs
+            look like lines of text to a text network; a label's lines are verified one by one).
         max_regions: at most this many regions, by ink mass (contrast summed over pixels).
     """
 
@@ -50,6 +52,7 @@ class ProposalConfig:
     max_extent: float = 0.5
     max_len: int = 640
     max_glyphs: float = 12.0
+    max_lines: float = 2.5
     max_regions: int = 64
 
     def __post_init__(self) -> None:
@@ -226,6 +229,15 @@ def _link_groups(parts: _Strokes, join_px: int, block: int = 1024) -> list[list[
     return list(groups.values())
 
 
+def _line_height(parts: _Strokes, members: list[int], width: int) -> float:
+    """Short side of the rotated rectangle around a group's strokes (a text line's height)."""
+    idx = np.concatenate([parts.pixels[m] for m in members])
+    if idx.size > 2048:
+        idx = idx[:: idx.size // 2048 + 1]
+    points = np.stack([idx % width, idx // width], axis=1).astype(np.float32)
+    return float(min(cv2.minAreaRect(points)[1]))
+
+
 def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig()) -> list[Region]:
     """Candidate text regions of one film.
 
@@ -251,9 +263,12 @@ def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig())
     for members in _link_groups(parts, config.join_px):
         box = parts.boxes[members]
         extent = max(np.ptp(box[:, [0, 2]]), np.ptp(box[:, [1, 3]]))
-        if extent <= min(max_len, config.max_glyphs * np.median(parts.size[members])):
+        glyph = float(np.median(parts.size[members]))
+        if extent <= min(max_len, config.max_glyphs * glyph) and (
+            len(members) == 1 or _line_height(parts, members, width) <= config.max_lines * glyph
+        ):
             groups.append(members)
-        else:  # text touching anatomy of the same ink: offer its strokes one by one
+        else:  # text run into anatomy, or a block of parallel stripes: strokes one by one
             groups += [[m] for m in members]
     candidates = []
     for members in groups:
