@@ -194,3 +194,23 @@ def test_clean_rechecks_and_widens_where_text_remains(tmp_path: Path) -> None:
     two = clean_dataset(data, tmp_path / "two", CleanConfig(scan=str(scan)), report=False).table
     assert (two["passes"].astype(int) == 2).all()
     assert (two["text_remains"].astype(str) == "False").all(), two
+
+
+def test_second_look_finds_a_faint_marker_where_the_saliency_points() -> None:
+    from xraydebug.text.second_look import SecondLookConfig, saliency_blobs, second_look
+
+    film = _film(512, seed=4)
+    u8 = np.rint(film * 255).astype(np.uint8)
+    background = int(np.median(u8[40:80, 420:470]))
+    marked = u8.copy()
+    cv2.putText(marked, "R", (425, 75), cv2.FONT_HERSHEY_DUPLEX, 1.2, background + 12, 2)
+    gray = marked.astype(np.float32) / 255
+    truth = [420, 40, 455, 80]
+    assert not _hit(detect_text([gray], AUTO)[0], truth)  # too faint for the first pass
+    yy, xx = np.mgrid[:512, :512]
+    saliency = np.exp(-((xx - 440) ** 2 + (yy - 60) ** 2) / (2 * 12.0**2)).astype(np.float32)
+    windows = saliency_blobs(saliency, [], SecondLookConfig())
+    assert len(windows) == 1 and _hit(windows, truth)
+    assert saliency_blobs(saliency, [[430, 50, 450, 70]], SecondLookConfig()) == []
+    found = second_look(gray, windows, AUTO)
+    assert _hit(found, truth), found

@@ -280,6 +280,7 @@ def _case(
         "insertion_auc": _num(row["insertion_auc"], float("nan")),
         "source": row.get("source") or "–",
         "n_boxes": len(boxes),
+        "n_second_look": len(json.loads(row.get("second_look_boxes") or "[]")),
         "patient": patient_ids.get(row["path"], "unknown") if config.show_ids else None,
         "original": None,
         "overlay": None,

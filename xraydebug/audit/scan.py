@@ -4,9 +4,11 @@ Writes, under ``out``:
 
 - ``scan.csv``: one row per image, columns :data:`SCAN_COLUMNS` (DESIGN.md section 7). The text
   columns (``n_boxes``, ``boxes``, ``mass_in_text``, ``text_area``, ``text_reveal_prob``,
-  ``flagged``) come from CRAFT and :mod:`xraydebug.audit.flagging`; they stay empty with
-  ``detect_text=False``. ``flagged`` is recomputed from them on every write, so new flag
-  thresholds apply without rescanning.
+  ``flagged``) come from the text detector and :mod:`xraydebug.audit.flagging`; they stay empty
+  with ``detect_text=False``. ``boxes`` includes ``second_look_boxes``: text found by zooming in
+  on compact saliency blobs outside every first-pass box (:mod:`xraydebug.text.second_look`).
+  ``flagged`` is recomputed from them on every write, so new flag thresholds apply without
+  rescanning.
 - ``masks/<path>.npz``: ``deletion`` and ``insertion`` masks (s, s) float16 in [0, 1] (0 =
   salient; ``insertion`` absent for single-mask methods), ``target`` class index.
 - ``run.json``: the config, versions, model hash, timings and images/s;
@@ -33,7 +35,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xraydebug.audit.flagging import FlagRule, model_box_mask, reveal_inputs, text_mass
+from xraydebug.audit.flagging import (
+    FlagRule,
+    model_box_mask,
+    reveal_inputs,
+    saliency_to_original,
+    text_mass,
+)
 from xraydebug.audit.report import build_report
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, ImageRecord
@@ -45,6 +53,8 @@ from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.train import predict_probs
 from xraydebug.saliency import IGOSConfig, blur_baseline, deletion_insertion, get_explainer
 from xraydebug.text import TextDetectConfig, detect_text
+from xraydebug.text.detect import merge_boxes
+from xraydebug.text.second_look import SecondLookConfig, saliency_blobs, second_look
 
 SCAN_COLUMNS = [
     "path",
@@ -67,6 +77,7 @@ SCAN_COLUMNS = [
     "target",
     "target_prob",
     "iterations",
+    "second_look_boxes",
 ]
 
 # Settings that do not change results; a resumed scan may use other values.
@@ -104,6 +115,7 @@ class ScanConfig:
     limit: int | None = None
     detect_text: bool = True
     text_detector: str = "auto"  # see xraydebug.text.DETECTORS
+    second_look: bool = True  # zoom in on salient blobs outside every text box
     text_long_side: int = 1280  # craft-global only
     text_precision: str = "fp32"  # CRAFT: fp32 | bf16 | auto (see TextDetectConfig)
     flag_min_mass: float = FlagRule.min_mass
@@ -195,7 +207,8 @@ def _text_columns(
     config: ScanConfig,
     device: torch.device,
 ) -> list[dict[str, Any]]:
-    """CRAFT boxes, mass_in_text, text_area and text_reveal_prob for one chunk.
+    """Text boxes (with the second look's), mass_in_text, text_area and text_reveal_prob for
+    one chunk.
 
     ``images``: (B, C, S, S) model inputs; ``insertion``: (B, 1, S, S) insertion saliency.
     """
@@ -210,14 +223,23 @@ def _text_columns(
     )
     all_boxes = detect_text(originals, detect_config)
     masks, columns = [], []
-    for original, boxes, sal in zip(originals, all_boxes, insertion, strict=True):
+    for i, (original, sal) in enumerate(zip(originals, insertion, strict=True)):
         crop = prep.crop_rows(original.shape[0])
-        mass, area = text_mass(sal[0].float().cpu().numpy(), boxes, original.shape, crop)
+        saliency = sal[0].float().cpu().numpy()
+        extra: list[list[int]] = []
+        if config.second_look:
+            full = saliency_to_original(saliency, original.shape, crop)
+            windows = saliency_blobs(full, all_boxes[i], SecondLookConfig())
+            extra = second_look(original, windows, detect_config) if windows else []
+            all_boxes[i] = merge_boxes([*all_boxes[i], *extra])
+        boxes = all_boxes[i]
+        mass, area = text_mass(saliency, boxes, original.shape, crop)
         masks.append(model_box_mask(boxes, original.shape, crop, size))
         columns.append(
             {
                 "n_boxes": len(boxes),
                 "boxes": json.dumps(boxes),
+                "second_look_boxes": json.dumps(extra),
                 "mass_in_text": round(mass, 6),
                 "text_area": round(area, 6),
             }

@@ -1,0 +1,133 @@
+"""Saliency-guided second look: where the model's evidence sits outside every text box, look
+again at that spot at high zoom with more permissive settings.
+
+A marker the first pass missed (a faint, small or turned letter) still shows up in the
+insertion saliency of a model that reads it: a compact, high-saliency blob outside every box.
+Each such blob's neighbourhood is cut out, enlarged so its long side is at least
+``min_window_px``, and searched with lower proposal contrast, a lower network threshold and a
+lower side-letter threshold, verified by both networks (PP-OCRv4 DBNet when installed, and
+CRAFT). Boxes found this way are returned separately so that ``scan.csv`` can mark them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from xraydebug.text.detect import TextDetectConfig, detect_text, merge_boxes
+from xraydebug.text.ppocr import ppocr_available
+
+__all__ = ["SecondLookConfig", "saliency_blobs", "second_look"]
+
+Box = list[int]
+
+
+@dataclass(frozen=True)
+class SecondLookConfig:
+    """Settings of :func:`second_look`.
+
+    Attributes:
+        top_share: a blob is made of the pixels in this top share of the saliency.
+        max_area: blobs larger than this share of the image are not compact (not a marker).
+        min_mass: a blob must hold at least this share of the total saliency.
+        max_blobs: at most this many blobs per image, by mass.
+        min_window_px: each window is enlarged (at most ``max_zoom``) to at least this side.
+        max_zoom: the largest enlargement.
+        min_contrast, verify_threshold, side_letter_threshold: the permissive settings used
+            inside the windows (first pass: 0.06, 0.5, 0.8).
+    """
+
+    top_share: float = 0.02
+    max_area: float = 0.03
+    min_mass: float = 0.05
+    max_blobs: int = 3
+    min_window_px: int = 256
+    max_zoom: float = 4.0
+    min_contrast: float = 0.035
+    verify_threshold: float = 0.3
+    side_letter_threshold: float = 0.7
+
+
+def saliency_blobs(
+    saliency: np.ndarray, boxes: Sequence[Sequence[int]], config: SecondLookConfig
+) -> list[Box]:
+    """Windows ``[x0, y0, x1, y1]`` around compact saliency blobs that touch no text box.
+
+    ``saliency``: float ``(H, W)``, >= 0, at image resolution (1 = most salient).
+    """
+    height, width = saliency.shape
+    total = float(saliency.sum())
+    if total <= 0:
+        return []
+    level = float(
+        np.quantile(
+            saliency[:: max(1, height // 256), :: max(1, width // 256)], 1.0 - config.top_share
+        )
+    )
+    hot = (saliency >= max(level, 1e-6)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+    taken = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in boxes:
+        taken[max(0, y0 - 4) : y1 + 4, max(0, x0 - 4) : x1 + 4] = True
+    found = []
+    for k in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[k])
+        if area > config.max_area * height * width:
+            continue
+        blob = labels[y : y + h, x : x + w] == k
+        if taken[y : y + h, x : x + w][blob].any():
+            continue
+        mass = float(saliency[y : y + h, x : x + w][blob].sum()) / total
+        if mass < config.min_mass:
+            continue
+        grow = max(w, h, 16)
+        window = [
+            max(0, x - grow),
+            max(0, y - grow),
+            min(width, x + w + grow),
+            min(height, y + h + grow),
+        ]
+        found.append((mass, window))
+    found.sort(key=lambda f: -f[0])
+    return [w for _, w in found[: config.max_blobs]]
+
+
+def second_look(
+    gray: np.ndarray,
+    windows: Sequence[Sequence[int]],
+    detect_config: TextDetectConfig,
+    config: SecondLookConfig = SecondLookConfig(),
+) -> list[Box]:
+    """Text boxes (original pixels) found inside ``windows`` of ``gray`` (float (H, W) in
+    [0, 1]) at high zoom with permissive settings, by DBNet (when installed) and by CRAFT."""
+    boxes: list[Box] = []
+    names = ["ppocr", "craft"] if ppocr_available() else ["craft"]
+    for x0, y0, x1, y1 in windows:
+        crop = np.ascontiguousarray(gray[y0:y1, x0:x1], dtype=np.float32)
+        if min(crop.shape) < 4:
+            continue
+        zoom = float(np.clip(config.min_window_px / max(crop.shape), 1.0, config.max_zoom))
+        if zoom > 1.0:
+            size = (round(crop.shape[1] * zoom), round(crop.shape[0] * zoom))
+            crop = np.clip(cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+        for name in names:
+            permissive = replace(
+                detect_config,
+                detector=name,
+                verify_threshold=config.verify_threshold,
+                side_letter_threshold=config.side_letter_threshold,
+                proposals=replace(detect_config.proposals, min_contrast=config.min_contrast),
+            )
+            for bx0, by0, bx1, by1 in detect_text([crop], permissive)[0]:
+                boxes.append(
+                    [
+                        x0 + int(np.floor(bx0 / zoom)),
+                        y0 + int(np.floor(by0 / zoom)),
+                        x0 + int(np.ceil(bx1 / zoom)),
+                        y0 + int(np.ceil(by1 / zoom)),
+                    ]
+                )
+    return merge_boxes(boxes)
