@@ -291,3 +291,36 @@ def test_predict_records_many_matches_single_model_runs(tiny_model, tiny_covidx:
     )
     with pytest.raises(ValueError, match="preprocessing differ"):
         predict_records_many([loaded, other], index.root, records, cpu)
+
+
+def _breakdown(normal_with: float, normal_without: float) -> list[dict]:
+    classes = ("normal", "COVID-19")
+
+    def row(label: str, text: bool, covid: float, n: int = 20) -> dict:
+        other = "normal" if label == "COVID-19" else label
+        shares = {c: 0.0 for c in classes} | {"COVID-19": covid, other: 1.0 - covid}
+        return {"label": label, "text": text, "n": n, "before": shares, "after": shares}
+
+    return [
+        row("normal", True, normal_with),
+        row("normal", False, normal_without),
+        row("COVID-19", True, 1.0),
+        row("COVID-19", False, 1.0),
+    ]
+
+
+def test_shortcut_check_says_whether_text_still_pushes_to_a_class():
+    from xraydebug.audit.retrain import shortcut_check
+
+    gone = shortcut_check(_breakdown(0.05, 0.04))
+    assert gone["gone"] is True and gone["sentence"].startswith("The text shortcut is gone")
+    assert abs(gone["max_gap_after"] - 0.01) < 1e-9
+    left = shortcut_check(_breakdown(0.76, 0.11))
+    assert left["gone"] is False and "76%" in left["sentence"] and "11%" in left["sentence"]
+    assert left["worst"] == {
+        "label": "normal",
+        "class": "COVID-19",
+        "with_text": 0.76,
+        "without_text": 0.11,
+    }
+    assert shortcut_check(_breakdown(0.9, 0.1)[:0])["gone"] is None

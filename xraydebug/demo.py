@@ -231,4 +231,15 @@ def run_demo(
         f"{after['covid_recall']:.2f} after cleaning (macro-F1 {before['macro_f1']:.2f} -> "
         f"{after['macro_f1']:.2f}). Audit report: [bold]{result.report_path}[/]"
     )
+    check = original.get("shortcut_check")
+    if check and check.get("gone") is not None:
+        summary["shortcut_gone"] = check["gone"]
+        colour = "green" if check["gone"] else "yellow"
+        console.print(f"[{colour}]Shortcut check (original test set): {check['sentence']}.[/]")
+    for warning in result.comparison.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(
+        "One training seed is noisy: `xraydebug retrain ... --repeats 3` gives the spread "
+        "over seeds."
+    )
     return summary

@@ -342,6 +342,52 @@ def residual_shortcut_warnings(
     return warnings
 
 
+def shortcut_check(breakdown: list[dict[str, Any]], max_gap: float = 0.10, min_n: int = 5) -> dict:
+    """Is the text shortcut gone? For every true label and every other class, the share of
+    images with detected text called that class minus the share without text, before and after.
+
+    Returns ``{"gone": bool, "max_gap_before", "max_gap_after", "worst": {label, class,
+    with_text, without_text} (after), "sentence": str}``; ``gone`` when no gap after cleaning
+    exceeds ``max_gap`` (groups under ``min_n`` images are skipped).
+    """
+    by_key = {(r["label"], r["text"]): r for r in breakdown}
+    gaps = {"before": [], "after": []}
+    for (label, text), with_text in by_key.items():
+        without = by_key.get((label, False))
+        if not text or without is None or min(with_text["n"], without["n"]) < min_n:
+            continue
+        for side in gaps:
+            for cls, share in with_text[side].items():
+                if cls != label:
+                    gaps[side].append(
+                        (share - without[side][cls], label, cls, share, without[side][cls])
+                    )
+    if not gaps["after"]:
+        return {"gone": None, "sentence": "too few images with and without text to tell"}
+    worst = max(gaps["after"])
+    before = max(gaps["before"])
+    gone = worst[0] <= max_gap
+    sentence = (
+        f"largest gap after cleaning: {worst[1]} images with text are called {worst[2]} "
+        f"{worst[3]:.0%} of the time vs {worst[4]:.0%} without text ({worst[0]:+.0%}; before "
+        f"cleaning the largest gap was {before[0]:+.0%}: {before[1]} called {before[2]} "
+        f"{before[3]:.0%} vs {before[4]:.0%})"
+    )
+    return {
+        "gone": gone,
+        "max_gap_before": before[0],
+        "max_gap_after": worst[0],
+        "worst": {
+            "label": worst[1],
+            "class": worst[2],
+            "with_text": worst[3],
+            "without_text": worst[4],
+        },
+        "sentence": ("The text shortcut is gone: " if gone else "A text shortcut remains: ")
+        + sentence,
+    }
+
+
 def _write_predictions(path: Path, merged: pd.DataFrame) -> None:
     columns = ["path", "split", "label", "source", "pred_before", "pred_after"]
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
@@ -437,6 +483,7 @@ def retrain(
                 if text_paths is not None:
                     breakdown = text_breakdown(merged, text_paths, classes)
                     comparison["test_sets"][name]["by_text"] = breakdown
+                    comparison["test_sets"][name]["shortcut_check"] = shortcut_check(breakdown)
                     warnings += residual_shortcut_warnings(breakdown, name)
             else:
                 labels, preds_before, preds_after, _, _ = _arrays(before, after, classes)
