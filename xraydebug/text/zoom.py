@@ -5,7 +5,7 @@ CRAFT), so each candidate from :mod:`xraydebug.text.proposals` is cut out along 
 rectangle, turned so its long side is horizontal and scaled so its short side is
 ``glyph_px`` pixels: every marker reaches the network at the size it was trained on, whatever
 the film's size. Compact regions (a lone letter, whose upright direction the rectangle cannot
-tell) are offered in four orientations, elongated ones (words) in two.
+tell) are offered in four orientations, elongated ones (lines of text) in two.
 
 Crops are batched by padded size so that a network sees many crops per call.
 """
@@ -22,6 +22,11 @@ import numpy as np
 from xraydebug.text.proposals import Region
 
 __all__ = ["ZoomCrop", "batched_scores", "deskewed_crops", "pad_to_multiple"]
+
+# a region at least this elongated is a line of text, laid horizontal by the deskew: only its
+# two readings (0 and 180 degrees) are tried; anything more compact (a letter, "AP", two
+# stacked letters) is tried in all four orientations
+_WORD_ASPECT = 3.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,8 @@ def deskewed_crops(
         core = mask > 0
         grow = max(3, round(scale * 2))
         mask = cv2.dilate(mask, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) > 0
-        for k in (0, 1, 2, 3):
+        turns = (0, 2) if long_side >= _WORD_ASPECT * short_side else (0, 1, 2, 3)
+        for k in turns:
             view = np.ascontiguousarray(np.rot90(image, k))
             crops.append(ZoomCrop(index, view, np.rot90(mask, k), np.rot90(core, k)))
     return crops
