@@ -41,7 +41,7 @@ class DemoConfig:
     epochs: int = 30
     lr: float = 1e-3
     batch_size: int = 16
-    scan_images: int = 24
+    scan_images: int = 16
     mask_size: int = 28
     iterations: int = 10
     ig_steps: int = 5

@@ -105,16 +105,21 @@ def glyph_scores(crops: Sequence[ZoomCrop]) -> np.ndarray:
     steps; float ``(len(crops),)`` in [0, 1] (0 where the crop has no usable ink shape)."""
     scores = np.zeros(len(crops), np.float32)
     templates = _templates()
+    t_masks = np.stack([t.reshape(-1) for t, _ in templates]).astype(np.float32)  # (T, 1024)
+    t_aspect = np.array([a for _, a in templates], np.float32)
+    t_area = t_masks.sum(axis=1)
     for i, crop in enumerate(crops):
         shape = _ink_shape(crop)
         if shape is None:
             continue
-        best = 0.0
-        for mask, aspect in _rotations(shape):
-            for template, t_aspect in templates:
-                if min(aspect, t_aspect) / max(aspect, t_aspect) < _MIN_ASPECT_MATCH:
-                    continue
-                inter = np.logical_and(mask, template).sum()
-                best = max(best, inter / np.logical_or(mask, template).sum())
-        scores[i] = best
+        turned = _rotations(shape)
+        if not turned:
+            continue
+        masks = np.stack([m.reshape(-1) for m, _ in turned]).astype(np.float32)  # (R, 1024)
+        aspect = np.array([a for _, a in turned], np.float32)
+        inter = masks @ t_masks.T  # (R, T)
+        union = masks.sum(axis=1)[:, None] + t_area[None, :] - inter
+        ratio = np.minimum(aspect[:, None], t_aspect) / np.maximum(aspect[:, None], t_aspect)
+        iou = np.where(ratio >= _MIN_ASPECT_MATCH, inter / np.maximum(union, 1.0), 0.0)
+        scores[i] = float(iou.max())
     return scores
