@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import platform
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -36,20 +35,11 @@ from pydicom.data import get_testdata_file
 from xraydebug.data.imageio import read_image
 from xraydebug.data.markers import burn_marker
 from xraydebug.data.synth import render_radiograph
+from xraydebug.device import machine_info
 from xraydebug.text.detect import TextDetectConfig, detect_text, resolve_detector
 
 KINDS = ("letter", "word", "date", "site")
 STYLES = ("plain", "white_box", "dark_box", "grey")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _film(rng: np.random.Generator, size: int, real: np.ndarray | None) -> np.ndarray:
@@ -105,12 +95,8 @@ def _glyph_bin(cap: float) -> str:
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    header = {
-        "cpu": cpu_name(),
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": args.threads,
-    }
-    print(f"CPU: {header['cpu']} ({header['capability']}), {args.threads} threads")
+    header = machine_info()
+    print(f"CPU: {header['cpu']} ({header['cpu_capability']}), {header['threads']} threads")
     real, _ = read_image(get_testdata_file("RG1_UNCR.dcm"))
     films = {s: make_films(s, args.n, args.seed, Path(args.cache)) for s in args.sizes}
     results = {"header": header, "detectors": {}}

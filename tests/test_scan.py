@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from xraydebug.audit import scan as scan_module
@@ -42,6 +43,8 @@ def test_scan_writes_contract_outputs(tiny_model, tiny_covidx: Path, tmp_path: P
     run = json.loads((tmp_path / "scan" / "run.json").read_text())
     assert run["model_sha256"] == result.run["model_sha256"] and run["images_per_second"] > 0
     assert run["config"]["mask_size"] == 8 and "torch" in run["versions"]
+    assert run["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert run["machine"]["cpu"] and "native_bf16" in run["machine"]
 
 
 def test_scan_resumes_after_interruption(

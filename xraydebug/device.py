@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+from typing import Any
+
 import torch
 
 
@@ -32,3 +36,26 @@ def cpu_has_native_bf16() -> bool:
         except RuntimeError:  # pragma: no cover - exotic builds
             continue
     return False
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers of a run depend on: CPU model, the SIMD level torch dispatches to
+    (``torch.backends.cpu.get_cpu_capability()``), native bf16, threads and GPU."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_has_native_bf16(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

@@ -26,10 +26,11 @@ import pandas as pd
 from xraydebug.data.imageio import ImageMeta, read_image, read_native
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import ImageRecord
+from xraydebug.device import machine_info
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
 from xraydebug.text import TextDetectConfig, detect_text
-from xraydebug.text.detect import merge_boxes
+from xraydebug.text.detect import merge_boxes, resolve_detector
 from xraydebug.text.inpaint import encode_like, inpaint_boxes
 
 CLEANING_COLUMNS = [
@@ -286,7 +287,13 @@ def clean_dataset(
     if not dry_run:
         _prepare_out(data, out, config, force)
         atomic_write_json(
-            out / STATE_FILE, {"config": config.identity(), "data": str(data.resolve())}
+            out / STATE_FILE,
+            {
+                "config": config.identity(),
+                "data": str(data.resolve()),
+                "detector": resolve_detector(config.detector),
+                "machine": machine_info(),
+            },
         )
         _copy_label_files(data, out, index.layout, Path(manifest) if manifest else None)
     done: dict[str, dict[str, Any]] = {}

@@ -46,14 +46,14 @@ from xraydebug.audit.report import build_report
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, ImageRecord
 from xraydebug.data.torch_dataset import ImageCache
-from xraydebug.device import resolve_device
+from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.train import predict_probs
 from xraydebug.saliency import IGOSConfig, blur_baseline, deletion_insertion, get_explainer
 from xraydebug.text import TextDetectConfig, detect_text
-from xraydebug.text.detect import merge_boxes
+from xraydebug.text.detect import merge_boxes, resolve_detector
 from xraydebug.text.second_look import SecondLookConfig, saliency_blobs, second_look
 
 SCAN_COLUMNS = [
@@ -403,6 +403,8 @@ def scan(
         "preprocessing": prep.to_dict(),
         "data": str(Path(data).resolve()),
         "device": str(device),
+        "machine": machine_info(),
+        "text_detector": resolve_detector(config.text_detector) if config.detect_text else None,
         "versions": _versions(),
     }
     atomic_write_json(out / "run.json", run)
