@@ -194,14 +194,24 @@ def test_images_missing_from_the_scan_are_detected_not_skipped(
     table = pd.read_csv(scan_dir / "scan.csv", dtype=str, keep_default_na=False)
     dropped = next(k for k, e in truth.items() if not k.startswith("_") and e["has_text"])
     table[table["path"] != dropped].to_csv(partial / "scan.csv", index=False)
-    detected = []
+    read, detected = [], []
+    real_read = clean_module._read_gray
 
-    def fake_detect(paths, config):
-        detected.extend(paths)
-        return [truth[dropped]["boxes"]]
+    def spy_read(path):
+        read.append(path)
+        return real_read(path)
 
-    monkeypatch.setattr(clean_module, "_detect", fake_detect)
+    full = (SYNTH.size, SYNTH.size)
+
+    def fake_detect(images, config):
+        # whole films are detections; the re-checks of cleaned films see smaller windows
+        detected.extend(image.shape for image in images if image.shape == full)
+        return [truth[dropped]["boxes"] if image.shape == full else [] for image in images]
+
+    monkeypatch.setattr(clean_module, "_read_gray", spy_read)
+    monkeypatch.setattr(clean_module, "detect_text", fake_detect)
     result = clean_dataset(data, tmp_path / "out", CleanConfig(scan=str(partial)))
-    assert detected == [data / dropped]
+    assert read == [data / dropped]
+    assert detected == [full]
     row = result.table.set_index("path").loc[dropped]
     assert int(row["n_boxes"]) == len(truth[dropped]["boxes"]) and bool(row["changed"])

@@ -15,7 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,18 +107,26 @@ def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[
     return boxes
 
 
-def _detect(paths: list[Path], config: CleanConfig) -> list[list[list[int]] | str]:
-    """CRAFT boxes per image (or an error message) at original pixel coordinates."""
-    detect_config = config.detect_config()
-    results: list[list[list[int]] | str] = []
-    for path in paths:
-        try:
-            image, _ = read_image(path)
-        except ImageReadError as exc:
-            results.append(str(exc))
-            continue
-        results.append(detect_text([image], detect_config)[0])
-    return results
+def _read_gray(path: Path) -> np.ndarray | str:
+    """The display image of ``path`` (float (H, W) in [0, 1]), or the reason it is unreadable."""
+    try:
+        return read_image(path)[0]
+    except ImageReadError as exc:
+        return str(exc)
+
+
+def _decoded_ahead(
+    paths: list[Path], ahead: int = 8, workers: int = 2
+) -> Iterator[np.ndarray | str]:
+    """:func:`_read_gray` of each path, in order, decoded by worker threads up to ``ahead``
+    images before the detector needs them (the decoders release the GIL)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future] = deque(pool.submit(_read_gray, p) for p in paths[:ahead])
+        for path in paths[ahead:]:
+            yield pending.popleft().result()
+            pending.append(pool.submit(_read_gray, path))
+        while pending:
+            yield pending.popleft().result()
 
 
 def _prepare_out(data: Path, out: Path, config: CleanConfig, force: bool) -> None:
@@ -304,11 +314,18 @@ def clean_dataset(
     rows: dict[str, dict[str, Any]] = dict(done)
     errors: list[str] = []
     todo = [r for r in records if r.path not in done]
+
+    def reuses_scan(rec: ImageRecord) -> bool:
+        return scan_boxes is not None and (rec.path in scan_boxes or config.only_flagged)
+
+    detect_config = config.detect_config()
+    decoded = _decoded_ahead([data / r.path for r in todo if not reuses_scan(r)])
     for i, rec in enumerate(todo, 1):
-        if scan_boxes is not None and (rec.path in scan_boxes or config.only_flagged):
+        if reuses_scan(rec):
             boxes: list[list[int]] | str = scan_boxes.get(rec.path, [])
         else:  # no scan, or an image the scan did not cover (another shard, --limit)
-            boxes = _detect([data / rec.path], config)[0]
+            image = next(decoded)
+            boxes = image if isinstance(image, str) else detect_text([image], detect_config)[0]
         row = {
             "path": rec.path,
             "n_boxes": 0,
