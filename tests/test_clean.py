@@ -194,24 +194,24 @@ def test_images_missing_from_the_scan_are_detected_not_skipped(
     table = pd.read_csv(scan_dir / "scan.csv", dtype=str, keep_default_na=False)
     dropped = next(k for k, e in truth.items() if not k.startswith("_") and e["has_text"])
     table[table["path"] != dropped].to_csv(partial / "scan.csv", index=False)
-    read, detected = [], []
+    read, decoded, detected = [], [], []
     real_read = clean_module._read_gray
 
     def spy_read(path):
         read.append(path)
-        return real_read(path)
-
-    full = (SYNTH.size, SYNTH.size)
+        decoded.append(real_read(path))
+        return decoded[-1]
 
     def fake_detect(images, config):
-        # whole films are detections; the re-checks of cleaned films see smaller windows
-        detected.extend(image.shape for image in images if image.shape == full)
-        return [truth[dropped]["boxes"] if image.shape == full else [] for image in images]
+        # films the cleaning decoded are detections; the rest are re-checks of cleaned films
+        first = [any(image is d for d in decoded) for image in images]
+        detected.extend(image.shape for image, f in zip(images, first, strict=True) if f)
+        return [truth[dropped]["boxes"] if f else [] for f in first]
 
     monkeypatch.setattr(clean_module, "_read_gray", spy_read)
     monkeypatch.setattr(clean_module, "detect_text", fake_detect)
     result = clean_dataset(data, tmp_path / "out", CleanConfig(scan=str(partial)))
     assert read == [data / dropped]
-    assert detected == [full]
+    assert detected == [(SYNTH.size, SYNTH.size)]
     row = result.table.set_index("path").loc[dropped]
     assert int(row["n_boxes"]) == len(truth[dropped]["boxes"]) and bool(row["changed"])
