@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw
 
-from xraydebug.data.synth import _font, _font_paths
+from xraydebug.data.synth import _font_paths, near_any, render_text
 
 __all__ = ["MARKER_KINDS", "MARKER_STYLES", "Marker", "burn_marker", "marker_patch", "random_text"]
 
@@ -80,15 +79,9 @@ def marker_patch(
         if len(text) == 1
         else paths[int(rng.integers(len(paths)))]
     )
-    font = _font(font_path, max(6, round(cap_px / 0.73)))
-    left, top, right, bottom = font.getbbox(text)
-    pad = 2
-    canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
-    ImageDraw.Draw(canvas).text((pad - left, pad - top), text, font=font, fill=255)
-    ink = np.asarray(canvas, dtype=np.float32) / 255.0
-    ys, xs = np.nonzero(ink > 0.06)
+    ink = render_text(font_path, text, cap_px)
+    ys, xs = np.nonzero(ink)
     ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    ink[ink < 0.06] = 0.0
     if style in ("white_box", "dark_box"):
         margin = max(2, round(cap_px * rng.uniform(0.2, 0.4)))
         h, w = ink.shape
@@ -182,13 +175,7 @@ def burn_marker(
             return out, None
         x0, y0 = origin
         box = [x0, y0, x0 + w, y0 + h]
-        if not any(
-            box[0] < b[2] + gap
-            and b[0] < box[2] + gap
-            and box[1] < b[3] + gap
-            and b[1] < box[3] + gap
-            for b in avoid
-        ):
+        if not near_any(box, avoid, gap):
             break
     else:
         return out, None

@@ -634,6 +634,19 @@ def _text_of_kind(rng: np.random.Generator, kind: str, site: str | None) -> str:
     return f"{month:02d}/{day:02d}/{year}"
 
 
+def render_text(font_path: Path, text: str, cap_px: float) -> np.ndarray:
+    """``text`` in a font with capitals ``cap_px`` tall: coverage float32 ``(h, w)`` in [0, 1]
+    with a 2 px margin; faint anti-aliasing fringes (< 0.06, lost to 8-bit rounding) are 0."""
+    font = _font(font_path, max(6, round(cap_px / 0.73)))
+    left, top, right, bottom = font.getbbox(text)
+    pad = 2
+    canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+    ImageDraw.Draw(canvas).text((pad - left, pad - top), text, font=font, fill=255)
+    glyph = np.asarray(canvas, dtype=np.float32) / 255.0
+    glyph[glyph < 0.06] = 0.0
+    return glyph
+
+
 def _glyph_patch(
     rng: np.random.Generator, text: str, cap_px: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -641,14 +654,7 @@ def _glyph_patch(
 
     The patch is cropped tightly to the pixels the item changes (alpha > 0).
     """
-    font_path = _font_paths()[int(rng.integers(len(_font_paths())))]
-    font = _font(font_path, max(6, round(cap_px / 0.73)))
-    left, top, right, bottom = font.getbbox(text)
-    pad = 2
-    canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
-    ImageDraw.Draw(canvas).text((pad - left, pad - top), text, font=font, fill=255)
-    glyph = np.asarray(canvas, dtype=np.float32) / 255.0
-    glyph[glyph < 0.06] = 0.0  # faint anti-aliasing fringes would not survive 8-bit rounding
+    glyph = render_text(_font_paths()[int(rng.integers(len(_font_paths())))], text, cap_px)
     style = rng.choice(["plain", "white_box", "dark_box"], p=[0.74, 0.18, 0.08])
     if style == "plain":
         ys, xs = np.nonzero(glyph)
@@ -708,6 +714,14 @@ def _candidate_origin(
     return int(rng.integers(x_lo, x_hi + 1)), int(rng.integers(y_lo, y_hi + 1))
 
 
+def near_any(box: list[int], boxes: list[list[int]], gap: int) -> bool:
+    """Whether ``box`` overlaps any of ``boxes`` grown by ``gap`` pixels (all x1/y1 exclusive)."""
+    return any(
+        box[0] < b[2] + gap and b[0] < box[2] + gap and box[1] < b[3] + gap and b[1] < box[3] + gap
+        for b in boxes
+    )
+
+
 def burn_text(
     image: np.ndarray, rng: np.random.Generator, site: str | None = None
 ) -> tuple[np.ndarray, list[list[int]]]:
@@ -739,13 +753,7 @@ def burn_text(
                 continue
             x0, y0 = origin
             box = [x0, y0, x0 + w, y0 + h]
-            if any(
-                box[0] < b[2] + gap
-                and b[0] < box[2] + gap
-                and box[1] < b[3] + gap
-                and b[1] < box[3] + gap
-                for b in boxes
-            ):
+            if near_any(box, boxes, gap):
                 continue
             region = out[y0 : y0 + h, x0 : x0 + w]
             out[y0 : y0 + h, x0 : x0 + w] = region * (1.0 - alpha) + value * alpha
