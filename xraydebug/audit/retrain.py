@@ -366,7 +366,7 @@ def shortcut_check(breakdown: list[dict[str, Any]], max_gap: float = 0.10, min_n
         return {"gone": None, "sentence": "too few images with and without text to tell"}
     worst = max(gaps["after"])
     before = max(gaps["before"])
-    gone = worst[0] <= max_gap
+    gone = bool(worst[0] <= max_gap)
     sentence = (
         f"largest gap after cleaning: {worst[1]} images with text are called {worst[2]} "
         f"{worst[3]:.0%} of the time vs {worst[4]:.0%} without text ({worst[0]:+.0%}; before "
