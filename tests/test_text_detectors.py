@@ -214,3 +214,7 @@ def test_second_look_finds_a_faint_marker_where_the_saliency_points() -> None:
     assert saliency_blobs(saliency, [[430, 50, 450, 70]], SecondLookConfig()) == []
     found = second_look(gray, windows, AUTO)
     assert _hit(found, truth), found
+    # evidence on the lungs (a lesion, not text) finds nothing there
+    lung = np.exp(-((xx - 180) ** 2 + (yy - 260) ** 2) / (2 * 20.0**2)).astype(np.float32)
+    lung_windows = saliency_blobs(lung, [], SecondLookConfig())
+    assert lung_windows and second_look(gray, lung_windows, AUTO) == []
