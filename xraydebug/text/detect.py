@@ -310,12 +310,10 @@ def _verified_boxes(
     images: list[np.ndarray],
     config: TextDetectConfig,
     scorer: Callable[[np.ndarray], np.ndarray],
-    proposals: ProposalConfig | None = None,
 ) -> list[list[Box]]:
     """Proposals per film, all zoomed views of all films scored together, boxes kept."""
-    proposals = proposals or config.proposals
     grays = [_as_unit_gray(image, i) for i, image in enumerate(images)]
-    regions = [propose_regions(gray, proposals) for gray in grays]
+    regions = [propose_regions(gray, config.proposals) for gray in grays]
     crops, owners = [], []
     for i, (gray, film_regions) in enumerate(zip(grays, regions, strict=True)):
         views = deskewed_crops(gray, film_regions, glyph_px=config.glyph_px)
@@ -361,26 +359,42 @@ def resolve_detector(name: str) -> str:
     return name
 
 
-def _run_ppocr(images, config, model):
+Runner = Callable[[list[np.ndarray], "TextDetectConfig", CRAFT | None], list[list[Box]]]
+
+
+def _run_ppocr(
+    images: list[np.ndarray], config: TextDetectConfig, model: CRAFT | None
+) -> list[list[Box]]:
     return _verified_boxes(images, config, load_dbnet().probability)
 
 
-def _run_craft(images, config, model):
+def _run_craft(
+    images: list[np.ndarray], config: TextDetectConfig, model: CRAFT | None
+) -> list[list[Box]]:
     model = model or load_craft(device=resolve_device(config.device))
     return _verified_boxes(images, config, _craft_region_scores(model, config.precision))
 
 
-def _run_craft_global(images, config, model):
+def _run_craft_global(
+    images: list[np.ndarray], config: TextDetectConfig, model: CRAFT | None
+) -> list[list[Box]]:
     return _craft_global(images, config, model or load_craft(device=resolve_device(config.device)))
 
 
-DETECTORS: dict[str, str] = {
-    "auto": "ppocr when its model is installed, else craft",
-    "ppocr": "native-resolution proposals verified by PP-OCRv4 DBNet on zoomed crops",
-    "craft": "native-resolution proposals verified by CRAFT on zoomed crops",
-    "craft-global": "CRAFT on the whole film at one resize (long_side), as in the paper",
+# name -> (runner, description); "auto" has no runner of its own (see resolve_detector)
+_REGISTRY: dict[str, tuple[Runner | None, str]] = {
+    "auto": (None, "ppocr when its model is installed, else craft"),
+    "ppocr": (
+        _run_ppocr,
+        "native-resolution proposals verified by PP-OCRv4 DBNet on zoomed crops",
+    ),
+    "craft": (_run_craft, "native-resolution proposals verified by CRAFT on zoomed crops"),
+    "craft-global": (
+        _run_craft_global,
+        "CRAFT on the whole film at one resize (long_side), as in the paper",
+    ),
 }
-_RUNNERS = {"ppocr": _run_ppocr, "craft": _run_craft, "craft-global": _run_craft_global}
+DETECTORS: dict[str, str] = {name: entry[1] for name, entry in _REGISTRY.items()}
 
 
 def detect_text(
@@ -406,4 +420,7 @@ def detect_text(
     if not images:
         return []
     name = resolve_detector(config.detector)
-    return _RUNNERS[name](images, config, model)
+    runner = _REGISTRY[name][0]
+    if runner is None:  # pragma: no cover - resolve_detector never returns auto
+        raise RuntimeError(f"detector {name!r} has no runner")
+    return runner(images, config, model)
