@@ -41,7 +41,8 @@ class ProposalConfig:
             times its typical stroke size (a word run into anatomy), and a group whose rotated
             rectangle is more than ``max_lines`` strokes high (parallel stripes such as ribs
             look like lines of text to a text network; a label's lines are verified one by one).
-        max_regions: at most this many regions, by ink mass (contrast summed over pixels).
+        max_regions: at most this many regions, strongest first (peak contrast x
+            sqrt(stroke pixels) x (0.25 + share of pixels at the ink value)).
     """
 
     stroke_px: int = 11
