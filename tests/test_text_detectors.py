@@ -218,3 +218,20 @@ def test_second_look_finds_a_faint_marker_where_the_saliency_points() -> None:
     lung = np.exp(-((xx - 180) ** 2 + (yy - 260) ** 2) / (2 * 20.0**2)).astype(np.float32)
     lung_windows = saliency_blobs(lung, [], SecondLookConfig())
     assert lung_windows and second_look(gray, lung_windows, AUTO) == []
+
+
+def test_text_command_takes_the_detector_and_lists_the_valid_ones(covidx_dir, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from xraydebug.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "text"
+    ok = runner.invoke(app, ["text", str(covidx_dir), "--out", str(out), "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    table = pd.read_csv(out / "text.csv")
+    assert set(table["status"]) <= {"ok", "error"} and (table["status"] == "ok").any()
+    bad = runner.invoke(app, ["text", str(covidx_dir), "--detector", "tess", "--out", str(out)])
+    assert bad.exit_code == 1
+    assert "unknown text detector 'tess'" in bad.output and "craft-global" in bad.output
+    assert "Traceback" not in bad.output
