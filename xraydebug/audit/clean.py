@@ -184,7 +184,7 @@ def write_derived_dicom(
     image_type = list(ds.get("ImageType", ["ORIGINAL", "PRIMARY"]))
     ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
     ds.DerivationDescription = (
-        f"xraydebug: burned-in text removed by Telea inpainting of {len(boxes)} CRAFT box(es)"
+        f"xraydebug: burned-in text removed by Telea inpainting of {len(boxes)} text box(es)"
     )[:1024]
     reference = Dataset()
     reference.ReferencedSOPClassUID = original_class

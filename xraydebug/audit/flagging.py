@@ -1,6 +1,6 @@
 """Shortcut flagging: does an explanation's insertion mass sit on burned-in text?
 
-For one image with CRAFT boxes (original pixel coordinates):
+For one image with text boxes (original pixel coordinates):
 
 - ``mass_in_text``: share of the insertion saliency ``1 - M_ins`` (mapped back to the original
   image, rows removed by ``crop_top`` get zero) that falls inside the boxes;
