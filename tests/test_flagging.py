@@ -1,4 +1,4 @@
-"""Flagging end to end: CRAFT boxes + iGOS++ insertion mass + text-only reveal + rule.
+"""Flagging end to end: text boxes + iGOS++ insertion mass + text-only reveal + rule.
 
 Two hand-built classifiers see the same films with a burned-in "R" in the top-left corner:
 one reads the corner (a shortcut model), the other only the centre (it cannot see the marker).
@@ -85,7 +85,6 @@ CONFIG = dict(
     metric_steps=8,
     batch_size=4,
     device="cpu",
-    text_long_side=384,
 )
 
 
