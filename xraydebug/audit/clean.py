@@ -32,7 +32,7 @@ from xraydebug.device import machine_info
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
 from xraydebug.text import TextDetectConfig, detect_text
-from xraydebug.text.detect import merge_boxes, resolve_detector
+from xraydebug.text.detect import detect_in_windows, merge_boxes, resolve_detector
 from xraydebug.text.inpaint import encode_like, inpaint_boxes
 
 CLEANING_COLUMNS = [
@@ -261,14 +261,7 @@ def _remaining_text(
         windows.append(
             [max(0, x0 - grow), max(0, y0 - grow), min(width, x1 + grow), min(height, y1 + grow)]
         )
-    found = []
-    windows = merge_boxes(windows)
-    crops = [np.ascontiguousarray(gray[y0:y1, x0:x1]) for x0, y0, x1, y1 in windows]
-    for (x0, y0, _, _), crop_boxes in zip(
-        windows, detect_text(crops, config.detect_config()), strict=True
-    ):
-        found += [[bx0 + x0, by0 + y0, bx1 + x0, by1 + y0] for bx0, by0, bx1, by1 in crop_boxes]
-    return merge_boxes(found)
+    return detect_in_windows(gray, merge_boxes(windows), config.detect_config())
 
 
 def clean_dataset(

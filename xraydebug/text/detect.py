@@ -36,6 +36,7 @@ from xraydebug.text.zoom import batched_scores, deskewed_crops
 __all__ = [
     "DETECTORS",
     "TextDetectConfig",
+    "detect_in_windows",
     "detect_text",
     "merge_boxes",
     "prepare_image",
@@ -395,6 +396,45 @@ _REGISTRY: dict[str, tuple[Runner | None, str]] = {
     ),
 }
 DETECTORS: dict[str, str] = {name: entry[1] for name, entry in _REGISTRY.items()}
+
+
+def detect_in_windows(
+    gray: np.ndarray,
+    windows: Sequence[Sequence[int]],
+    config: TextDetectConfig,
+    min_side: int = 0,
+    max_zoom: float = 1.0,
+) -> list[Box]:
+    """Text boxes found inside ``windows`` (``[x0, y0, x1, y1]``) of ``gray`` (float (H, W) in
+    [0, 1]), in the film's pixel coordinates, merged.
+
+    Each window is enlarged (bicubic, at most ``max_zoom`` times) until its longer side reaches
+    ``min_side``; windows thinner than 4 px are skipped. All windows go through
+    :func:`detect_text` in one call.
+    """
+    crops, placed = [], []
+    for x0, y0, x1, y1 in windows:
+        crop = np.ascontiguousarray(gray[y0:y1, x0:x1], dtype=np.float32)
+        if min(crop.shape) < 4:
+            continue
+        zoom = float(np.clip(min_side / max(crop.shape), 1.0, max(max_zoom, 1.0)))
+        if zoom > 1.0:
+            size = (round(crop.shape[1] * zoom), round(crop.shape[0] * zoom))
+            crop = np.clip(cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+        crops.append(crop)
+        placed.append((x0, y0, zoom))
+    boxes: list[Box] = []
+    for (x0, y0, zoom), found in zip(placed, detect_text(crops, config), strict=True):
+        boxes += [
+            [
+                x0 + int(np.floor(bx0 / zoom)),
+                y0 + int(np.floor(by0 / zoom)),
+                x0 + int(np.ceil(bx1 / zoom)),
+                y0 + int(np.ceil(by1 / zoom)),
+            ]
+            for bx0, by0, bx1, by1 in found
+        ]
+    return merge_boxes(boxes)
 
 
 def detect_text(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from xraydebug.text.detect import TextDetectConfig, detect_text, merge_boxes
+from xraydebug.text.detect import TextDetectConfig, detect_in_windows, merge_boxes
 from xraydebug.text.ppocr import ppocr_available
 
 __all__ = ["SecondLookConfig", "saliency_blobs", "second_look"]
@@ -106,31 +106,17 @@ def second_look(
     """Text boxes (original pixels) found inside ``windows`` of ``gray`` (float (H, W) in
     [0, 1]) at high zoom with a lower proposal contrast, by DBNet (when installed) and by
     CRAFT."""
-    boxes: list[Box] = []
     names = ["ppocr", "craft"] if ppocr_available() else ["craft"]
-    for x0, y0, x1, y1 in windows:
-        crop = np.ascontiguousarray(gray[y0:y1, x0:x1], dtype=np.float32)
-        if min(crop.shape) < 4:
-            continue
-        zoom = float(np.clip(config.min_window_px / max(crop.shape), 1.0, config.max_zoom))
-        if zoom > 1.0:
-            size = (round(crop.shape[1] * zoom), round(crop.shape[0] * zoom))
-            crop = np.clip(cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
-        for name in names:
-            closer = replace(
-                detect_config,
-                detector=name,
-                verify_threshold=config.verify_threshold,
-                side_letter_threshold=config.side_letter_threshold,
-                proposals=replace(detect_config.proposals, min_contrast=config.min_contrast),
-            )
-            for bx0, by0, bx1, by1 in detect_text([crop], closer)[0]:
-                boxes.append(
-                    [
-                        x0 + int(np.floor(bx0 / zoom)),
-                        y0 + int(np.floor(by0 / zoom)),
-                        x0 + int(np.ceil(bx1 / zoom)),
-                        y0 + int(np.ceil(by1 / zoom)),
-                    ]
-                )
+    boxes: list[Box] = []
+    for name in names:
+        closer = replace(
+            detect_config,
+            detector=name,
+            verify_threshold=config.verify_threshold,
+            side_letter_threshold=config.side_letter_threshold,
+            proposals=replace(detect_config.proposals, min_contrast=config.min_contrast),
+        )
+        boxes += detect_in_windows(
+            gray, windows, closer, min_side=config.min_window_px, max_zoom=config.max_zoom
+        )
     return merge_boxes(boxes)
