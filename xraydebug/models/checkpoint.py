@@ -8,7 +8,6 @@ reads it without executing code.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from xraydebug.errors import CheckpointError
-from xraydebug.fsutil import atomic_write_bytes
+from xraydebug.fsutil import atomic_write_bytes, file_sha256
 from xraydebug.models.architectures import Preprocessing, build_model
 from xraydebug.models.safe_load import load_weights_only
 
@@ -36,14 +35,6 @@ class LoadedModel:
     meta: dict[str, Any]
     path: Path | None = None
     sha256: str = ""
-
-
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: Path | str, model: nn.Module, **meta: Any) -> Path:

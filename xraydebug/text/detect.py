@@ -30,7 +30,7 @@ from xraydebug.text.craft import CRAFT, load_craft
 from xraydebug.text.glyphs import glyph_scores
 from xraydebug.text.postprocess import boxes_from_scores, scale_boxes
 from xraydebug.text.ppocr import load_dbnet, ppocr_available
-from xraydebug.text.proposals import ProposalConfig, label_extent, propose_regions
+from xraydebug.text.proposals import ProposalConfig, label_extent, propose_regions, to_u8
 from xraydebug.text.zoom import batched_scores, deskewed_crops
 
 __all__ = [
@@ -335,7 +335,7 @@ def _verified_boxes(
                 shape[owners[j]] = max(shape[owners[j]], float(score))
     results: list[list[Box]] = []
     for i, (gray, film_regions) in enumerate(zip(grays, regions, strict=True)):
-        u8 = np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+        u8 = to_u8(gray)
         height, width = gray.shape
         boxes = []
         for k, region in enumerate(film_regions):

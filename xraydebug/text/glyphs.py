@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from xraydebug.text.proposals import to_u8
 from xraydebug.text.zoom import ZoomCrop
 
 __all__ = ["SIDE_LETTERS", "glyph_scores"]
@@ -50,7 +51,7 @@ def _templates() -> tuple[tuple[np.ndarray, float], ...]:
 
 def _ink_shape(crop: ZoomCrop) -> np.ndarray | None:
     """The crop's ink component that holds most of the region's stroke pixels, uint8 0/1."""
-    u8 = np.clip(np.rint(crop.image * 255.0), 0, 255).astype(np.uint8)
+    u8 = to_u8(crop.image)
     inside = u8[crop.mask]
     if inside.size < 16 or int(inside.max()) - int(inside.min()) < 12 or not crop.core.any():
         return None

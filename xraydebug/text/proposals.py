@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["ProposalConfig", "Region", "label_extent", "propose_regions"]
+__all__ = ["ProposalConfig", "Region", "label_extent", "propose_regions", "to_u8"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class Region:
     glyph: float
 
 
-def _to_u8(gray: np.ndarray) -> np.ndarray:
+def to_u8(gray: np.ndarray) -> np.ndarray:
+    """Float ``(H, W)`` in [0, 1] -> uint8 grey levels (rounded, clipped)."""
     return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -252,7 +253,7 @@ def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig())
     """
     if gray.ndim != 2:
         raise ValueError(f"expected a gray (H, W) image; got shape {gray.shape}")
-    u8 = _to_u8(gray)
+    u8 = to_u8(gray)
     height, width = u8.shape
     strokes, contrast, bright = _stroke_mask(u8, config)
     strokes = _clean_strokes(strokes, config.min_pixels)
