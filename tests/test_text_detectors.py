@@ -108,10 +108,47 @@ def test_label_extent_grows_to_a_flat_label_but_not_to_the_background() -> None:
     assert label_extent(flat, (40, 38, 44, 52)) == (40, 38, 44, 52)
 
 
+def test_label_extent_grows_to_a_label_the_box_cuts_but_not_to_a_dark_corner() -> None:
+    u8 = np.full((120, 120), 0, np.uint8)  # a film's black corner
+    u8[10:44, 10:44] = 226  # a white label in it
+    u8[18:38, 20:24] = 10  # the "L" on it, with strokes that run into the label's left part
+    u8[34:38, 20:34] = 10
+    # the box reaches past the label's top-left edge: its ring is part label, part background
+    assert label_extent(u8, (8, 8, 34, 38)) == (8, 8, 44, 44)
+    corner = np.full((120, 120), 90, np.uint8)
+    yy, xx = np.mgrid[:120, :120]
+    corner[(xx - 120) ** 2 + (yy - 120) ** 2 > 90**2] = 0  # round body edge, flat dark corner
+    corner[12:30, 12:16] = 250  # a bright stroke in the dark corner
+    assert label_extent(corner, (12, 12, 16, 30)) == (12, 12, 16, 30)
+
+
+def test_small_films_get_a_smaller_stroke_kernel() -> None:
+    from xraydebug.text.proposals import _kernel_side
+
+    sides = {n: _kernel_side(11, n) for n in (256, 384, 512, 1024, 3000)}
+    assert sides == {256: 7, 384: 9, 512: 9, 1024: 11, 3000: 11}
+
+
+def test_faint_grey_word_needs_the_crop_contrast_stretch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
+    film = np.rint(_film(1024, seed=3) * 255).astype(np.uint8)
+    level = int(np.median(film[60:90, 600:800])) + 26  # about 0.1 above the film
+    cv2.putText(film, "NORTH CLINIC", (600, 85), *(cv2.FONT_HERSHEY_SIMPLEX, 0.6, level, 1, 16))
+    gray = film.astype(np.float32) / 255
+    found = detect_text([gray], AUTO)[0]
+    assert found, "a faint word, stretched, is text to DBNet"
+    assert all(x0 >= 600 and x1 <= 745 and y0 >= 64 and y1 <= 92 for x0, y0, x1, y1 in found)
+    plain = functools.partial(deskewed_crops, max_gain=1.0)
+    monkeypatch.setattr(detect_module, "deskewed_crops", plain)
+    assert detect_text([gray], AUTO)[0] == []
+
+
 def test_side_letter_shape_scores() -> None:
-    film = np.full((200, 200), 80, np.uint8)
+    # films of 1,024 px: the proposals' full-size stroke kernel sees the 24 px blob
+    film = np.full((1024, 1024), 80, np.uint8)
     cv2.putText(film, "L", (80, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 250, 3)
-    blob = np.full((200, 200), 80, np.uint8)
+    blob = np.full((1024, 1024), 80, np.uint8)
     cv2.circle(blob, (100, 100), 12, 250, -1)
     best = []
     for image in (film.astype(np.float32) / 255, blob.astype(np.float32) / 255):

@@ -28,8 +28,12 @@ class ProposalConfig:
     """Settings of :func:`propose_regions`.
 
     Attributes:
-        stroke_px: top-hat kernel side: strokes up to about this thick are kept (the thickest
-            stroke of a 40 px bold capital is ~8 px).
+        stroke_px: top-hat kernel side on films of 1,024 px and more: strokes up to about this
+            thick are kept (the thickest stroke of a 40 px bold capital is ~8 px); smaller films
+            use a smaller kernel (see ``_kernel_side``).
+        film_px: the long side of the film whose scale the image has, for the kernel: a crop
+            cut from a film, enlarged ``z`` times, is proposed as a film of ``z`` x its long
+            side (0: the image is the whole film).
         min_contrast: a stroke must differ from its surroundings by at least this share of the
             full intensity range (0.06 = 15 grey levels of 255).
         noise_factor: ... and by this many times the film's pixel-noise level.
@@ -46,8 +50,9 @@ class ProposalConfig:
     """
 
     stroke_px: int = 11
+    film_px: int = 0
     min_contrast: float = 0.06
-    noise_factor: float = 4.0
+    noise_factor: float = 3.0
     min_pixels: int = 10
     join_px: int = 5
     max_extent: float = 0.5
@@ -98,13 +103,22 @@ def _noise_level(u8: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(high))) * 1.5  # 3x3 mean removes ~1/3 of the power
 
 
+def _kernel_side(stroke_px: int, long_side: int) -> int:
+    """Top-hat kernel side for a film: ``stroke_px`` from 1,024 px up, 2 px less per halving
+    below (9 at 512, 7 at 256), never under 5. Glyphs shrink with a downsampled film, while
+    a wider kernel lets its rib edges through as strokes that swallow the letters."""
+    halvings = int(np.clip(round(np.log2(1024 / max(long_side, 1))), 0, 2))
+    return max(5, stroke_px - 2 * halvings)
+
+
 def _stroke_mask(
     u8: np.ndarray, config: ProposalConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mask uint8 0/1, contrast uint8, bright bool) of thin bright or dark structures;
     ``bright`` tells where the bright (top-hat) response beats the dark (black-hat) one."""
     smooth = cv2.GaussianBlur(u8, (3, 3), 0.7)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (config.stroke_px, config.stroke_px))
+    side = _kernel_side(config.stroke_px, config.film_px or max(u8.shape))
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     white = cv2.morphologyEx(smooth, cv2.MORPH_TOPHAT, kernel)
     black = cv2.morphologyEx(smooth, cv2.MORPH_BLACKHAT, kernel)
     contrast = np.maximum(white, black)
@@ -297,17 +311,32 @@ def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig())
     return regions
 
 
+def _is_rectangle(mask: np.ndarray, fill: float = 0.85) -> bool:
+    """Whether the outline of ``mask`` (bool ``(h, w)``) fills at least ``fill`` of its
+    minimum-area rotated rectangle (holes such as the glyph inside a label count as filled)."""
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    if not contours:
+        return False
+    outline = max(contours, key=cv2.contourArea)
+    (_, _), (rw, rh), _ = cv2.minAreaRect(outline)
+    return cv2.contourArea(outline) >= fill * max(rw * rh, 1.0)
+
+
 def label_extent(
     u8: np.ndarray, bbox: tuple[int, int, int, int], max_growth: float = 16.0
 ) -> tuple[int, int, int, int]:
     """Grow a text box to the flat label it is printed on, if there is one.
 
     Side markers often sit in a uniform white or black square; the glyph's strokes are found,
-    the square must be removed too. The ring around ``bbox`` is taken as the label's colour when
-    it is flat (within a few grey levels); it is flood-filled at that colour, and the fill's box
-    is returned when it stays compact (no more than ``max_growth`` times the square of the glyph
-    box's longer side, and not leaking to the search window's edge, which a flat film background
-    would). Otherwise ``bbox`` comes back unchanged.
+    the square must be removed too. The grey levels held by at least a quarter of the ring
+    around ``bbox`` are candidate label colours (a label cut by the box, or turned, shares the
+    ring with the film). Each is flood-filled from its ring pixels; the first fill that is a
+    label -- a filled (possibly turned) rectangle, compact (no more than ``max_growth`` times
+    the square of the box's longer side) and not leaking to the search window's edge -- gives
+    the grown box. A flat film background or a film's dark corner is none of these. Otherwise
+    ``bbox`` comes back unchanged.
     """
     height, width = u8.shape
     x0, y0, x1, y1 = bbox
@@ -315,36 +344,36 @@ def label_extent(
     reach = 2 * max(bw, bh) + 4
     wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
     wx1, wy1 = min(width, x1 + reach), min(height, y1 + reach)
-    ring = np.concatenate(
-        [
-            u8[max(0, y0 - 2), x0:x1],
-            u8[min(height - 1, y1 + 1), x0:x1],
-            u8[y0:y1, max(0, x0 - 2)],
-            u8[y0:y1, min(width - 1, x1 + 1)],
-        ]
-    ).astype(np.int16)
-    if ring.size < 8:
-        return bbox
-    level = int(np.median(ring))
-    if np.mean(np.abs(ring - level) <= 3) < 0.9:
-        return bbox
-    window = u8[wy0:wy1, wx0:wx1]
-    flat = (np.abs(window.astype(np.int16) - level) <= 3).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=4)
-    seeds = labels[(max(0, y0 - 2) - wy0), (x0 - wx0) : (x1 - wx0)]
-    seeds = seeds[seeds > 0]
-    if seeds.size == 0:
-        return bbox
-    k = int(np.bincount(seeds).argmax())
-    fx, fy, fw, fh, _ = (int(v) for v in stats[k])
-    win_h, win_w = window.shape
-    touches = (
-        (fx == 0 and wx0 > 0)
-        or (fy == 0 and wy0 > 0)
-        or (fx + fw == win_w and wx1 < width)
-        or (fy + fh == win_h and wy1 < height)
+    rows = np.array(
+        [max(0, y0 - 2)] * bw + [min(height - 1, y1 + 1)] * bw + list(range(y0, y1)) * 2
     )
-    if touches or fw * fh > max_growth * max(bw, bh) ** 2:
+    cols = np.array(list(range(x0, x1)) * 2 + [max(0, x0 - 2)] * bh + [min(width - 1, x1 + 1)] * bh)
+    if rows.size < 8:
         return bbox
-    gx0, gy0 = min(x0, fx + wx0), min(y0, fy + wy0)
-    return gx0, gy0, max(x1, fx + wx0 + fw), max(y1, fy + wy0 + fh)
+    ring = u8[rows, cols].astype(np.int16)
+    window = u8[wy0:wy1, wx0:wx1].astype(np.int16)
+    win_h, win_w = window.shape
+    counts = np.bincount(ring, minlength=256)
+    for level in np.argsort(-counts)[:2]:
+        near = np.abs(ring - int(level)) <= 3
+        if near.mean() < 0.25:
+            break
+        flat = (np.abs(window - int(level)) <= 3).astype(np.uint8)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=4)
+        seeds = labels[rows[near] - wy0, cols[near] - wx0]
+        seeds = seeds[seeds > 0]
+        if seeds.size == 0:
+            continue
+        k = int(np.bincount(seeds).argmax())
+        fx, fy, fw, fh, _ = (int(v) for v in stats[k])
+        touches = (
+            (fx == 0 and wx0 > 0)
+            or (fy == 0 and wy0 > 0)
+            or (fx + fw == win_w and wx1 < width)
+            or (fy + fh == win_h and wy1 < height)
+        )
+        compact = fw * fh <= max_growth * max(bw, bh) ** 2
+        if not touches and compact and _is_rectangle(labels == k):
+            gx0, gy0 = min(x0, fx + wx0), min(y0, fy + wy0)
+            return gx0, gy0, max(x1, fx + wx0 + fw), max(y1, fy + wy0 + fh)
+    return bbox

@@ -60,6 +60,7 @@ def deskewed_crops(
     glyph_px: float = 40.0,
     max_side: int = 512,
     margin: float = 0.5,
+    max_gain: float = 4.0,
 ) -> list[ZoomCrop]:
     """Views of every region, deskewed and scaled so its glyphs are ``glyph_px`` pixels tall.
 
@@ -69,6 +70,8 @@ def deskewed_crops(
         glyph_px: target glyph size (``Region.glyph``) at the network's input.
         max_side: crops are never longer than this; very long regions are scaled down to fit.
         margin: context kept around the region, as a share of its short side (at least 4 px).
+        max_gain: each crop's contrast is stretched so its 1st-99th percentiles span [0, 1],
+            by at most this factor (text networks ignore grey text 0.1 from the film; 1 = off).
 
     Returns:
         Two views per elongated region (0 and 180 degrees) and four per compact one.
@@ -96,6 +99,10 @@ def deskewed_crops(
         image = cv2.warpAffine(
             gray, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
+        if max_gain > 1.0:  # faint grey text: stretch the crop's 1-99th percentiles
+            lo, hi = np.percentile(image, [1, 99])
+            gain = min(max_gain, 1.0 / max(float(hi - lo), 1e-3))
+            image = np.clip((image - (lo + hi) / 2) * gain + 0.5, 0.0, 1.0).astype(np.float32)
         pts = region.points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
         pts = np.rint(pts).astype(np.int64)
         ok = (pts[:, 0] >= 0) & (pts[:, 0] < out_w) & (pts[:, 1] >= 0) & (pts[:, 1] < out_h)
