@@ -252,13 +252,35 @@ def evaluate(
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    text_sensitivity: Annotated[
+        bool,
+        typer.Option(
+            "--text-sensitivity",
+            help="Also paste detected text (and placebo crops of plain film) onto the text-free "
+            "films and report how the answers move (text_sensitivity.json).",
+        ),
+    ] = False,
+    boxes: Annotated[
+        Path | None,
+        typer.Option(
+            help="scan.csv or cleaning.csv with the dataset's text boxes (default: detect text "
+            "on the split).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    detector: Annotated[str, typer.Option(help="Text detector when --boxes is not given.")] = (
+        "auto"
+    ),
+    draws: Annotated[int, typer.Option(help="Pastes per text-free film.")] = 2,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
-    """Per-class and per-source metrics with patient-level bootstrap CIs.
+    """Per-class and per-source metrics with patient-level bootstrap CIs; with
+    --text-sensitivity, does the model react to burned-in text?
 
-    Example: [bold]xraydebug evaluate covidx/ --model models/covidnet.pt --split test[/]
+    Example: [bold]xraydebug evaluate covidx/ --model models/covidnet.pt --text-sensitivity[/]
     """
     from xraydebug.models.evaluate import evaluate as evaluate_model
     from xraydebug.models.evaluate import print_metrics
@@ -271,6 +293,27 @@ def evaluate(
         f"Evaluated {result.metrics['n']} images. Metrics: [bold]{result.metrics_path}[/]; "
         f"predictions: {result.predictions_path}."
     )
+    if text_sensitivity:
+        from xraydebug.audit.text_sensitivity import TextSensitivityConfig, print_text_sensitivity
+        from xraydebug.audit.text_sensitivity import text_sensitivity as run_text_sensitivity
+
+        config = TextSensitivityConfig(
+            draws=draws, n_boot=n_boot, seed=seed, batch_size=batch_size, device=device
+        )
+        with progress_bar() as progress:
+            (found,) = run_text_sensitivity(
+                data,
+                model,
+                out,
+                split,
+                boxes,
+                config,
+                manifest,
+                detector,
+                progress=tracked(progress, "detecting text"),
+            )
+        print_text_sensitivity(found.summary, console)
+        console.print(f"Text sensitivity: [bold]{found.path}[/]")
 
 
 @app.command()
@@ -467,6 +510,21 @@ def retrain(
         Path | None, typer.Option(help="Scan folder shown in the report (default: clean's).")
     ] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    text_sensitivity: Annotated[
+        bool,
+        typer.Option(help="Test both models for a reaction to pasted text (vs placebo pastes)."),
+    ] = True,
+    decorrelate_text: Annotated[
+        bool,
+        typer.Option(
+            "--decorrelate-text",
+            help="While retraining, paste the text clean found onto films of every class "
+            "alike (share: --decorrelate-share), so text tells nothing about the label.",
+        ),
+    ] = False,
+    decorrelate_share: Annotated[
+        float, typer.Option(help="Share of training films given pasted text.", min=0.0, max=1.0)
+    ] = 0.5,
     device: DeviceOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
@@ -477,7 +535,13 @@ def retrain(
     from xraydebug.audit.retrain import RetrainConfig, print_before_after
     from xraydebug.audit.retrain import retrain as run_retrain
 
-    config = RetrainConfig(repeats=repeats, n_boot=n_boot, device=device)
+    config = RetrainConfig(
+        repeats=repeats,
+        n_boot=n_boot,
+        device=device,
+        text_sensitivity=text_sensitivity,
+        decorrelate_text=decorrelate_share if decorrelate_text else 0.0,
+    )
     result = run_retrain(data, baseline, test, out, run_dir, config, scan, console)
     print_before_after(result, console)
     console.print(

@@ -236,8 +236,24 @@ def run_demo(
         summary["shortcut_gone"] = check["gone"]
         colour = "green" if check["gone"] else "yellow"
         console.print(f"[{colour}]Shortcut check (original test set): {check['sentence']}.[/]")
-    for warning in result.comparison.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    sensitivity = result.comparison.get("text_sensitivity")
+    if sensitivity:
+        summary["text_sensitivity"] = {
+            side: {
+                "class": sensitivity[side]["worst_class"],
+                "sensitivity": sensitivity[side]["into"][sensitivity[side]["worst_class"]][
+                    "sensitivity"
+                ],
+                "reacts": sensitivity[side]["reacts"],
+            }
+            for side in ("before", "after")
+        }
+        colour = "yellow" if sensitivity["after"]["reacts"] else "green"
+        console.print(f"[{colour}]Text sensitivity: {sensitivity['sentence']}[/]")
+    warnings = result.comparison.get("warnings", [])
+    for warning in warnings:
+        if not sensitivity or warning != sensitivity["sentence"]:  # said just above
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(
         "One training seed is noisy: `xraydebug retrain ... --repeats 3` gives the spread "
         "over seeds."

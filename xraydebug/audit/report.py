@@ -27,6 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import cv2
 import jinja2
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ import pandas as pd
 from xraydebug.audit import figures
 from xraydebug.audit.clean import STATE_FILE
 from xraydebug.audit.flagging import saliency_to_original
+from xraydebug.audit.text_sensitivity import EXAMPLES_FILE
 from xraydebug.data.imageio import read_image
 from xraydebug.data.layouts import load_index
 from xraydebug.errors import DatasetError, ImageReadError
@@ -398,7 +400,13 @@ def _retrain_summary(retrain_dir: Path) -> dict[str, Any]:
                 ),
             }
         )
-    return {"comparison": comparison, "classes": classes, "sets": sets}
+    sheets = {}
+    for side in ("before", "after"):
+        sheet = retrain_dir / "text_sensitivity" / side / EXAMPLES_FILE
+        image = cv2.imread(str(sheet), cv2.IMREAD_GRAYSCALE) if sheet.exists() else None
+        if image is not None:
+            sheets[side] = figures.jpeg_uri(image)
+    return {"comparison": comparison, "classes": classes, "sets": sets, "sheets": sheets}
 
 
 # ----------------------------------------------------------------------------- rendering

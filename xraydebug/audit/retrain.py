@@ -17,7 +17,7 @@ minimum and maximum, which separates the effect of cleaning from seed-to-seed no
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,13 @@ from rich.table import Table
 
 from xraydebug.audit.clean import STATE_FILE
 from xraydebug.audit.report import build_report, has_detected_text
+from xraydebug.audit.text_sensitivity import (
+    TextSensitivityConfig,
+    text_sensitivity,
+    text_sensitivity_table,
+)
 from xraydebug.data.layouts import load_index
+from xraydebug.data.text_pool import boxes_from_table
 from xraydebug.device import resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
@@ -82,8 +88,15 @@ class RetrainConfig:
     n_boot: int = 1000
     batch_size: int = 64  # evaluation batch
     device: str = "auto"
+    # run the text-sensitivity test (:mod:`xraydebug.audit.text_sensitivity`) on both models
+    text_sensitivity: bool = True
+    # retrain with burned-in text pasted onto this share of training films of every class
+    # (the text ``clean`` found in the original data; ``TrainConfig.decorrelate_text``)
+    decorrelate_text: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.decorrelate_text <= 1.0:
+            raise ValueError(f"decorrelate_text must be in [0, 1]; got {self.decorrelate_text}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.n_boot < 1:
@@ -438,13 +451,21 @@ def retrain(
         scan_dir = json.loads((clean_data / STATE_FILE).read_text()).get("config", {}).get("scan")
 
     text_paths = _text_paths(clean_data)
+    cleaning_csv = clean_data / "cleaning.csv"
+    after_recipe = replace(recipe, decorrelate_text=config.decorrelate_text)
+    if config.decorrelate_text > 0 and cleaning_csv.exists():
+        after_recipe = replace(
+            after_recipe,
+            text_data=str(original.resolve()),
+            text_boxes=str(cleaning_csv.resolve()),
+        )
     seeds = [recipe.seed + k for k in range(config.repeats)]
     pairs: list[tuple[int, Path, Path]] = []
     for k, seed in enumerate(seeds):
-        recipe_k = TrainConfig(**{**recipe.to_dict(), "seed": seed})
+        recipe_k = replace(recipe, seed=seed)
         console.rule(f"retrain seed {seed} ({k + 1}/{len(seeds)}) on the cleaned data")
         after_path = out if k == 0 else run_dir / "models" / f"after-seed{seed}.pt"
-        _fit(clean_data, after_path, recipe_k, console)
+        _fit(clean_data, after_path, replace(after_recipe, seed=seed), console)
         if k == 0:
             before_path = baseline
         else:
@@ -509,6 +530,17 @@ def retrain(
         ],
         "summary": summarise_repeats(per_seed, tuple(comparison["classes"])),
     }
+    if config.text_sensitivity:
+        try:
+            found = _text_sensitivity_pair(
+                original, pairs[0][1], pairs[0][2], cleaning_csv, run_dir, config, console
+            )
+        except DatasetError as exc:  # e.g. too few text-free test films
+            warnings.append(f"text-sensitivity test not run: {exc}")
+        else:
+            comparison["text_sensitivity"] = found
+            if found["after"]["reacts"]:
+                warnings.append(found["sentence"])
     comparison["warnings"] = warnings
     json_path = atomic_write_json(run_dir / "before_after.json", comparison)
     table = comparison_table(comparison)
@@ -517,6 +549,45 @@ def retrain(
         table.to_csv(handle, index=False)
     report_path = build_report(run_dir) if report else None
     return RetrainResult(out, comparison, table, json_path, csv_path, report_path, warnings)
+
+
+def _text_sensitivity_pair(
+    original: Path,
+    before: Path,
+    after: Path,
+    cleaning_csv: Path,
+    run_dir: Path,
+    config: RetrainConfig,
+    console: Console,
+) -> dict[str, Any]:
+    """The text-sensitivity test of the models before and after, on the original test split
+    (text pool: the boxes ``clean`` found; else the detector runs); ``{before, after,
+    sentence}``."""
+    console.rule("text sensitivity: paste text (and placebo film) onto text-free test films")
+    settings = TextSensitivityConfig(
+        n_boot=config.n_boot, batch_size=config.batch_size, device=config.device
+    )
+    boxes = boxes_from_table(cleaning_csv) if cleaning_csv.exists() else None
+    found_before, found_after = text_sensitivity(
+        original,
+        [before, after],
+        run_dir / "text_sensitivity",
+        boxes=boxes,
+        config=settings,
+        names=("before", "after"),
+    )
+    b, a = found_before.summary, found_after.summary
+    worst = a["worst_class"]
+    moved = a["into"][worst]
+    was = b["into"][b["worst_class"]]
+    sentence = (
+        f"After retraining the model {'still reacts' if a['reacts'] else 'no longer reacts'} "
+        f"to burned-in text: pasted text moves {moved['sensitivity']:+.0%} more films into "
+        f"{worst} than placebo pastes do"
+        + (f" (95% CI [{moved['ci'][0]:+.0%}, {moved['ci'][1]:+.0%}])" if moved["ci"] else "")
+        + f"; before it moved {was['sensitivity']:+.0%} into {b['worst_class']}."
+    )
+    return {"before": b, "after": a, "sentence": sentence}
 
 
 def _point(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -566,6 +637,13 @@ def print_before_after(result: RetrainResult, console: Console) -> None:
     """The before/after table of every test set, then the warnings (CLI and demo)."""
     for name in result.comparison["test_sets"]:
         console.print(before_after_table(result.comparison, name))
+    sensitivity = result.comparison.get("text_sensitivity")
+    if sensitivity:
+        for side in ("before", "after"):
+            title = f"Does the model react to burned-in text? ({side} cleaning)"
+            console.print(text_sensitivity_table(sensitivity[side], title))
+        if not sensitivity["after"]["reacts"]:  # otherwise it is among the warnings
+            console.print(f"[green]{sensitivity['sentence']}[/]", highlight=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 

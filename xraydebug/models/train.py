@@ -25,6 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import DatasetIndex, ImageRecord
 from xraydebug.data.splits import grouped_split
+from xraydebug.data.text_pool import (
+    Donor,
+    boxes_from_table,
+    detected_donors,
+    paste_random,
+    rendered_donors,
+)
 from xraydebug.data.torch_dataset import ImageCache
 from xraydebug.device import resolve_device
 from xraydebug.errors import DatasetError
@@ -51,6 +58,19 @@ class TrainConfig:
     augment: bool = True
     amp: bool = True  # CUDA only
     device: str = "auto"
+    # paste burned-in text onto this share of training films, of every class alike, so text
+    # carries no information about the label (``retrain --decorrelate-text``); the text comes
+    # from ``text_boxes`` (a scan.csv or cleaning.csv) of ``text_data`` (its films outside the
+    # test split), or from rendered markers when those are not given
+    decorrelate_text: float = 0.0
+    text_data: str = ""
+    text_boxes: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.decorrelate_text <= 1.0:
+            raise ValueError(f"decorrelate_text must be in [0, 1]; got {self.decorrelate_text!r}")
+        if bool(self.text_data) != bool(self.text_boxes):
+            raise ValueError("text_data and text_boxes go together (the films and their boxes)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +100,49 @@ def data_fingerprint(index: DatasetIndex, records: list[ImageRecord]) -> dict[st
     return {"sha256": digest.hexdigest(), "n_images": len(records), "per_class": counts}
 
 
+def _pool_lines(card: dict[str, Any]) -> list[str]:
+    pool = card.get("text_pool")
+    if not pool:
+        return []
+    source = (
+        f"text detected in `{pool['data']}` (boxes from `{pool['boxes']}`)"
+        if pool["kind"] == "detected"
+        else "rendered markers (no detected text given)"
+    )
+    return [
+        f"- Text decorrelation: burned-in text pasted onto {pool['probability']:.0%} of "
+        f"training films of every class, drawn from {pool['donors']} donor films: {source}"
+    ]
+
+
+def _text_pool(
+    config: TrainConfig, classes: tuple[str, ...], prep: Preprocessing, train_cache: ImageCache
+) -> tuple[list[Donor], dict[str, Any] | None]:
+    """The donors ``decorrelate_text`` pastes from (empty when it is off) and what to record."""
+    if config.decorrelate_text <= 0:
+        return [], None
+    donors: list[Donor] = []
+    if config.text_data:
+        index = load_index(config.text_data, classes=classes)
+        records = [r for r in index.usable() if r.split != "test"]
+        boxes = boxes_from_table(config.text_boxes)
+        donors = detected_donors(
+            index.root, records, boxes, classes, prep.input_size, prep.crop_top, 512, config.seed
+        )
+    kind = "detected" if donors else "rendered"
+    if not donors:
+        films = train_cache.images[:, 0].float().numpy()
+        donors = rendered_donors(films, 256, config.seed)
+    info = {
+        "probability": config.decorrelate_text,
+        "kind": kind,
+        "donors": len(donors),
+        "data": config.text_data or None,
+        "boxes": config.text_boxes or None,
+    }
+    return donors, info
+
+
 def checkpoint_is_current(
     checkpoint: Path | str,
     data: Path | str,
@@ -93,7 +156,8 @@ def checkpoint_is_current(
         return False
     meta = read_checkpoint(checkpoint)
     wanted = {k: v for k, v in config.to_dict().items() if k != "device"}
-    saved = {k: v for k, v in meta.get("train_config", {}).items() if k != "device"}
+    recorded = {**TrainConfig().to_dict(), **meta.get("train_config", {})}  # older checkpoints
+    saved = {k: v for k, v in recorded.items() if k != "device"}
     if saved != wanted:
         return False
     index = load_index(data, manifest)
@@ -183,6 +247,7 @@ def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
         f"(validation: {card['n_val']} images, patient-grouped); {card['seconds']:.0f} s on "
         f"{card['device']}",
         f"- Validation accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+        *_pool_lines(card),
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
@@ -284,6 +349,7 @@ def train(
     for _ in range(generator_epochs):  # keep the random stream identical after a resume
         torch.randperm(len(train_cache), generator=generator)
     augment_cfg = AugmentConfig()
+    pool, pool_info = _text_pool(config, classes, prep, train_cache)
     images = train_cache.images
     labels = train_cache.labels
     with _progress(console) as progress:
@@ -291,6 +357,7 @@ def train(
         progress.update(epoch_task, completed=state["epoch"])
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             aug_gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            paste_gen = torch.Generator().manual_seed(config.seed * 100_019 + epoch)
             model.train()
             order = torch.randperm(len(train_cache), generator=generator)
             total_loss, seen = 0.0, 0
@@ -299,6 +366,8 @@ def train(
                 if len(batch) < 2 and len(order) > 1:
                     continue  # BatchNorm needs more than one sample
                 gray = images[batch].to(device).float()
+                if pool:
+                    gray = paste_random(gray, pool, config.decorrelate_text, paste_gen)
                 if config.augment:
                     gray = augment_batch(gray, augment_cfg, aug_gen)
                 x = prep.normalize(gray).contiguous(memory_format=torch.channels_last)
@@ -353,6 +422,7 @@ def train(
         "preprocessing": prep.to_dict(),
         "train_config": config.to_dict(),
         "augment": augment_cfg.to_dict() if config.augment else None,
+        "text_pool": pool_info,
         "data": str(Path(data)),
         "data_fingerprint": fingerprint,
         "best_epoch": state["best_epoch"],

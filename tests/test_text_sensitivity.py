@@ -1,0 +1,183 @@
+"""The text-sensitivity test and text decorrelation: hand-built numbers, then tiny real models
+trained with and without a planted text shortcut."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from tests.conftest import TINY_TRAIN, tree_digest
+from xraydebug.audit.text_sensitivity import TextSensitivityConfig, summarise, text_sensitivity
+from xraydebug.cli import app
+from xraydebug.data.text_pool import Donor, boxes_from_table, input_box, paste, paste_random
+from xraydebug.models.checkpoint import read_checkpoint
+from xraydebug.models.train import train
+
+CLASSES = ("normal", "pneumonia", "COVID-19")
+FAST = TextSensitivityConfig(n_boot=200, device="cpu")
+
+
+def test_summarise_hand_built() -> None:
+    # 4 films, 1 draw; the model calls films 0-2 normal and film 3 COVID-19
+    base = np.array([[0.9, 0.05, 0.05]] * 3 + [[0.1, 0.1, 0.8]])
+    text = base.copy()[:, None]
+    text[0, 0], text[1, 0] = [0.2, 0.1, 0.7], [0.3, 0.1, 0.6]  # text pushes two into COVID-19
+    placebo = base.copy()[:, None]
+    labels = np.array([0, 0, 1, 2])
+    # ten patients of each kind, so the bootstrap CI can exclude 0
+    base, text, placebo, labels = (np.concatenate([a] * 10) for a in (base, text, placebo, labels))
+    out = summarise(base, text, placebo, labels, np.arange(40), CLASSES, FAST)
+    covid = out["into"]["COVID-19"]
+    assert covid["n"] == 30 and covid["text"] == pytest.approx(2 / 3) and covid["ci"][0] > 0.3
+    assert covid["placebo"] == 0.0 and covid["sensitivity"] == pytest.approx(2 / 3)
+    assert out["into_by_label"]["normal"]["COVID-19"]["text"] == 1.0
+    assert out["into_by_label"]["pneumonia"]["COVID-19"]["text"] == 0.0
+    assert out["changed"]["normal"] == {"n": 20, "text": 1.0, "placebo": 0.0}
+    assert out["prob_change"]["COVID-19"]["text"] == pytest.approx((0.65 + 0.55) / 4)
+    assert out["worst_class"] == "COVID-19" and out["sentence"].startswith("The model reacts")
+    # the same pushes by the placebo cancel out: no reaction to the text itself
+    even = summarise(base, text, text, labels, np.arange(40), CLASSES, FAST)
+    assert even["into"]["COVID-19"]["sensitivity"] == 0.0 and not even["reacts"]
+
+
+def test_input_box_follows_crop_and_resize() -> None:
+    # a 200 x 100 film (H x W), top 10% dropped, resized to 64: y scale 64/180, x scale 64/100
+    assert input_box([10, 30, 20, 48], (200, 100), 64, 0.1) == [6, 3, 13, 10]
+    assert input_box([10, 0, 20, 15], (200, 100), 64, 0.1) is None  # in the dropped rows
+
+
+def test_paste_and_random_paste() -> None:
+    films = np.zeros((3, 8, 8), np.float32)
+    donor = Donor("d", [[1, 1, 3, 2]], [np.ones((1, 2), np.float32)])
+    out = paste(films, [donor], np.array([0, 0, 0]))
+    assert out[:, 1, 1:3].sum() == 6 and out.sum() == 6 and films.sum() == 0
+    gray = torch.zeros(64, 1, 8, 8)
+    first = paste_random(gray, [donor], 0.5, torch.Generator().manual_seed(1))
+    again = paste_random(gray, [donor], 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and gray.sum() == 0
+    assert 16 <= int((first.flatten(1).sum(1) > 0).sum()) <= 48  # about half
+
+
+def _marker(pixels: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """A bright 12 px "L" with a dark rim at a random corner of a 64 px film; its box."""
+    x = int(rng.choice([3, 49]))
+    y = int(rng.choice([3, 49]))
+    pixels[y : y + 12, x : x + 12] = 20
+    pixels[y + 1 : y + 11, x + 2 : x + 5] = 250
+    pixels[y + 8 : y + 11, x + 2 : x + 10] = 250
+    return [x, y, x + 12, y + 12]
+
+
+def _shortcut_set(
+    root: Path, text_share: dict[str, float], n_train: int = 16, n_test: int = 12
+) -> Path:
+    """Classes differ, weakly, by the film's brightness (means 100, 90, 80 grey levels, each
+    film drawn around its class mean with sd 6); in train the first ``text_share[label]``
+    share of each class's films carry the marker; in test half of each class does.
+    ``boxes.csv`` lists the markers (``scan.csv`` columns)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        lines = []
+        for k, label in enumerate(CLASSES):
+            for i in range(n):
+                level = rng.normal((100, 90, 80)[k], 6)
+                pixels = rng.normal(level, 10, size=(64, 64))
+                boxes = []
+                if split == "test":
+                    with_text = bool(i % 2)
+                else:
+                    with_text = i < round(text_share.get(label, 0.0) * n)
+                if with_text:
+                    boxes.append(_marker(pixels, rng))
+                name = f"{split}_{label}_{i}.png"
+                (root / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / split / name)
+                lines.append(f"{split[:2]}{k}{i} {name} {label} site-a")
+                rows.append({"path": f"{split}/{name}", "n_boxes": len(boxes), "boxes": boxes})
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    table = pd.DataFrame(rows)
+    table["boxes"] = table["boxes"].map(json.dumps)
+    table.to_csv(root / "boxes.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shortcut_models(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny models: ``shortcut`` (all COVID-19 training films carry the marker, no other),
+    ``unbiased`` (half of every class does) and ``decorrelated`` (the shortcut set, with the
+    marker pasted onto 90% of the films of every class while training)."""
+    root = tmp_path_factory.mktemp("ts")
+    shortcut = _shortcut_set(root / "shortcut", {"COVID-19": 1.0})
+    unbiased = _shortcut_set(root / "unbiased", dict.fromkeys(CLASSES, 0.5))
+    recipe = replace(TINY_TRAIN, epochs=12, lr=5e-3, augment=False)
+    pool = {"text_data": str(shortcut), "text_boxes": str(shortcut / "boxes.csv")}
+    decorrelated = replace(recipe, decorrelate_text=0.9, **pool)
+    return {
+        "data": shortcut,
+        "shortcut": train(shortcut, root / "shortcut.pt", recipe).checkpoint,
+        "unbiased": train(unbiased, root / "unbiased.pt", recipe).checkpoint,
+        "decorrelated": train(shortcut, root / "decorrelated.pt", decorrelated).checkpoint,
+    }
+
+
+def test_text_sensitivity_tells_a_shortcut_model_from_an_unbiased_one(
+    shortcut_models, tmp_path
+) -> None:
+    data = shortcut_models["data"]
+    before = tree_digest(data)
+    boxes = data / "boxes.csv"
+    reacting, unbiased = text_sensitivity(
+        data,
+        [shortcut_models["shortcut"], shortcut_models["unbiased"]],
+        tmp_path / "ts",
+        boxes=boxes,
+        config=FAST,
+        names=("shortcut", "unbiased"),
+    )
+    covid = reacting.summary["into"]["COVID-19"]
+    assert covid["ci"][0] > 0 and covid["sensitivity"] > 0.1, covid
+    assert reacting.summary["reacts"] and reacting.summary["donors"] == "detected"
+    assert abs(unbiased.summary["into"]["COVID-19"]["sensitivity"]) <= 0.1, unbiased.summary
+    assert not unbiased.summary["reacts"], unbiased.summary["into"]
+    assert (tmp_path / "ts" / "shortcut" / "text_sensitivity.json").exists()
+    assert (tmp_path / "ts" / "unbiased" / "text_sensitivity_examples.png").stat().st_size > 0
+    # deterministic per seed, and the data is untouched
+    (again,) = text_sensitivity(data, shortcut_models["shortcut"], None, boxes=boxes, config=FAST)
+    assert again.summary["into"] == reacting.summary["into"]
+    assert tree_digest(data) == before
+
+
+def test_decorrelated_training_does_not_learn_the_text(shortcut_models) -> None:
+    # trained on the very films whose text made the shortcut model above react
+    data = shortcut_models["data"]
+    (found,) = text_sensitivity(
+        data, shortcut_models["decorrelated"], None, boxes=data / "boxes.csv", config=FAST
+    )
+    covid = found.summary["into"]["COVID-19"]
+    assert abs(covid["sensitivity"]) <= 0.05 and not found.summary["reacts"], covid
+    meta = read_checkpoint(shortcut_models["decorrelated"])
+    assert meta["text_pool"]["kind"] == "detected" and meta["text_pool"]["probability"] == 0.9
+    card = Path(shortcut_models["decorrelated"]).with_suffix(".md").read_text()
+    assert "Text decorrelation: burned-in text pasted onto 90%" in card
+
+
+def test_cli_evaluate_text_sensitivity(shortcut_models, tmp_path) -> None:
+    data = shortcut_models["data"]
+    args = ["evaluate", str(data), "--model", str(shortcut_models["shortcut"]), "--out"]
+    args += [str(tmp_path / "eval"), "--text-sensitivity", "--boxes", str(data / "boxes.csv")]
+    args += ["--device", "cpu", "--n-boot", "100"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "reacts to burned-in text" in result.output
+    saved = json.loads((tmp_path / "eval" / "text_sensitivity.json").read_text())
+    assert set(saved["into"]["COVID-19"]) >= {"text", "placebo", "sensitivity", "ci"}
+    assert boxes_from_table(data / "boxes.csv")["test/test_normal_1.png"]

@@ -1,0 +1,422 @@
+"""Does the model react to burned-in text? A counterfactual test that needs no ground truth.
+
+Text is pasted onto the test films on which no text was detected, and the model's answers on
+the pasted films are compared with its answers on the same films unchanged. What is pasted:
+
+* **text**: crops of the text boxes detected elsewhere in the dataset (all boxes of one donor
+  film at once, at their own position, size and intensity, in the model's input frame); where
+  the dataset has none, markers rendered by :func:`xraydebug.data.markers.burn_marker` ("L",
+  "R", "PORTABLE", dates, site names) on other text-free films;
+* **placebo**: crops of the same boxes cut from another text-free film (plain film, no text),
+  pasted the same way. It shows what any paste does by itself.
+
+For each class ``C``, ``into[C]`` holds ``text``: the share of films the model did not call
+``C`` that it calls ``C`` once text is pasted; ``placebo``: the same share with placebo
+pastes; ``sensitivity`` = text - placebo and its patient-level bootstrap 95% CI. A model that
+learned a text shortcut toward COVID-19 has a clearly positive sensitivity toward COVID-19.
+
+Everything happens in the model's input frame (the film resized to ``S x S`` after its top
+``crop_top`` rows are dropped), so the test costs forward passes only: ``1 + 2 x draws``
+per film. Pastes are deterministic per ``seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from xraydebug.data.layouts import load_index
+from xraydebug.data.records import ImageRecord
+from xraydebug.data.text_pool import (
+    Box,
+    boxes_from_table,
+    detected_donors,
+    paste,
+    placebo_donors,
+    rendered_donors,
+)
+from xraydebug.data.torch_dataset import ImageCache
+from xraydebug.device import resolve_device
+from xraydebug.errors import DatasetError
+from xraydebug.fsutil import atomic_write_bytes, atomic_write_json
+from xraydebug.models.checkpoint import LoadedModel, load_model
+from xraydebug.models.evaluate import patient_groups
+from xraydebug.models.train import predict_probs
+
+__all__ = [
+    "TextSensitivityConfig",
+    "detected_boxes",
+    "print_text_sensitivity",
+    "text_sensitivity",
+]
+
+RESULT_FILE = "text_sensitivity.json"
+EXAMPLES_FILE = "text_sensitivity_examples.png"
+
+
+@dataclass(frozen=True)
+class TextSensitivityConfig:
+    """Settings of :func:`text_sensitivity`.
+
+    Attributes:
+        draws: pastes per text-free film (each a different donor, and its placebo).
+        max_donors: at most this many donor films are decoded for the text pool.
+        max_films: test at most this many text-free films (0: all), a seeded sample.
+        reacts_above: the model "reacts to text" when the sensitivity toward some class
+            exceeds this and its 95% CI excludes 0.
+        n_boot: bootstrap resamples (over patients) for the CIs.
+        seed: donor, placebo and marker draws.
+        batch_size: films per forward pass.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    draws: int = 2
+    max_donors: int = 256
+    max_films: int = 0
+    reacts_above: float = 0.05
+    n_boot: int = 1000
+    seed: int = 0
+    batch_size: int = 64
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.draws < 1 or self.max_donors < 1 or self.max_films < 0 or self.n_boot < 0:
+            raise ValueError("draws and max_donors must be >= 1, max_films and n_boot >= 0")
+
+
+def detected_boxes(
+    root: Path,
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    detector: str = "auto",
+    chunk: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, list[Box]]:
+    """Run the text detector over ``records`` (original resolution, ``chunk`` films decoded at a
+    time); unreadable films are left out."""
+    from xraydebug.text import TextDetectConfig, detect_text
+
+    config = TextDetectConfig(detector=detector)
+    out: dict[str, list[Box]] = {}
+    for start in range(0, len(records), chunk):
+        part = records[start : start + chunk]
+        cache = ImageCache.build(root, part, classes, 8, keep_originals=True, workers=2)
+        for rec, found in zip(
+            cache.records, detect_text(cache.originals or [], config), strict=True
+        ):
+            out[rec.path] = found
+        if progress:
+            progress(min(start + chunk, len(records)), len(records))
+    return out
+
+
+def _bootstrap_ci(
+    text: np.ndarray,
+    placebo: np.ndarray,
+    eligible: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> list[float] | None:
+    """95% CI of mean(text) - mean(placebo) over ``eligible`` films, resampling patients."""
+    if n_boot == 0 or not eligible.any():
+        return None
+    _, inverse = np.unique(groups, return_inverse=True)
+    n_groups = inverse.max() + 1
+    sums_t = np.bincount(inverse, weights=text * eligible, minlength=n_groups)
+    sums_p = np.bincount(inverse, weights=placebo * eligible, minlength=n_groups)
+    counts = np.bincount(inverse, weights=eligible.astype(float), minlength=n_groups)
+    rng = np.random.default_rng([seed, 3])
+    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    total = counts[draws].sum(1)
+    diff = (sums_t[draws].sum(1) - sums_p[draws].sum(1)) / np.maximum(total, 1)
+    diff = diff[total > 0]
+    if diff.size == 0:
+        return None
+    return [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+
+
+def summarise(
+    base: np.ndarray,
+    text: np.ndarray,
+    placebo: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    classes: Sequence[str],
+    config: TextSensitivityConfig,
+) -> dict[str, Any]:
+    """The numbers of ``text_sensitivity.json`` from probabilities ``base`` (N, K) and ``text``
+    / ``placebo`` (N, D, K) (D draws), true ``labels`` (N,) class indices, bootstrap ``groups``."""
+    pred0 = base.argmax(1)
+    pred_t, pred_p = text.argmax(2), placebo.argmax(2)
+    into, by_label, changed, prob_change = {}, {}, {}, {}
+    for c, name in enumerate(classes):
+        eligible = pred0 != c
+        share_t = (pred_t == c).mean(1)  # per film, over draws
+        share_p = (pred_p == c).mean(1)
+        n = int(eligible.sum())
+        t = float(share_t[eligible].mean()) if n else 0.0
+        p = float(share_p[eligible].mean()) if n else 0.0
+        into[name] = {
+            "n": n,
+            "text": t,
+            "placebo": p,
+            "sensitivity": t - p,
+            "ci": _bootstrap_ci(share_t, share_p, eligible, groups, config.n_boot, config.seed),
+        }
+        prob_change[name] = {
+            "text": float((text[:, :, c] - base[:, None, c]).mean()),
+            "placebo": float((placebo[:, :, c] - base[:, None, c]).mean()),
+        }
+    for k, label in enumerate(classes):
+        rows = labels == k
+        changed[label] = {
+            "n": int(rows.sum()),
+            "text": float((pred_t[rows] != pred0[rows, None]).mean()) if rows.any() else 0.0,
+            "placebo": float((pred_p[rows] != pred0[rows, None]).mean()) if rows.any() else 0.0,
+        }
+        by_label[label] = {}
+        for c, name in enumerate(classes):
+            eligible = rows & (pred0 != c)
+            if name == label or not eligible.any():
+                continue
+            t = float((pred_t[eligible] == c).mean())
+            p = float((pred_p[eligible] == c).mean())
+            by_label[label][name] = {
+                "n": int(eligible.sum()),
+                "text": t,
+                "placebo": p,
+                "sensitivity": t - p,
+            }
+    worst = max(classes, key=lambda name: into[name]["sensitivity"])
+    w = into[worst]
+    reacts = bool(w["sensitivity"] > config.reacts_above and w["ci"] is not None and w["ci"][0] > 0)
+    ci = f", 95% CI [{w['ci'][0]:+.0%}, {w['ci'][1]:+.0%}]" if w["ci"] else ""
+    detail = (
+        f"pasted text turns {w['text']:.0%} of the films it did not call {worst} into {worst} "
+        f"(placebo pastes: {w['placebo']:.0%}; difference {w['sensitivity']:+.0%}{ci})"
+    )
+    sentence = (
+        f"The model reacts to burned-in text: {detail}."
+        if reacts
+        else f"The model does not react to burned-in text beyond "
+        f"{config.reacts_above:.0%}: at most {detail}."
+    )
+    return {
+        "into": into,
+        "into_by_label": by_label,
+        "changed": changed,
+        "prob_change": prob_change,
+        "worst_class": worst,
+        "reacts": reacts,
+        "sentence": sentence,
+    }
+
+
+@dataclass
+class TextSensitivityResult:
+    summary: dict[str, Any]
+    path: Path | None
+
+
+def text_sensitivity(
+    data: Path | str,
+    model: Path | str | LoadedModel | Sequence[LoadedModel],
+    out: Path | str | None = "runs/text-sensitivity",
+    split: str = "test",
+    boxes: Path | str | dict[str, list[Box]] | None = None,
+    config: TextSensitivityConfig = TextSensitivityConfig(),
+    manifest: Path | str | None = None,
+    detector: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[TextSensitivityResult]:
+    """Run the text-sensitivity test of one or several models (same classes and input frame)
+    on the text-free films of ``split``; write ``out/text_sensitivity.json`` and the example
+    sheet (one model) or the same under ``out/<name>/`` (``names``, default ``0, 1, ...``).
+
+    ``boxes``: detected text per path (a dict, or a ``scan.csv``/``cleaning.csv``) covering
+    the whole dataset; without it the detector runs over ``split``. Donors come from every
+    film with boxes; films of ``split`` without boxes are the ones tested.
+    """
+    device = resolve_device(config.device)
+    many = [model] if isinstance(model, (str, Path, LoadedModel)) else list(model)
+    models = [m if isinstance(m, LoadedModel) else load_model(m, device) for m in many]
+    first = models[0]
+    prep = first.preprocessing
+    for other in models[1:]:
+        if other.classes != first.classes or other.preprocessing != prep:
+            raise ValueError(f"{other.path}: classes or input frame differ from {first.path}'s")
+    index = load_index(data, manifest, first.classes)
+    tested = index.usable(split)
+    if not tested:
+        raise DatasetError(f"{index.root}: no readable labelled images in split {split!r}")
+    if boxes is None:
+        found = detected_boxes(index.root, tested, first.classes, detector, progress=progress)
+        source = f"detector {detector} on split {split}"
+    elif isinstance(boxes, dict):
+        found, source = boxes, "boxes given"
+    else:
+        found, source = boxes_from_table(boxes), str(boxes)
+    free = [r for r in tested if r.path in found and not found[r.path]]
+    rng = np.random.default_rng([config.seed, 0])
+    if config.max_films and len(free) > config.max_films:
+        free = [free[i] for i in sorted(rng.choice(len(free), config.max_films, False))]
+    cache = ImageCache.build(index.root, free, first.classes, prep.input_size, prep.crop_top)
+    if len(cache) < 2:
+        raise DatasetError(
+            f"{index.root}: {len(cache)} readable text-free film(s) in split {split!r}; "
+            "the text-sensitivity test needs at least 2"
+        )
+    films = cache.images[:, 0].float().numpy()
+    donor_records = [r for r in index.usable() if found.get(r.path)]
+    donors = detected_donors(
+        index.root,
+        donor_records,
+        found,
+        first.classes,
+        prep.input_size,
+        prep.crop_top,
+        config.max_donors,
+        config.seed,
+    )
+    kind = "detected"
+    if not donors:
+        donors = rendered_donors(films, min(config.max_donors, 64), config.seed)
+        kind = "rendered"
+    if not donors:
+        raise DatasetError(
+            f"{index.root}: no text to paste (none detected, none could be rendered)"
+        )
+    n = len(films)
+    picks = rng.integers(0, len(donors), size=(config.draws, n))
+    # placebo source: another text-free film, never the film itself
+    sources = (np.arange(n)[None] + rng.integers(1, n, size=(config.draws, n))) % n
+    batches_t, batches_p = [], []
+    for d in range(config.draws):
+        batches_t.append(paste(films, donors, picks[d]))
+        plain = placebo_donors([donors[int(k)] for k in picks[d]], films, sources[d])
+        batches_p.append(paste(films, plain, np.arange(n)))
+    stacked = torch.from_numpy(
+        np.stack([films, *batches_t, *batches_p]).reshape(-1, 1, *films.shape[1:])
+    )
+    labels = cache.labels.numpy()
+    table = pd.DataFrame(
+        {
+            "path": [r.path for r in cache.records],
+            "patient_id": [r.patient_id for r in cache.records],
+        }
+    )
+    groups = patient_groups(table)
+    results = []
+    for k, loaded in enumerate(models):
+        probs = predict_probs(loaded.model, prep, stacked, device, config.batch_size).numpy()
+        probs = probs.reshape(1 + 2 * config.draws, n, -1)
+        base = probs[0]
+        text = probs[1 : 1 + config.draws].transpose(1, 0, 2)
+        placebo = probs[1 + config.draws :].transpose(1, 0, 2)
+        summary = {
+            "classes": list(first.classes),
+            "model": str(loaded.path) if loaded.path else None,
+            "model_sha256": loaded.sha256,
+            "data": str(index.root),
+            "split": split,
+            "boxes_from": source,
+            "donors": kind,
+            "n_donors": len(donors),
+            "n_films": n,
+            "skipped": [{"path": r.path, "error": m} for r, m in cache.failed],
+            "config": {k2: v for k2, v in asdict(config).items() if k2 != "device"},
+            **summarise(base, text, placebo, labels, groups, first.classes, config),
+        }
+        examples = _examples(base, text, placebo, cache)
+        summary["examples"] = examples
+        path = None
+        if out is not None:
+            name = str(names[k]) if names else str(k)
+            folder = Path(out) if len(models) == 1 else Path(out) / name
+            rows = [
+                (films[e["index"]], batches_t[0][e["index"]], batches_p[0][e["index"]])
+                for e in examples
+            ]
+            atomic_write_bytes(folder / EXAMPLES_FILE, _example_sheet(rows))
+            path = atomic_write_json(folder / RESULT_FILE, summary)
+        results.append(TextSensitivityResult(summary, path))
+    return results
+
+
+def _example_sheet(rows: Sequence[tuple[np.ndarray, ...]], gap: int = 4) -> bytes:
+    """PNG bytes: one row per example, (unchanged | text pasted | placebo pasted)."""
+    lines = []
+    for row in rows:
+        tiles = []
+        for tile in row:
+            tiles += [
+                np.rint(np.clip(tile, 0, 1) * 255).astype(np.uint8),
+                np.full((tile.shape[0], gap), 255, np.uint8),
+            ]
+        lines += [
+            np.hstack(tiles[:-1]),
+            np.full((gap, sum(t.shape[1] for t in tiles[:-1])), 255, np.uint8),
+        ]
+    ok, png = cv2.imencode(".png", np.vstack(lines[:-1]))
+    if not ok:  # pragma: no cover - OpenCV failure
+        raise RuntimeError("could not encode the example sheet")
+    return png.tobytes()
+
+
+def _examples(
+    base: np.ndarray,
+    text: np.ndarray,
+    placebo: np.ndarray,
+    cache: ImageCache,
+    n: int = 4,
+) -> list[dict[str, Any]]:
+    """The films whose answer moved most with text (first draw): path and probabilities."""
+    shift = np.abs(text[:, 0] - base).sum(1)
+    rows = []
+    for i in np.argsort(-shift)[:n]:
+        rows.append(
+            {
+                "index": int(i),
+                "path": cache.records[int(i)].path,
+                "label": cache.records[int(i)].label,
+                "base": base[i].round(4).tolist(),
+                "text": text[i, 0].round(4).tolist(),
+                "placebo": placebo[i, 0].round(4).tolist(),
+            }
+        )
+    return rows
+
+
+def text_sensitivity_table(summary: dict[str, Any], title: str = "") -> Table:
+    """A rich table of ``into[C]``: text, placebo, sensitivity and its CI per class."""
+    table = Table(title=title or "Does the model react to burned-in text?")
+    for name in ("pushed into", "with text", "placebo", "text - placebo [95% CI]"):
+        table.add_column(name, justify="left" if name == "pushed into" else "right")
+    for cls, row in summary["into"].items():
+        ci = f" [{row['ci'][0]:+.2f}, {row['ci'][1]:+.2f}]" if row["ci"] else ""
+        table.add_row(
+            cls, f"{row['text']:.2f}", f"{row['placebo']:.2f}", f"{row['sensitivity']:+.2f}{ci}"
+        )
+    table.caption = (
+        f"{summary['n_films']} text-free films, {summary['config']['draws']} pastes each, "
+        f"{summary['n_donors']} {summary['donors']} text donors; share of the films not called "
+        "a class that become that class"
+    )
+    return table
+
+
+def print_text_sensitivity(summary: dict[str, Any], console: Console) -> None:
+    console.print(text_sensitivity_table(summary))
+    colour = "red" if summary["reacts"] else "green"
+    console.print(f"[{colour}]{summary['sentence']}[/]", highlight=False)
