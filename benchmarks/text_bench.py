@@ -14,6 +14,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.text_bench --n 12 --sizes 256 512 1024 2048 3000 --detectors auto
     python -m benchmarks.text_bench --detectors auto craft craft-global --json out.json
+    python -m benchmarks.text_bench --synth-data demo-run/data   # the demo's own test films
 
 Prints the CPU (model and ``torch.backends.cpu.get_cpu_capability()``) first.
 """
@@ -152,6 +153,33 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def synth_recall(data: Path, detector: str, split: str = "test") -> dict:
+    """Markers found on a dataset written by ``xraydebug synth`` (its ``ground_truth.json``
+    boxes): a marker is found when the detected boxes, grown by 3 px, cover 90% of its box."""
+    truth = json.loads((data / "ground_truth.json").read_text())
+    keys = sorted(k for k in truth if not k.startswith("_") and k.startswith(f"{split}/"))
+    config = TextDetectConfig(detector=detector, device="cpu")
+    found = markers = fp = free = 0
+    start = time.perf_counter()
+    for key in keys:
+        image, _ = read_image(data / key)
+        boxes = detect_text([image], config)[0]
+        if not truth[key]["boxes"]:
+            free += 1
+            fp += bool(boxes)
+        for x0, y0, x1, y1 in truth[key]["boxes"]:
+            mask = np.zeros(image.shape, bool)
+            mask[y0:y1, x0:x1] = True
+            markers += 1
+            found += coverage(mask, boxes) >= 0.9
+    seconds = (time.perf_counter() - start) / max(len(keys), 1)
+    print(
+        f"{detector:>12} {data} [{split}]: markers found {found}/{markers}, text-free films "
+        f"with a box {fp}/{free}, {seconds:.2f} s/film"
+    )
+    return {"recall": [found, markers], "fp_films": [fp, free], "seconds_per_film": seconds}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="text_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=12, help="films per size (half carry markers)")
@@ -162,12 +190,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default="/tmp/xraydebug-text-bench")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument(
+        "--synth-data",
+        default=None,
+        help="instead: recall on the test split of a set written by `xraydebug synth`",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    results = run(args)
+    if args.synth_data:
+        torch.set_num_threads(args.threads)
+        header = machine_info()
+        print(f"CPU: {header['cpu']} ({header['cpu_capability']}), {header['threads']} threads")
+        results = {"header": header, "synth": {}}
+        for name in args.detectors:
+            results["synth"][name] = synth_recall(Path(args.synth_data), name)
+    else:
+        results = run(args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 

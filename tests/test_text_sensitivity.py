@@ -15,6 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.conftest import TINY_TRAIN, tree_digest
+from xraydebug.audit import text_sensitivity as ts_module
 from xraydebug.audit.text_sensitivity import TextSensitivityConfig, summarise, text_sensitivity
 from xraydebug.cli import app
 from xraydebug.data.text_pool import Donor, boxes_from_table, input_box, paste, paste_random
@@ -130,7 +131,7 @@ def shortcut_models(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_text_sensitivity_tells_a_shortcut_model_from_an_unbiased_one(
-    shortcut_models, tmp_path
+    shortcut_models, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = shortcut_models["data"]
     before = tree_digest(data)
@@ -150,7 +151,8 @@ def test_text_sensitivity_tells_a_shortcut_model_from_an_unbiased_one(
     assert not unbiased.summary["reacts"], unbiased.summary["into"]
     assert (tmp_path / "ts" / "shortcut" / "text_sensitivity.json").exists()
     assert (tmp_path / "ts" / "unbiased" / "text_sensitivity_examples.png").stat().st_size > 0
-    # deterministic per seed, and the data is untouched
+    # deterministic per seed, in chunks of any size, and the data is untouched
+    monkeypatch.setattr(ts_module, "_CHUNK", 5)
     (again,) = text_sensitivity(data, shortcut_models["shortcut"], None, boxes=boxes, config=FAST)
     assert again.summary["into"] == reacting.summary["into"]
     assert tree_digest(data) == before

@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 RESULT_FILE = "text_sensitivity.json"
+_CHUNK = 256  # films pasted and scored at a time
 EXAMPLES_FILE = "text_sensitivity_examples.png"
 
 
@@ -301,14 +302,28 @@ def text_sensitivity(
     picks = rng.integers(0, len(donors), size=(config.draws, n))
     # placebo source: another text-free film, never the film itself
     sources = (np.arange(n)[None] + rng.integers(1, n, size=(config.draws, n))) % n
-    batches_t, batches_p = [], []
-    for d in range(config.draws):
-        batches_t.append(paste(films, donors, picks[d]))
-        plain = placebo_donors([donors[int(k)] for k in picks[d]], films, sources[d])
-        batches_p.append(paste(films, plain, np.arange(n)))
-    stacked = torch.from_numpy(
-        np.stack([films, *batches_t, *batches_p]).reshape(-1, 1, *films.shape[1:])
-    )
+
+    def variants(rows: slice) -> np.ndarray:
+        """(1 + 2 draws, m, S, S): the films of ``rows`` unchanged, with text, with placebo."""
+        part = films[rows]
+        with_text = [paste(part, donors, picks[d, rows]) for d in range(config.draws)]
+        with_placebo = [
+            paste(
+                part,
+                placebo_donors([donors[int(k)] for k in picks[d, rows]], films, sources[d, rows]),
+                np.arange(len(part)),
+            )
+            for d in range(config.draws)
+        ]
+        return np.stack([part, *with_text, *with_placebo])
+
+    probs = [np.zeros((1 + 2 * config.draws, n, len(first.classes))) for _ in models]
+    for start in range(0, n, _CHUNK):  # memory: (1 + 2 draws) x _CHUNK films at a time
+        rows = slice(start, min(start + _CHUNK, n))
+        stacked = torch.from_numpy(variants(rows).reshape(-1, 1, *films.shape[1:]))
+        for k, loaded in enumerate(models):
+            out_k = predict_probs(loaded.model, prep, stacked, device, config.batch_size)
+            probs[k][:, rows] = out_k.numpy().reshape(1 + 2 * config.draws, rows.stop - start, -1)
     labels = cache.labels.numpy()
     table = pd.DataFrame(
         {
@@ -319,11 +334,9 @@ def text_sensitivity(
     groups = patient_groups(table)
     results = []
     for k, loaded in enumerate(models):
-        probs = predict_probs(loaded.model, prep, stacked, device, config.batch_size).numpy()
-        probs = probs.reshape(1 + 2 * config.draws, n, -1)
-        base = probs[0]
-        text = probs[1 : 1 + config.draws].transpose(1, 0, 2)
-        placebo = probs[1 + config.draws :].transpose(1, 0, 2)
+        base = probs[k][0]
+        text = probs[k][1 : 1 + config.draws].transpose(1, 0, 2)
+        placebo = probs[k][1 + config.draws :].transpose(1, 0, 2)
         summary = {
             "classes": list(first.classes),
             "model": str(loaded.path) if loaded.path else None,
@@ -344,11 +357,12 @@ def text_sensitivity(
         if out is not None:
             name = str(names[k]) if names else str(k)
             folder = Path(out) if len(models) == 1 else Path(out) / name
-            rows = [
-                (films[e["index"]], batches_t[0][e["index"]], batches_p[0][e["index"]])
+            sheet = [
+                variants(slice(e["index"], e["index"] + 1))[[0, 1, 1 + config.draws], 0]
                 for e in examples
             ]
-            atomic_write_bytes(folder / EXAMPLES_FILE, _example_sheet(rows))
+
+            atomic_write_bytes(folder / EXAMPLES_FILE, _example_sheet(sheet))
             path = atomic_write_json(folder / RESULT_FILE, summary)
         results.append(TextSensitivityResult(summary, path))
     return results
