@@ -164,3 +164,20 @@ def test_report_stays_small_for_many_flags(tmp_path: Path):
     assert html.count("<article") == 50
     assert "150 more flagged images" in html
     assert size_mb < 5.0, size_mb
+
+
+def test_scan_csv_saved_by_pandas_keeps_its_flags(report_run, tmp_path: Path):
+    _data, scan_dir = report_run
+    n = len(_flagged(scan_dir))
+    copy = tmp_path / "scan"
+    shutil.copytree(scan_dir, copy)
+    # a notebook user: read with pandas defaults, save back (flagged becomes True/False)
+    table = pd.read_csv(copy / "scan.csv")
+    table.to_csv(copy / "scan.csv", index=False)
+    assert ",True," in (copy / "scan.csv").read_text()
+    assert f"Flagged cases ({n})" in build_report(copy, tmp_path / "r.html").read_text()
+    table["flagged"] = table["flagged"].astype(object)
+    table.loc[1, "flagged"] = "maybe"
+    table.to_csv(copy / "scan.csv", index=False)
+    with pytest.raises(DatasetError, match=r"scan.csv: row 3 \(.*\): flagged is 'maybe'"):
+        build_report(copy, tmp_path / "r2.html")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xraydebug.audit.scan_table import read_scan_csv
 from xraydebug.data.imageio import ImageMeta, read_image, read_native
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import ImageRecord
@@ -90,7 +91,7 @@ def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[
     csv_path = scan_dir / "scan.csv"
     if not csv_path.exists():
         raise DatasetError(f"{scan_dir}: no scan.csv (run `xraydebug scan` first)")
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    table = read_scan_csv(csv_path)
     if (table["boxes"] == "").all() and (table["status"] == "ok").any():
         raise DatasetError(
             f"{csv_path}: has no text boxes (scanned before text detection); rerun the scan "
@@ -100,7 +101,7 @@ def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[
     for row in table.itertuples():
         if row.status != "ok":
             continue
-        if only_flagged and row.flagged.lower() != "true":
+        if only_flagged and row.flagged != "true":
             boxes[row.path] = []
             continue
         boxes[row.path] = json.loads(row.boxes) if row.boxes else []

@@ -35,6 +35,7 @@ import pandas as pd
 from xraydebug.audit import figures
 from xraydebug.audit.clean import STATE_FILE
 from xraydebug.audit.flagging import saliency_to_original
+from xraydebug.audit.scan_table import read_scan_csv
 from xraydebug.audit.text_sensitivity import EXAMPLES_FILE
 from xraydebug.data.imageio import read_image
 from xraydebug.data.layouts import load_index
@@ -116,7 +117,7 @@ def find_parts(run_dir: Path) -> RunParts:
 
 
 def _read_scan(scan_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    table = pd.read_csv(scan_dir / "scan.csv", dtype=str, keep_default_na=False)
+    table = read_scan_csv(scan_dir / "scan.csv")
     run_path = scan_dir / "run.json"
     run = json.loads(run_path.read_text()) if run_path.exists() else {}
     return table, run

@@ -43,6 +43,7 @@ from xraydebug.audit.flagging import (
     text_mass,
 )
 from xraydebug.audit.report import build_report
+from xraydebug.audit.scan_table import read_scan_csv
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, ImageRecord
 from xraydebug.data.torch_dataset import ImageCache
@@ -342,7 +343,7 @@ def _read_existing(out: Path, identity: dict[str, Any]) -> dict[str, dict[str, A
             f"{out}: holds a scan made with another model or settings; "
             "use a new --out (or delete the folder) to start over"
         )
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    table = read_scan_csv(csv_path)
     return {row["path"]: row for row in table.to_dict("records") if row["status"] == "ok"}
 
 
