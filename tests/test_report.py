@@ -181,3 +181,22 @@ def test_scan_csv_saved_by_pandas_keeps_its_flags(report_run, tmp_path: Path):
     table.to_csv(copy / "scan.csv", index=False)
     with pytest.raises(DatasetError, match=r"scan.csv: row 3 \(.*\): flagged is 'maybe'"):
         build_report(copy, tmp_path / "r2.html")
+
+
+def test_report_refuses_files_outside_its_run(report_run, tmp_path: Path):
+    data, scan_dir = report_run
+    copy = tmp_path / "scan"
+    shutil.copytree(scan_dir, copy)
+    secret = tmp_path / "secret.png"  # a readable image outside the dataset and the scan
+    shutil.copy(data / _flagged(scan_dir)["path"].iloc[0], secret)
+    table = pd.read_csv(copy / "scan.csv", dtype=str, keep_default_na=False)
+    rows = table.index[table["flagged"] == "true"]
+    dotdot = "../" * (len(data.relative_to(tmp_path.anchor).parts) + 1) + str(secret)[1:]
+    table.loc[rows[0], "path"] = dotdot  # a ../ path
+    table.loc[rows[1], "path"] = str(secret)  # an absolute path
+    table.loc[rows[2], "mask_file"] = "../" + secret.name  # a mask outside the scan folder
+    table.to_csv(copy / "scan.csv", index=False)
+    html = build_report(copy, tmp_path / "r.html").read_text()
+    assert html.count("resolves outside") == 3, html.count("resolves outside")
+    assert f"image path &#39;{secret}&#39; resolves outside {data} (refused)" in html
+    assert f"mask file &#39;../{secret.name}&#39; resolves outside {copy} (refused)" in html

@@ -247,10 +247,23 @@ def _patient_ids(data_root: Path | None, classes: tuple[str, ...]) -> dict[str, 
     return {r.path: r.patient_id or "" for r in index.records}
 
 
+def _inside(root: Path, relative: str, what: str) -> Path:
+    """``root / relative``, refused (:class:`ImageReadError`, one line) when it resolves outside
+    ``root``: run folders are data a user may have edited or received, and whatever the report
+    reads ends up in an HTML file people e-mail."""
+    path = root / relative
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ImageReadError(f"{what} {relative!r} resolves outside {root} (refused)")
+    return path
+
+
 def _mask_saliency(scan_dir: Path, mask_file: str) -> np.ndarray | None:
-    """Insertion saliency ``1 - M_ins`` (s, s) float32 (``1 - M_del`` without an insertion mask)."""
-    path = scan_dir / mask_file
-    if not mask_file or not path.exists():
+    """Insertion saliency ``1 - M_ins`` (s, s) float32 (``1 - M_del`` without an insertion mask);
+    raises :class:`ImageReadError` for a mask file outside ``scan_dir``."""
+    if not mask_file:
+        return None
+    path = _inside(scan_dir, mask_file, "mask file")
+    if not path.exists():
         return None
     with np.load(path) as archive:
         key = "insertion" if "insertion" in archive.files else "deletion"
@@ -293,7 +306,7 @@ def _case(
     try:
         if data_root is None:
             raise ImageReadError("the scanned dataset's location is not recorded")
-        gray, _meta = read_image(data_root / row["path"])
+        gray, _meta = read_image(_inside(data_root, row["path"], "image path"))
     except (ImageReadError, OSError) as exc:
         case["missing"].append(f"original not available: {exc}")
         return case
@@ -302,17 +315,21 @@ def _case(
     case["original"] = figures.jpeg_uri(
         figures.draw_boxes(small, boxes, scale), config.jpeg_quality
     )
-    saliency = _mask_saliency(scan_dir, row.get("mask_file", ""))
+    try:
+        saliency = _mask_saliency(scan_dir, row.get("mask_file", ""))
+    except ImageReadError as exc:
+        saliency = None
+        case["missing"].append(f"saliency not shown: {exc}")
     if saliency is not None:
         crop = prep.crop_rows(gray.shape[0]) if prep is not None else 0
         full = saliency_to_original(saliency, gray.shape, crop)
         overlay = figures.draw_boxes(figures.saliency_overlay(small, full), boxes, scale)
         case["overlay"] = figures.jpeg_uri(overlay, config.jpeg_quality)
-    else:
+    elif not any(m.startswith("saliency") for m in case["missing"]):
         case["missing"].append("saliency mask file not found")
     if clean_root is not None:
         try:
-            cleaned, _ = read_image(clean_root / row["path"])
+            cleaned, _ = read_image(_inside(clean_root, row["path"], "image path"))
             case["cleaned"] = figures.jpeg_uri(
                 figures.thumbnail(cleaned, config.thumb_px), config.jpeg_quality
             )
