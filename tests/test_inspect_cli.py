@@ -72,7 +72,7 @@ def test_cli_inspect_nothing_readable_exits_1(tmp_path: Path):
 def test_cli_errors_are_one_line(tmp_path: Path):
     result = runner.invoke(app, ["inspect", str(tmp_path / "nope")])
     assert result.exit_code == 1
-    assert "dataset directory not found" in result.output and "Traceback" not in result.output
+    assert "nope: does not exist" in result.output and "Traceback" not in result.output
 
 
 def test_help_lists_every_command():

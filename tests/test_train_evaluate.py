@@ -169,4 +169,4 @@ def test_cli_train_evaluate(tiny_covidx: Path, tmp_path: Path):
     bad = runner.invoke(app, ["train", str(tiny_covidx), "--arch", "resnet9000"])
     assert bad.exit_code == 1 and "covidnext" in bad.output
     missing = runner.invoke(app, ["evaluate", str(tiny_covidx), "--model", str(tmp_path / "x.pt")])
-    assert missing.exit_code == 1 and "checkpoint not found" in missing.output
+    assert missing.exit_code == 1 and "x.pt: does not exist" in missing.output

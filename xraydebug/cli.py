@@ -54,6 +54,30 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def check_paths(
+    folders: dict[str, Path | None] | None = None,
+    files: dict[str, Path | None] | None = None,
+    outputs: dict[str, Path | None] | None = None,
+) -> None:
+    """Check every path argument before any work or progress output: ``folders`` and
+    ``files`` must exist as such, ``outputs`` (folders to write) must not be files. All
+    problems are reported together, one line each, naming the argument."""
+    problems = []
+    for name, path in (folders or {}).items():
+        if path is not None and not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            problems.append(f"{name} {path}: {what}")
+    for name, path in (files or {}).items():
+        if path is not None and not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            problems.append(f"{name} {path}: {what}")
+    for name, path in (outputs or {}).items():
+        if path is not None and path.exists() and not path.is_dir():
+            problems.append(f"{name} {path}: is a file, not a folder to write into")
+    if problems:
+        raise _fail("\n       ".join(problems))
+
+
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library errors into one clear line and exit code 1 (traceback with ``--debug``)."""
 
@@ -129,6 +153,7 @@ def inspect_cmd(
 
     Example: [bold]xraydebug inspect covidx/ --out inspect.csv[/]
     """
+    check_paths({"DATA": data}, {"--manifest": manifest})
     from xraydebug.data.inspect import inspect_dataset, summarize_counts
 
     with progress_bar() as progress:
@@ -214,6 +239,7 @@ def train(
 
     Example: [bold]xraydebug train covidx/ --arch covidnext --epochs 20[/]
     """
+    check_paths({"DATA": data}, {"--manifest": manifest, "--init-weights": init_weights})
     from xraydebug.models.architectures import get_arch
     from xraydebug.models.train import TrainConfig
     from xraydebug.models.train import train as train_model
@@ -282,6 +308,7 @@ def evaluate(
 
     Example: [bold]xraydebug evaluate covidx/ --model models/covidnet.pt --text-sensitivity[/]
     """
+    check_paths({"DATA": data}, {"--model": model, "--manifest": manifest}, {"--out": out})
     from xraydebug.models.evaluate import evaluate as evaluate_model
     from xraydebug.models.evaluate import print_metrics
 
@@ -352,6 +379,7 @@ def scan(
 
     Example: [bold]xraydebug scan covidx/ --model models/covidnet.pt --mask-size 56[/]
     """
+    check_paths({"DATA": data}, {"--model": model, "--manifest": manifest}, {"--out": out})
     from xraydebug.audit.scan import ScanConfig, parse_shard
     from xraydebug.audit.scan import scan as run_scan
 
@@ -417,6 +445,7 @@ def clean(
 
     Example: [bold]xraydebug clean covidx/ --inpaint --scan runs/scan --out covidx-clean[/]
     """
+    check_paths({"DATA": data, "--scan": scan}, {"--manifest": manifest}, {"--out": out})
     from xraydebug.audit.clean import CleanConfig, clean_dataset
 
     if not inpaint:
@@ -467,6 +496,7 @@ def text_cmd(
 
     Example: [bold]xraydebug text covidx/ --out runs/text[/]
     """
+    check_paths({"DATA": data}, {"--manifest": manifest}, {"--out": out})
     from xraydebug.text.dataset import detect_dataset
     from xraydebug.text.detect import TextDetectConfig
 
@@ -532,6 +562,11 @@ def retrain(
 
     Example: [bold]xraydebug retrain covidx-clean/ --baseline models/covidnet.pt --test covidx/[/]
     """
+    check_paths(
+        {"DATA": data, "--test": test, "--scan": scan},
+        {"--baseline": baseline},
+        {"--run-dir": run_dir},
+    )
     from xraydebug.audit.retrain import RetrainConfig, print_before_after
     from xraydebug.audit.retrain import retrain as run_retrain
 
@@ -568,6 +603,7 @@ def report(
 
     Example: [bold]xraydebug report runs/retrain --show-ids[/]
     """
+    check_paths({"RUN_DIR": run_dir})
     from xraydebug.audit.report import ReportConfig, build_report
 
     config = ReportConfig(show_ids=show_ids, max_gallery=max_gallery, thumb_px=thumb_px)
