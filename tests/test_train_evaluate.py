@@ -149,6 +149,11 @@ def test_cli_train_evaluate(tiny_covidx: Path, tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert "Checkpoint" in result.output and ckpt.exists()
+    # unset settings come from tiny's recipe, and the run says which came from where
+    recipe = "epochs 2 (set by you), batch_size 8 (set by you), lr 0.01 (tiny's recipe)"
+    assert recipe in " ".join(result.output.split())
+    assert read_checkpoint(ckpt)["train_config"]["lr"] == 0.01
+    assert "- Recipe: epochs 2 (set by you)" in ckpt.with_suffix(".md").read_text()
     result = runner.invoke(
         app,
         [
@@ -170,3 +175,13 @@ def test_cli_train_evaluate(tiny_covidx: Path, tmp_path: Path):
     assert bad.exit_code == 1 and "covidnext" in bad.output
     missing = runner.invoke(app, ["evaluate", str(tiny_covidx), "--model", str(tmp_path / "x.pt")])
     assert missing.exit_code == 1 and "x.pt: does not exist" in missing.output
+
+
+def test_recipes_per_architecture():
+    assert TrainConfig(arch="small").resolved().lr == 1e-3
+    assert TrainConfig(arch="small").resolved().batch_size == 16
+    assert TrainConfig(arch="small", lr=5e-4).resolved().lr == 5e-4  # an override wins
+    assert TrainConfig(arch="covidnext").resolved().lr == 1e-4
+    assert TrainConfig(arch="tiny", epochs=3).resolved().epochs == 3
+    lines = TrainConfig(arch="small", lr=5e-4).recipe_lines()
+    assert lines[2] == "lr 0.0005 (set by you)" and lines[1] == "batch_size 16 (small's recipe)"

@@ -212,18 +212,25 @@ def train(
         str, typer.Option(help="Architecture: covidnext | covidnet | small | tiny.")
     ] = "small",
     epochs: Annotated[
-        int, typer.Option(help="Maximum epochs (early stopping may end sooner).")
-    ] = 30,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 1e-3,
+        int | None,
+        typer.Option(help="Maximum epochs (early stopping may end sooner). [default: recipe]"),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per batch. [default: recipe]")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate. [default: recipe]")] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="Adam weight decay. [default: recipe]")
+    ] = None,
     class_weights: Annotated[
         str, typer.Option(help="auto (inverse frequency) | none | w1,w2,w3 in class order.")
     ] = "auto",
     val_fraction: Annotated[
         float, typer.Option(help="Patient-grouped share of train used for validation.")
     ] = 0.1,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
+    patience: Annotated[
+        int | None, typer.Option(help="Early-stopping patience in epochs. [default: recipe]")
+    ] = None,
     augment: Annotated[bool, typer.Option(help="Small affine + intensity jitter.")] = True,
     init_weights: Annotated[
         Path | None, typer.Option(help="Local state_dict to start from (no downloads).")
@@ -236,6 +243,10 @@ def train(
     debug: DebugOpt = False,
 ) -> None:
     """Train a COVID-Net-style classifier; best epoch by validation macro-F1.
+
+    Settings left unset come from the architecture's recipe (printed at the start, written
+    into the model card): small: lr 1e-3, batch 16, 30 epochs, patience 10; covidnext and
+    covidnet: lr 1e-4, batch 32, 30 epochs, patience 8.
 
     Example: [bold]xraydebug train covidx/ --arch covidnext --epochs 20[/]
     """

@@ -13,7 +13,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,14 @@ class TrainConfig:
     """Everything that determines a training run (stored in the checkpoint)."""
 
     arch: str = "small"
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
+    # None: the architecture's recipe (``ArchSpec.recipe``); see :meth:`resolved`
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
     class_weights: str = "auto"  # auto | none | comma-separated weights in class order
     val_fraction: float = 0.1
-    patience: int = 8
+    patience: int | None = None
     seed: int = 0
     augment: bool = True
     amp: bool = True  # CUDA only
@@ -74,6 +75,23 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def resolved(self) -> TrainConfig:
+        """This config with every recipe field left at None taken from the architecture's
+        recipe (what a run actually uses, and what checkpoints record)."""
+        recipe = get_arch(self.arch).recipe.values()
+        return replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
+
+    def recipe_lines(self) -> list[str]:
+        """One line per recipe field: its value, and whether the user or the architecture set
+        it (call on the config as given, before :meth:`resolved`)."""
+        spec = get_arch(self.arch)
+        lines = []
+        for key, default in spec.recipe.values().items():
+            given = getattr(self, key)
+            source = "set by you" if given is not None else f"{self.arch}'s recipe"
+            lines.append(f"{key} {given if given is not None else default} ({source})")
+        return lines
 
 
 @dataclass
@@ -155,7 +173,7 @@ def checkpoint_is_current(
     if not checkpoint.exists():
         return False
     meta = read_checkpoint(checkpoint)
-    wanted = {k: v for k, v in config.to_dict().items() if k != "device"}
+    wanted = {k: v for k, v in config.resolved().to_dict().items() if k != "device"}
     recorded = {**TrainConfig().to_dict(), **meta.get("train_config", {})}  # older checkpoints
     saved = {k: v for k, v in recorded.items() if k != "device"}
     if saved != wanted:
@@ -247,6 +265,7 @@ def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
         f"(validation: {card['n_val']} images, patient-grouped); {card['seconds']:.0f} s on "
         f"{card['device']}",
         f"- Validation accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+        *([f"- Recipe: {'; '.join(card['recipe'])}"] if card.get("recipe") else []),
         *_pool_lines(card),
         "",
         "| class | precision | recall | F1 | support |",
@@ -285,10 +304,13 @@ def train(
     The validation split is ``data``'s ``val`` split when it has one, else a patient-grouped
     ``config.val_fraction`` of train. Test images are never looked at.
     """
+    recipe_lines = config.recipe_lines()
+    config = config.resolved()
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     start_time = time.perf_counter()
     console = console or Console()
+    console.print(f"Training {config.arch}: " + ", ".join(recipe_lines), highlight=False)
     out = Path(out)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -421,6 +443,7 @@ def train(
         "classes": list(classes),
         "preprocessing": prep.to_dict(),
         "train_config": config.to_dict(),
+        "recipe": recipe_lines,
         "augment": augment_cfg.to_dict() if config.augment else None,
         "text_pool": pool_info,
         "data": str(Path(data)),
