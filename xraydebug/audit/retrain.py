@@ -577,15 +577,15 @@ def _text_sensitivity_pair(
         names=("before", "after"),
     )
     b, a = found_before.summary, found_after.summary
-    worst = a["worst_class"]
-    moved = a["into"][worst]
-    was = b["into"][b["worst_class"]]
+    # the class text pushed toward before cleaning, unless after it pushes toward another
+    cls = a["worst_class"] if a["reacts"] else b["worst_class"]
+    moved, was = a["into"][cls], b["into"][cls]
+    ci = f" (95% CI [{moved['ci'][0]:+.0%}, {moved['ci'][1]:+.0%}])" if moved["ci"] else ""
     sentence = (
         f"After retraining the model {'still reacts' if a['reacts'] else 'no longer reacts'} "
-        f"to burned-in text: pasted text moves {moved['sensitivity']:+.0%} more films into "
-        f"{worst} than placebo pastes do"
-        + (f" (95% CI [{moved['ci'][0]:+.0%}, {moved['ci'][1]:+.0%}])" if moved["ci"] else "")
-        + f"; before it moved {was['sensitivity']:+.0%} into {b['worst_class']}."
+        f"to burned-in text: pasted text turns {moved['sensitivity']:+.0%} more of the films "
+        f"it did not call {cls} into {cls} than placebo pastes do{ci}; before cleaning "
+        f"{was['sensitivity']:+.0%}."
     )
     return {"before": b, "after": a, "sentence": sentence}
 
