@@ -8,6 +8,8 @@ mass on the patch and none on the distractor.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -506,3 +508,16 @@ def test_amp_on_cpu() -> None:
     assert (f32.mask - 1).abs().mean() > 0.05  # the masks moved: a real comparison
     assert (amp.mask - f32.mask).abs().mean() < 0.01
     assert (mass_fraction(amp.saliency((SIZE, SIZE)), PATCH) > 3 * region(PATCH).mean()).all()
+
+
+def test_tv_and_btv_on_a_3x3_example_worked_by_hand():
+    from xraydebug.saliency.masks import bilateral_tv, total_variation
+
+    mask = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]).view(1, 1, 3, 3)
+    image = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]).view(1, 1, 3, 3)
+    # vertical pairs: |dM|^2 = 1 at (0,1)->(1,1) with flat image (w = 1) and at (1,1)->(2,1)
+    # across the image edge (w = exp(-1 / sigma2) = e^-1); 6 vertical pairs in all.
+    # horizontal pairs: |dM|^2 = 1 twice in the middle row, image flat there (w = 1); 6 pairs.
+    assert total_variation(mask).item() == pytest.approx(2 / 6 + 2 / 6)
+    expected = 0.5 * ((1 + math.exp(-1)) / 6 + 2 / 6)  # = (3 + e^-1) / 12
+    assert bilateral_tv(mask, image, sigma2=1.0).item() == pytest.approx(expected)
