@@ -338,3 +338,74 @@ def test_shortcut_check_says_whether_text_still_pushes_to_a_class():
         "without_text": 0.11,
     }
     assert shortcut_check(_breakdown(0.9, 0.1)[:0])["gone"] is None
+
+
+@pytest.fixture(scope="module")
+def cleaned_retrain(tmp_path_factory):
+    """A baseline trained on a set with a planted marker shortcut (every COVID-19 training
+    film carries it, no other), and the same set with every marker removed as the cleaned
+    copy: before and after must differ, in a known direction."""
+    from dataclasses import replace as with_
+
+    from tests.conftest import TINY_TRAIN
+    from tests.test_text_sensitivity import shortcut_set
+    from xraydebug.models.train import train
+
+    root = tmp_path_factory.mktemp("wiring")
+    # classes barely apart by brightness: the marker is the easy cue, and the baseline takes it
+    levels = (93, 90, 87)
+    original = shortcut_set(root / "original", {"COVID-19": 1.0}, levels=levels)
+    clean = shortcut_set(root / "clean", {"COVID-19": 1.0}, draw=False, levels=levels)
+    shutil.copy(original / "boxes.csv", clean / "cleaning.csv")  # what clean found and removed
+    recipe = with_(TINY_TRAIN, epochs=12, lr=5e-3, augment=False)
+    baseline = train(original, root / "baseline.pt", recipe, console=Console(quiet=True))
+    result = retrain(
+        clean,
+        baseline.checkpoint,
+        test_data=original,
+        out=root / "after.pt",
+        run_dir=root / "run",
+        config=RetrainConfig(n_boot=100, device="cpu"),
+        console=Console(quiet=True),
+        report=False,
+    )
+    return result, original, clean
+
+
+def test_retrain_wiring_before_is_the_baseline_after_is_trained_on_the_cleaned_copy(
+    cleaned_retrain,
+):
+    result, original, clean = cleaned_retrain
+    comparison = result.comparison
+    by_text = comparison["test_sets"]["original"]["by_text"]
+
+    def covid_gap(side: str) -> float:
+        """Share of non-COVID films called COVID-19 with the marker minus without."""
+        share = {}
+        for marked in (True, False):
+            rows = [r for r in by_text if r["label"] != "COVID-19" and r["text"] == marked]
+            share[marked] = sum(r[side]["COVID-19"] * r["n"] for r in rows) / sum(
+                r["n"] for r in rows
+            )
+        return share[True] - share[False]
+
+    # before: the baseline reads the marker; after: trained without it, it does not
+    # (swapped checkpoints, the baseline scored twice or training on the original data
+    # would all leave the gaps equal or reversed)
+    assert covid_gap("before") >= 0.3, by_text
+    assert covid_gap("after") <= covid_gap("before") - 0.3, by_text
+    sensitivity = comparison["text_sensitivity"]
+    before, after = (sensitivity[side]["into"]["COVID-19"] for side in ("before", "after"))
+    assert before["ci"][0] > 0 and after["sensitivity"] <= before["sensitivity"] - 0.2
+    # the cleaned test set is the cleaned copy, not the original scored twice: the baseline
+    # calls fewer of its non-COVID films COVID-19 there
+    by_set = {
+        name: sum(
+            r["before"]["COVID-19"] * r["n"] for r in t["by_text"] if r["label"] != "COVID-19"
+        )
+        for name, t in comparison["test_sets"].items()
+    }
+    assert by_set["cleaned"] < by_set["original"], by_set
+    assert Path(comparison["data"]["cleaned"]) == clean.resolve()
+    assert read_checkpoint(result.checkpoint)["data"] == str(clean)
+    assert read_checkpoint(comparison["baseline"]["path"])["data"] == str(original)
