@@ -407,5 +407,6 @@ def test_retrain_wiring_before_is_the_baseline_after_is_trained_on_the_cleaned_c
     }
     assert by_set["cleaned"] < by_set["original"], by_set
     assert Path(comparison["data"]["cleaned"]) == clean.resolve()
+    assert comparison["machine"]["cpu_capability"] and sensitivity["after"]["machine"]["cpu"]
     assert read_checkpoint(result.checkpoint)["data"] == str(clean)
     assert read_checkpoint(comparison["baseline"]["path"])["data"] == str(original)

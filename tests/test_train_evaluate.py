@@ -154,6 +154,8 @@ def test_cli_train_evaluate(tiny_covidx: Path, tmp_path: Path):
     assert recipe in " ".join(result.output.split())
     assert read_checkpoint(ckpt)["train_config"]["lr"] == 0.01
     assert "- Recipe: epochs 2 (set by you)" in ckpt.with_suffix(".md").read_text()
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert f"torch CPU capability {capability}" in ckpt.with_suffix(".md").read_text()
     result = runner.invoke(
         app,
         [
@@ -171,6 +173,8 @@ def test_cli_train_evaluate(tiny_covidx: Path, tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert "COVID-19" in result.output and (tmp_path / "ev" / "metrics.json").exists()
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["machine"]["cpu_capability"] == capability and saved["machine"]["cpu"]
     bad = runner.invoke(app, ["train", str(tiny_covidx), "--arch", "resnet9000"])
     assert bad.exit_code == 1 and "covidnext" in bad.output
     missing = runner.invoke(app, ["evaluate", str(tiny_covidx), "--model", str(tmp_path / "x.pt")])

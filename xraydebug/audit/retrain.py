@@ -36,7 +36,7 @@ from xraydebug.audit.text_sensitivity import (
 )
 from xraydebug.data.layouts import load_index
 from xraydebug.data.text_pool import boxes_from_table
-from xraydebug.device import resolve_device
+from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
 from xraydebug.models.checkpoint import file_sha256, load_model, read_checkpoint
@@ -483,6 +483,7 @@ def retrain(
         "data": {"original": str(original.resolve()), "cleaned": str(clean_data.resolve())},
         "scan_dir": str(Path(scan_dir).resolve()) if scan_dir else None,
         "n_boot": config.n_boot,
+        "machine": machine_info(),
         "test_sets": {},
         "skipped": {},
     }

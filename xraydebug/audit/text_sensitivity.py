@@ -45,7 +45,7 @@ from xraydebug.data.text_pool import (
     rendered_donors,
 )
 from xraydebug.data.torch_dataset import ImageCache
-from xraydebug.device import resolve_device
+from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
@@ -347,6 +347,7 @@ def text_sensitivity(
             "donors": kind,
             "n_donors": len(donors),
             "n_films": n,
+            "machine": machine_info(),
             "skipped": [{"path": r.path, "error": m} for r, m in cache.failed],
             "config": {k2: v for k2, v in asdict(config).items() if k2 != "device"},
             **summarise(base, text, placebo, labels, groups, first.classes, config),

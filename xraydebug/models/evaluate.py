@@ -20,7 +20,7 @@ from rich.table import Table
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import ImageRecord
 from xraydebug.data.torch_dataset import iter_caches
-from xraydebug.device import resolve_device
+from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
@@ -145,6 +145,7 @@ def evaluate(
         split=split,
         model=str(loaded.path) if loaded.path else None,
         model_sha256=loaded.sha256,
+        machine=machine_info(),
         skipped=[{"path": r.path, "error": m} for r, m in skipped],
     )
     metrics_path = predictions_path = None

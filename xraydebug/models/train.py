@@ -33,7 +33,7 @@ from xraydebug.data.text_pool import (
     rendered_donors,
 )
 from xraydebug.data.torch_dataset import ImageCache
-from xraydebug.device import resolve_device
+from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from xraydebug.models.architectures import Preprocessing, build_model, get_arch
@@ -263,7 +263,12 @@ def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
         f"`{card['data_fingerprint']['sha256'][:16]}`",
         f"- Best epoch {card['best_epoch']} of {len(card['history'])} by validation macro-F1 "
         f"(validation: {card['n_val']} images, patient-grouped); {card['seconds']:.0f} s on "
-        f"{card['device']}",
+        f"{card['device']}"
+        + (
+            f" ({card['machine']['cpu']}, torch CPU capability {card['machine']['cpu_capability']})"
+            if card.get("machine")
+            else ""
+        ),
         f"- Validation accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
         *([f"- Recipe: {'; '.join(card['recipe'])}"] if card.get("recipe") else []),
         *_pool_lines(card),
@@ -455,6 +460,7 @@ def train(
         "n_val": len(val_cache),
         "seconds": seconds,
         "device": str(device),
+        "machine": machine_info(),
         "init_weights": str(init_weights) if init_weights else None,
         "torch_version": str(torch.__version__),
     }
