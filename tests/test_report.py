@@ -39,6 +39,52 @@ def parse(html: str) -> _Collector:
     return collector
 
 
+_EXTERNAL = re.compile(r"^\s*(https?:|//|ftp:|file:|/|\.\./)", re.IGNORECASE)
+
+
+def assert_self_contained(html: str) -> None:
+    """Nothing in ``html`` points outside the file: no URL in a fetching attribute (src,
+    href, action, data, poster, srcset entries), no external script or stylesheet link, no
+    CSS ``url(...)`` other than data: and no ``@import``; and the CSP forbids requests."""
+    doc = parse(html)
+    for tag, attrs in doc.tags:
+        for name, value in attrs.items():
+            if not value:
+                continue
+            if name in ("src", "href", "action", "data", "poster"):
+                assert not _EXTERNAL.match(value), (tag, name, value[:80])
+            if name in ("srcset", "imagesrcset"):
+                for entry in value.split(","):
+                    assert entry.strip().startswith("data:"), (tag, name, entry[:80])
+            if name == "style":
+                assert "@import" not in value and "url(" not in value.replace("url(data:", ""), (
+                    tag,
+                    value[:80],
+                )
+        assert not (tag == "script" and attrs.get("src")), "external script"
+        assert tag != "link", "external stylesheet or resource"
+    for url in re.findall(r"url\(\s*['\"]?([^'\")]*)", html):
+        assert url.startswith("data:"), f"CSS url() outside the file: {url[:80]}"
+    assert "@import" not in html, "CSS @import"
+    assert "default-src 'none'" in html  # CSP: the browser refuses any network request
+
+
+def test_static_check_catches_each_kind_of_external_reference():
+    page = "<meta http-equiv=Content-Security-Policy content=\"default-src 'none'\">"
+    assert_self_contained(page + '<img src="data:image/png;base64,AAAA">')
+    for bad in (
+        '<img src="https://x.org/a.png">',
+        '<img srcset="data:image/png;base64,AA 1x, https://x.org/b.png 2x">',
+        "<style>body { background: url(https://x.org/a.png) }</style>",
+        '<div style="background: url(/etc/x.png)"></div>',
+        "<style>@import 'https://x.org/a.css';</style>",
+        '<link rel="stylesheet" href="a.css">',
+        '<a href="file:///etc/passwd">x</a>',
+    ):
+        with pytest.raises(AssertionError):
+            assert_self_contained(page + bad)
+
+
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory) -> tuple[Path, Path]:
     return make_report_run(tmp_path_factory.mktemp("report"))
@@ -61,14 +107,7 @@ def test_scan_report_content_and_accessibility(report_run, tmp_path: Path):
     images = [attrs for tag, attrs in doc.tags if tag == "img"]
     assert images and all(a.get("src", "").startswith("data:image/") for a in images)
     assert all(len((a.get("alt") or "").strip()) > 20 for a in images)
-    # nothing can be fetched: no external URL in any attribute, no external script or style
-    for tag, attrs in doc.tags:
-        for name, value in attrs.items():
-            if name in ("src", "href", "action", "data") and value:
-                assert not re.match(r"^(https?:|//|ftp:)", value), (tag, name, value)
-        assert not (tag == "script" and attrs.get("src")), "external script"
-        assert tag != "link", "external stylesheet or resource"
-    assert "default-src 'none'" in html  # CSP: the browser refuses any network request
+    assert_self_contained(html)  # nothing can be fetched
     # summary first, then the gallery sorted by mass_in_text
     assert html.index('id="summary"') < html.index('id="flagged"') < html.index('id="sources"')
     ranks = [a["data-path"] for tag, a in doc.tags if tag == "article"]
@@ -116,6 +155,7 @@ def test_report_follows_clean_to_scan_and_shows_cleaned(report_run, tmp_path: Pa
     parts = find_parts(tmp_path / "clean")
     assert parts.clean == tmp_path / "clean" and parts.scan == scan_dir
     html = result.report.read_text()
+    assert_self_contained(html)
     assert html.count("Cleaned (text inpainted)") == len(_flagged(scan_dir))
     assert "had their detected text removed" in html
     # the cleaned dataset still reads as a dataset (the report does not get in the way)

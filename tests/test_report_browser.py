@@ -102,3 +102,44 @@ def test_report_in_headless_chromium(chromium: str, tmp_path: Path):
         assert image.size == (1200, 2400)
         pixels = image.convert("L").resize((60, 120))
         assert len(np.unique(np.asarray(pixels))) > 10, "the screenshot is blank"
+
+
+def test_clean_and_retrain_reports_in_headless_chromium(
+    chromium: str, tiny_model, tiny_covidx: Path, tmp_path: Path
+):
+    from rich.console import Console
+
+    from xraydebug.audit.clean import CleanConfig, clean_dataset
+    from xraydebug.audit.retrain import RetrainConfig, retrain
+
+    data, scan_dir = make_report_run(tmp_path / "scan-run")
+    cleaned = clean_dataset(data, tmp_path / "clean", CleanConfig(scan=str(scan_dir), device="cpu"))
+    copy = tmp_path / "covidx-clean"
+    shutil.copytree(tiny_covidx, copy)
+    retrained = retrain(
+        copy,
+        tiny_model.checkpoint,
+        test_data=tiny_covidx,
+        out=tmp_path / "after.pt",
+        run_dir=tmp_path / "retrain",
+        config=RetrainConfig(n_boot=50, device="cpu"),
+        console=Console(quiet=True),
+    )
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        for report, needle in (
+            (cleaned.report, "had their detected text removed"),
+            (retrained.report_path, "Does the model react to burned-in text?"),
+        ):
+            session = browser.open(report.resolve().as_uri(), 1200, 1600)
+            assert needle in browser.evaluate(session, "document.body.innerText")
+            broken = browser.evaluate(
+                session,
+                "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length",
+            )
+            assert broken == 0, f"{report}: an inlined image did not decode"
+            urls = browser.requested_urls(session)
+            external = [u for u in urls if not u.startswith(("file:", "data:", "blob:"))]
+            assert not external, f"{report} made network requests: {external[:5]}"
+    finally:
+        browser.close()

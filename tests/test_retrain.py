@@ -13,6 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from tests.conftest import tree_digest
+from tests.test_report import assert_self_contained
 from xraydebug.audit.retrain import (
     BEFORE_AFTER_COLUMNS,
     REPEAT_COLUMNS,
@@ -183,6 +184,7 @@ def test_retrain_same_data_reproduces_baseline(retrained, tiny_model):
     )
     assert result.report_path is not None and result.report_path.exists()
     html = result.report_path.read_text()
+    assert_self_contained(html)
     assert "Does the model react to burned-in text?" in html
     assert "unchanged | text pasted | placebo" in html  # the example sheets, embedded
 
