@@ -191,6 +191,20 @@ def test_words_found_and_text_free_film_is_clean(found_640, radiographs) -> None
     assert not _hit(with_text, truth["L"])
 
 
+def test_bf16_gives_the_same_boxes_as_fp32(found_640, radiographs) -> None:
+    """``--precision bf16`` runs CRAFT under bf16 autocast on any CPU (natively with
+    AVX512-BF16/AMX, emulated and slower elsewhere): the boxes must match float32's."""
+    clean, text, _ = radiographs
+    config = TextDetectConfig(
+        detector="craft-global", long_side=640, batch_size=2, device=CPU, precision="bf16"
+    )
+    with_text, without_text = detect_text([text, clean], config)
+    assert without_text == found_640[1] == []
+    assert len(with_text) == len(found_640[0])
+    for got, want in zip(with_text, found_640[0], strict=True):
+        assert max(abs(g - w) for g, w in zip(got, want, strict=True)) <= 2, (got, want)
+
+
 def test_lone_letter_found_at_1280(radiographs) -> None:
     _, text, truth = radiographs
     # the top band of the same 512 px film: the letter is magnified 2.5x exactly as for the

@@ -499,7 +499,20 @@ def test_amp_on_cpu() -> None:
         assert not torch.is_autocast_enabled("cpu")
     with autocast_context(cpu, True, cpu=True):
         assert torch.is_autocast_enabled("cpu") == cpu_has_native_bf16()
-    # bf16 gradient passes (where available) stay close to float32; the objective is float32.
+
+
+def test_bf16_engine_matches_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default engine path (bf16 autocast where the CPU has it natively) against float32.
+    bf16 autocast runs on any CPU (emulated, slowly, without AVX512-BF16/AMX), so the engine
+    is made to take its bf16 path here whatever the CPU."""
+    from xraydebug.saliency import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    with runtime.autocast_context(torch.device("cpu"), True, cpu=True):
+        if not torch.is_autocast_enabled("cpu"):
+            pytest.skip("this torch build cannot run bf16 autocast on CPU")
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+    # bf16 gradient passes stay close to float32; the objective is float32.
     model, x = PatchNet(), make_images(2)
     kw = {**FAST, "noise": 0.0, "tol": 0}
     f32 = igospp(model, x, 1, amp=False, **kw)
