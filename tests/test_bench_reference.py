@@ -91,6 +91,28 @@ def test_same_fixed_steps_give_the_same_masks(model: nn.Module, image: torch.Ten
     torch.testing.assert_close(m_ins, engine.insertion_mask, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("ls_group", [1, 4])
+def test_real_step_ladder_gives_the_same_steps_and_masks(
+    model: nn.Module, image: torch.Tensor, ls_group: int
+) -> None:
+    """The full ladder (1000 x 0.2^n, Armijo with c = 1e-4): the line search must backtrack
+    several rungs on some iterations, and the engine, trying ``ls_group`` rungs per batch, must
+    accept the same step as the reference's one-at-a-time search every iteration."""
+    kw = {"mask_size": 8, "iterations": 4, "ig_steps": 3, "noise": 0.0, "init_step": 1000.0}
+    engine = igospp(model, image, [1], amp=False, ls_group=ls_group, **kw)
+    m_del, m_ins, counts = igospp_one_at_a_time(model, image, 1, **kw)
+    assert max(counts["line_search_evaluations"]) >= 5  # the ladder was really walked
+    assert len(set(counts["step_sizes"])) >= 2
+    torch.testing.assert_close(
+        torch.tensor(engine.stats["step_sizes"][0]),
+        torch.tensor(counts["step_sizes"], dtype=torch.float32),
+        rtol=1e-5,
+        atol=0,
+    )
+    torch.testing.assert_close(m_del, engine.deletion_mask, atol=1e-5, rtol=0)
+    torch.testing.assert_close(m_ins, engine.insertion_mask, atol=1e-5, rtol=0)
+
+
 def test_rejects_more_than_one_image(model: nn.Module, image: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"expected one image \(1, C, H, W\), got \(2, 1"):
         igospp_one_at_a_time(model, image.expand(2, -1, -1, -1), 1)
