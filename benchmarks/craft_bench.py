@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from xraydebug.data.synth import render_radiograph
-from xraydebug.device import resolve_device
+from xraydebug.device import machine_line, resolve_device
 from xraydebug.text import TextDetectConfig, detect_text, load_craft
 
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         for size in args.sizes
     }
+    print(machine_line())
     print(
         f"craft_bench: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "

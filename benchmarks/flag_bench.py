@@ -29,6 +29,7 @@ import torch
 from xraydebug.audit.flagging import FlagRule
 from xraydebug.audit.scan import ScanConfig, scan
 from xraydebug.data.synth import SynthConfig, plan_dataset, render_record
+from xraydebug.device import machine_line
 from xraydebug.models.checkpoint import load_model
 from xraydebug.models.train import predict_probs
 
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--text-long-side", type=int, default=768, help="craft-global only")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    print(machine_line())
 
     start = time.perf_counter()
     result = scan(

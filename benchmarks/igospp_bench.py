@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(HOW_TO_MAKE_A_MODEL, file=sys.stderr)
         return 2
 
-    from xraydebug.device import resolve_device
+    from xraydebug.device import machine_info, machine_line, resolve_device
     from xraydebug.saliency import deletion_insertion
 
     torch.set_num_threads(args.threads)
@@ -354,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "machine": machine_info(),
     }
+    print(machine_line())
     n = images.shape[0]
     print(
         f"torch {env['torch']}, {env['torch_threads']} threads, device {env['device']} "

@@ -22,6 +22,7 @@ import pandas as pd
 
 from xraydebug.audit.clean import STATE_FILE
 from xraydebug.audit.report import ReportConfig, build_report, has_detected_text
+from xraydebug.device import machine_line
 
 
 def inflate(scan_dir: Path, work: Path, n_flagged: int, clean_dir: Path | None) -> Path:
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--n-flagged", type=int, default=1000)
     parser.add_argument("--max-gallery", type=int, nargs="+", default=[0, 50, 100])
     args = parser.parse_args()
+    print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = inflate(args.scan, Path(tmp), args.n_flagged, args.clean)
         print(f"{args.n_flagged} flagged images (pictures from {args.scan})")

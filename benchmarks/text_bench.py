@@ -36,7 +36,7 @@ from pydicom.data import get_testdata_file
 from xraydebug.data.imageio import read_image
 from xraydebug.data.markers import burn_marker
 from xraydebug.data.synth import render_radiograph
-from xraydebug.device import machine_info
+from xraydebug.device import machine_info, machine_line
 from xraydebug.text.detect import TextDetectConfig, detect_text, resolve_detector
 
 KINDS = ("letter", "word", "date", "site")
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     header = machine_info()
-    print(f"CPU: {header['cpu']} ({header['cpu_capability']}), {header['threads']} threads")
+    print(machine_line())
     real, _ = read_image(get_testdata_file("RG1_UNCR.dcm"))
     films = {s: make_films(s, args.n, args.seed, Path(args.cache)) for s in args.sizes}
     results = {"header": header, "detectors": {}}
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.synth_data:
         torch.set_num_threads(args.threads)
         header = machine_info()
-        print(f"CPU: {header['cpu']} ({header['cpu_capability']}), {header['threads']} threads")
+        print(machine_line())
         results = {"header": header, "synth": {}}
         for name in args.detectors:
             results["synth"][name] = synth_recall(Path(args.synth_data), name)

@@ -43,7 +43,7 @@ from xraydebug.audit.text_sensitivity import TextSensitivityConfig, text_sensiti
 from xraydebug.data.synth import SynthConfig, plan_dataset, render_record, synthesize
 from xraydebug.data.text_pool import boxes_from_table
 from xraydebug.demo import DemoConfig
-from xraydebug.device import machine_info
+from xraydebug.device import machine_info, machine_line
 from xraydebug.models.evaluate import evaluate
 from xraydebug.models.train import train
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     header = machine_info()
-    print(f"CPU: {header['cpu']} ({header['cpu_capability']}), {header['threads']} threads")
+    print(machine_line())
     console = Console(stderr=True)
     results = []
     for seed in args.seeds:

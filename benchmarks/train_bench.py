@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from xraydebug.data.synth import SynthConfig, synthesize
+from xraydebug.device import machine_line
 from xraydebug.models.architectures import build_model, get_arch
 from xraydebug.models.evaluate import evaluate
 from xraydebug.models.metrics import summary_metrics
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--covidnext-images", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    print(machine_line())
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
     if not (args.data / "train.txt").exists():

@@ -134,7 +134,10 @@ def test_bench_end_to_end_on_an_untrained_model(tmp_path, capsys: pytest.Capture
     assert bench_main(argv) == 0
     text = capsys.readouterr().out
     assert "reference (1 image)" in text and "engine (batched)" in text and "speed-up" in text
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert text.startswith("CPU: ") and f"torch capability {capability}" in text.splitlines()[0]
     data = json.loads(out.read_text())
+    assert data["environment"]["machine"]["cpu_capability"] == capability
     assert data["environment"]["torch_threads"] == 2
     assert data["settings"]["iterations"] == 1 and data["settings"]["ig_steps"] == 2
     assert data["engine"]["config"]["ig_steps"] == 2  # settings reach the engine

@@ -59,3 +59,15 @@ def machine_info() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def machine_line() -> str:
+    """One line naming what a benchmark's numbers depend on (every benchmark prints it first):
+    ``CPU: <model> (torch capability <AVX2|AVX512|...>, native bf16 yes/no), N threads``."""
+    info = machine_info()
+    bf16 = "yes" if info["native_bf16"] else "no"
+    gpu = f", GPU {info['cuda']}" if info["cuda"] else ""
+    return (
+        f"CPU: {info['cpu']} (torch capability {info['cpu_capability']}, native bf16 {bf16}), "
+        f"{info['threads']} threads{gpu}"
+    )
