@@ -154,3 +154,10 @@ def test_cli_scan(tiny_model, tiny_covidx: Path, tmp_path: Path):
     assert np.isfinite(pd.read_csv(out / "scan.csv")["insertion_auc"]).all()
     bad = CliRunner().invoke(app, [*args[:-2], "--method", "nope"])
     assert bad.exit_code == 1 and "igospp" in bad.output
+
+
+def test_native_bf16_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xraydebug.device import cpu_has_native_bf16, machine_info
+
+    monkeypatch.setenv("XRAYDEBUG_NATIVE_BF16", "0")
+    assert cpu_has_native_bf16() is False and machine_info()["native_bf16"] is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,13 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where oneDNN's bf16
-    kernels beat float32; without it bf16 is emulated and slower."""
+    kernels beat float32; without it bf16 is emulated and slower.
+
+    ``XRAYDEBUG_NATIVE_BF16=0`` says no whatever the CPU (float32 everywhere ``auto`` would
+    pick bf16); with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` it makes an
+    AVX-512 machine run torch as an AVX2-only one would, for measuring."""
+    if os.environ.get("XRAYDEBUG_NATIVE_BF16", "").strip() == "0":
+        return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     for name in checks:
         fn = getattr(torch.cpu, name, None)
