@@ -197,3 +197,23 @@ def test_cli_evaluate_text_sensitivity(shortcut_models, tmp_path) -> None:
     saved = json.loads((tmp_path / "eval" / "text_sensitivity.json").read_text())
     assert set(saved["into"]["COVID-19"]) >= {"text", "placebo", "sensitivity", "ci"}
     assert boxes_from_table(data / "boxes.csv")["test/test_normal_1.png"]
+
+
+def test_bench_gap_and_targets_are_plain_json() -> None:
+    from benchmarks.text_sensitivity_bench import _gap, _targets
+
+    rows = [
+        {"label": "normal", "text": True, "n": 10, "after": {"COVID-19": np.float64(0.3)}},
+        {"label": "normal", "text": False, "n": 10, "after": {"COVID-19": 0.1}},
+        {"label": "COVID-19", "text": True, "n": 5, "after": {"COVID-19": 1.0}},
+        {"label": "COVID-19", "text": False, "n": 5, "after": {"COVID-19": 1.0}},
+    ]
+    assert _gap(rows, "after") == pytest.approx(0.2)
+    model = {"accuracy": np.float64(0.9), "macro_f1": 0.9, "gap": 0.0, "sensitivity": 0.0}
+    result = {
+        "shortcut": {**model, "ci": [0.1, 0.3]},
+        "oracle": dict(model),
+        "clean+decorrelate": {**model, "accuracy": np.float64(0.97)},  # above the oracle: fine
+    }
+    targets = _targets(result)
+    assert all(targets.values()) and json.loads(json.dumps(targets)) == targets
