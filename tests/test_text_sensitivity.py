@@ -157,6 +157,7 @@ def test_text_sensitivity_tells_a_shortcut_model_from_an_unbiased_one(
     covid = reacting.summary["into"]["COVID-19"]
     assert covid["ci"][0] > 0 and covid["sensitivity"] > 0.1, covid
     assert reacting.summary["reacts"] and reacting.summary["donors"] == "detected"
+    assert 0 < reacting.summary["seconds"] < 60
     assert abs(unbiased.summary["into"]["COVID-19"]["sensitivity"]) <= 0.1, unbiased.summary
     assert not unbiased.summary["reacts"], unbiased.summary["into"]
     assert (tmp_path / "ts" / "shortcut" / "text_sensitivity.json").exists()

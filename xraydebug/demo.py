@@ -193,7 +193,7 @@ def run_demo(
         config=RetrainConfig(n_boot=config.n_boot, device=device),
         console=console,
     )
-    print_before_after(result, console)
+    print_before_after(result, console, sentence=False)  # the closing lines say it
 
     console.rule("8/8 audit report")
     original = result.comparison["test_sets"]["original"]

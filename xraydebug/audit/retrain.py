@@ -634,8 +634,9 @@ def before_after_table(comparison: dict[str, Any], test_set: str = "original") -
     return table
 
 
-def print_before_after(result: RetrainResult, console: Console) -> None:
-    """The before/after table of every test set, then the warnings (CLI and demo)."""
+def print_before_after(result: RetrainResult, console: Console, sentence: bool = True) -> None:
+    """The before/after table of every test set, the text-sensitivity tables (and, with
+    ``sentence``, their verdict), then the warnings (CLI and demo)."""
     for name in result.comparison["test_sets"]:
         console.print(before_after_table(result.comparison, name))
     sensitivity = result.comparison.get("text_sensitivity")
@@ -643,7 +644,7 @@ def print_before_after(result: RetrainResult, console: Console) -> None:
         for side in ("before", "after"):
             title = f"Does the model react to burned-in text? ({side} cleaning)"
             console.print(text_sensitivity_table(sensitivity[side], title))
-        if not sensitivity["after"]["reacts"]:  # otherwise it is among the warnings
+        if sentence and not sensitivity["after"]["reacts"]:  # else it is among the warnings
             console.print(f"[green]{sensitivity['sentence']}[/]", highlight=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)

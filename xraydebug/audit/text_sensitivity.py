@@ -250,7 +250,7 @@ def text_sensitivity(
     the whole dataset; without it the detector runs over ``split``. Donors come from every
     film with boxes; films of ``split`` without boxes are the ones tested.
     """
-    start = time.perf_counter()
+    began = time.perf_counter()
     device = resolve_device(config.device)
     many = [model] if isinstance(model, (str, Path, LoadedModel)) else list(model)
     models = [m if isinstance(m, LoadedModel) else load_model(m, device) for m in many]
@@ -349,7 +349,7 @@ def text_sensitivity(
             "donors": kind,
             "n_donors": len(donors),
             "n_films": n,
-            "seconds": round(time.perf_counter() - start, 2),  # all models so far, with decoding
+            "seconds": round(time.perf_counter() - began, 2),  # all models so far, with decoding
             "machine": machine_info(),
             "skipped": [{"path": r.path, "error": m} for r, m in cache.failed],
             "config": {k2: v for k2, v in asdict(config).items() if k2 != "device"},
