@@ -244,9 +244,9 @@ def train(
 ) -> None:
     """Train a COVID-Net-style classifier; best epoch by validation macro-F1.
 
-    Settings left unset come from the architecture's recipe (printed at the start, written
-    into the model card): small: lr 1e-3, batch 16, 30 epochs, patience 10; covidnext and
-    covidnet: lr 1e-4, batch 32, 30 epochs, patience 8.
+    Settings left unset come from the architecture's recipe (printed, and kept in the card).
+    small: lr 1e-3, batch 16, 30 epochs, patience 10.
+    covidnext, covidnet: lr 1e-4, batch 32, 30 epochs, patience 8.
 
     Example: [bold]xraydebug train covidx/ --arch covidnext --epochs 20[/]
     """
@@ -560,7 +560,7 @@ def retrain(
         typer.Option(
             "--decorrelate-text",
             help="While retraining, paste the text clean found onto films of every class "
-            "alike (share: --decorrelate-share), so text tells nothing about the label.",
+            "alike (share: --decorrelate-share), so text says little about the label.",
         ),
     ] = False,
     decorrelate_share: Annotated[

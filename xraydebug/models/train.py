@@ -60,7 +60,8 @@ class TrainConfig:
     amp: bool = True  # CUDA only
     device: str = "auto"
     # paste burned-in text onto this share of training films, of every class alike, so text
-    # carries no information about the label (``retrain --decorrelate-text``); the text comes
+    # says little about the label (``retrain --decorrelate-text``; text left on the films of
+    # one class still leans toward it, only diluted); the text comes
     # from ``text_boxes`` (a scan.csv or cleaning.csv) of ``text_data`` (its films outside the
     # test split), or from rendered markers when those are not given
     decorrelate_text: float = 0.0
