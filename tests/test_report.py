@@ -240,3 +240,15 @@ def test_report_refuses_files_outside_its_run(report_run, tmp_path: Path):
     assert html.count("resolves outside") == 3, html.count("resolves outside")
     assert f"image path &#39;{secret}&#39; resolves outside {data} (refused)" in html
     assert f"mask file &#39;../{secret.name}&#39; resolves outside {copy} (refused)" in html
+
+
+def test_report_refuses_a_symlink_loop_in_its_run(report_run, tmp_path: Path):
+    _data, scan_dir = report_run
+    copy = tmp_path / "scan"
+    shutil.copytree(scan_dir, copy)
+    (copy / "loop.npz").symlink_to(copy / "loop.npz")  # resolving it never ends
+    table = pd.read_csv(copy / "scan.csv", dtype=str, keep_default_na=False)
+    table.loc[table.index[table["flagged"] == "true"][0], "mask_file"] = "loop.npz"
+    table.to_csv(copy / "scan.csv", index=False)
+    html = build_report(copy, tmp_path / "r.html").read_text()
+    assert "mask file &#39;loop.npz&#39; cannot be resolved" in html

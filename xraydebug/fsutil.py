@@ -72,3 +72,12 @@ def ensure_outside(output: Path, data_root: Path, what: str = "output") -> None:
     root = data_root.resolve()
     if out == root or out.is_relative_to(root):
         raise ValueError(f"{what} {output} is inside the input dataset {data_root}; choose another")
+
+
+def resolves_inside(root: Path, relative: str) -> bool:
+    """Whether ``root / relative`` resolves (symlinks followed) to a place inside ``root``.
+
+    Raises ``OSError``/``RuntimeError`` when it cannot be resolved (a symlink loop); callers
+    word that, and a path outside, as a one-line refusal of their own.
+    """
+    return (root / relative).resolve().is_relative_to(root.resolve())

@@ -40,7 +40,7 @@ from xraydebug.audit.text_sensitivity import EXAMPLES_FILE
 from xraydebug.data.imageio import read_image
 from xraydebug.data.layouts import load_index
 from xraydebug.errors import DatasetError, ImageReadError
-from xraydebug.fsutil import atomic_write_text
+from xraydebug.fsutil import atomic_write_text, resolves_inside
 from xraydebug.models.architectures import Preprocessing
 from xraydebug.models.metrics import confusion_matrix
 
@@ -251,10 +251,13 @@ def _inside(root: Path, relative: str, what: str) -> Path:
     """``root / relative``, refused (:class:`ImageReadError`, one line) when it resolves outside
     ``root``: run folders are data a user may have edited or received, and whatever the report
     reads ends up in an HTML file people e-mail."""
-    path = root / relative
-    if not path.resolve().is_relative_to(root.resolve()):
+    try:
+        inside = resolves_inside(root, relative)
+    except (OSError, RuntimeError) as exc:  # symlink loops
+        raise ImageReadError(f"{what} {relative!r} cannot be resolved ({exc})") from None
+    if not inside:
         raise ImageReadError(f"{what} {relative!r} resolves outside {root} (refused)")
-    return path
+    return root / relative
 
 
 def _mask_saliency(scan_dir: Path, mask_file: str) -> np.ndarray | None:

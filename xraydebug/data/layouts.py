@@ -21,6 +21,7 @@ from xraydebug.data.records import (
     ImageRecord,
 )
 from xraydebug.errors import DatasetError
+from xraydebug.fsutil import resolves_inside
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ""}
@@ -31,10 +32,10 @@ def _check_inside(root: Path, relative: str) -> str | None:
     """Return an error message if ``root/relative`` is missing or resolves outside ``root``."""
     candidate = root / relative
     try:
-        resolved = candidate.resolve()
+        inside = resolves_inside(root, relative)
     except (OSError, RuntimeError) as exc:  # symlink loops
         return f"cannot resolve path ({exc})"
-    if not resolved.is_relative_to(root.resolve()):
+    if not inside:
         return "path resolves outside the dataset directory (refused)"
     if not candidate.exists():
         return "file not found"
