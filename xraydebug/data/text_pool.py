@@ -48,10 +48,11 @@ class Donor:
 
 def boxes_from_table(csv_path: Path | str) -> dict[str, list[Box]]:
     """Text boxes per image path from a ``scan.csv`` or ``cleaning.csv`` (columns ``path``,
-    ``boxes`` as JSON); rows without a readable box list (errors) are left out."""
+    ``boxes`` as JSON; rows whose ``status``, where there is one, is not ``ok`` are left out, as
+    are rows without a readable box list)."""
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     if "status" in table:
-        table = table[table["status"].isin(["ok", "warning", "cleaned", "copied", ""])]
+        table = table[table["status"] == "ok"]
     out: dict[str, list[Box]] = {}
     for path, raw in zip(table["path"], table["boxes"], strict=True):
         try:
