@@ -1,17 +1,23 @@
-"""Batched iGOS++ engine vs. the one-image-at-a-time reference loop, same model and images.
+"""iGOS++ presets vs. the one-image-at-a-time reference loop at paper settings: quality per second.
 
-Runs :func:`benchmarks.igospp_reference.igospp_one_at_a_time` on each image, then
-:func:`xraydebug.saliency.igospp` on all images at once, scores both mask sets with the same
+Runs :func:`benchmarks.igospp_reference.igospp_one_at_a_time` (the authors' control flow, paper
+settings: 20 iterations, 15 IG points) on each image, then the engine
+(:func:`xraydebug.saliency.igospp`) at a preset (:meth:`IGOSConfig.preset`; by default the
+scan's, ``DEFAULT_PRESET``) on all images at once, scores every mask set with the same
 :func:`xraydebug.saliency.deletion_insertion`, and prints seconds, forward/backward image counts
-and deletion/insertion AUC per image for both, with PASS/FAIL against the target
+and deletion/insertion AUC per image, with PASS/FAIL against the target
 
-    speed-up >= 10, engine deletion <= reference deletion + 0.01,
-    engine insertion >= reference insertion - 0.01.
+    speed-up >= 10, preset deletion <= reference deletion + 0.01,
+    preset insertion >= reference insertion - 0.01.
+
+Both are rerun with ``--reference-seeds`` / ``--engine-seeds`` noise seeds, so that a difference
+can be told from seed-to-seed noise; ``--curve`` runs every preset (the quality-per-second
+curve); ``--cache DIR`` keeps the reference's masks and timings between runs.
 
 Usage (from the repository root)::
 
     python -m benchmarks.igospp_bench --model /tmp/bench.pt --data /tmp/bench-data \\
-        --n-images 8 --json bench.json
+        --n-images 16 --json bench.json
 
 See ``benchmarks/README.md``.
 """
@@ -19,10 +25,12 @@ See ``benchmarks/README.md``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,15 +44,18 @@ try:
 except ModuleNotFoundError:  # run as a script: python benchmarks/igospp_bench.py
     from igospp_reference import igospp_one_at_a_time
 
+from xraydebug.saliency.config import DEFAULT_PRESET, PRESETS, IGOSConfig
+
 TARGET_SPEEDUP = 10.0
 AUC_TOLERANCE = 0.01
+SEED_STRIDE = 1000  # noise seed of repeat r: seed + r * SEED_STRIDE (+ image index, reference)
 
 HOW_TO_MAKE_A_MODEL = """\
 igospp_bench: --model is required (an xraydebug checkpoint) together with --data.
-Make a small one (synthetic COVIDx-style data, CPU-friendly 'small' CNN):
+Make a small one (synthetic COVIDx-style set at 256 px, CPU-friendly 'small' CNN):
 
-    xraydebug synth /tmp/bench-data --n-train 600 --n-test 300 --size 512
-    xraydebug train /tmp/bench-data --out /tmp/bench.pt
+    xraydebug synth /tmp/bench-data --n-train 480 --n-test 240 --size 256 --seed 3
+    xraydebug train /tmp/bench-data --out /tmp/bench.pt --arch small --epochs 30
 
 then run:
 
@@ -55,31 +66,52 @@ then run:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="igospp_bench",
-        description="Time the batched iGOS++ engine against a one-image-at-a-time loop that "
-        "follows the reference implementation, and compare deletion/insertion AUC.",
+        description="Time iGOS++ presets against a one-image-at-a-time loop that follows the "
+        "reference implementation at paper settings, and compare deletion/insertion AUC.",
     )
     p.add_argument("--model", type=Path, help="xraydebug checkpoint (.pt)")
     p.add_argument("--data", type=Path, help="COVIDx-layout dataset; images from its test split")
-    p.add_argument("--n-images", type=int, default=8, help="test images to explain (default 8)")
-    p.add_argument("--mask-size", type=int, default=28)
-    p.add_argument("--iterations", type=int, default=20)
-    p.add_argument("--ig-steps", type=int, default=15)
+    p.add_argument("--n-images", type=int, default=16, help="test images to explain (default 16)")
+    p.add_argument("--mask-size", type=int, default=28, help="mask side for every method")
+    p.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        choices=sorted(PRESETS),
+        help=f"engine preset compared with the reference (default: the scan's, {DEFAULT_PRESET})",
+    )
+    p.add_argument(
+        "--curve", action="store_true", help="run every preset (quality-per-second curve)"
+    )
+    p.add_argument(
+        "--iterations", type=int, default=20, help="reference (and 'paper' preset) iterations"
+    )
+    p.add_argument(
+        "--ig-steps", type=int, default=15, help="reference (and 'paper' preset) IG points"
+    )
+    p.add_argument(
+        "--reference-seeds", type=int, default=3, help="reference reruns with other noise seeds"
+    )
+    p.add_argument(
+        "--engine-seeds", type=int, default=3, help="engine reruns with other noise seeds"
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "auto"),
+        default="fp32",
+        help="engine: fp32 (the target's), or auto = the preset's amp (bf16 where native)",
+    )
     p.add_argument(
         "--batch-size",
         type=int,
         default=None,
         help="engine: most images per model forward (default: the engine's own default)",
     )
-    p.add_argument(
-        "--tol",
-        type=float,
-        default=None,
-        help="engine: convergence tolerance (default: IGOSConfig's; 0 = run every iteration)",
-    )
+    p.add_argument("--cache", type=Path, help="folder keeping reference masks and timings")
     p.add_argument("--seed", type=int, default=0, help="image choice and noise seeds")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--json", type=Path, help="write every number to this JSON file")
+    p.add_argument("--plot", type=Path, help="--curve: write the curve as a PNG")
     p.add_argument(
         "--random-model",
         metavar="ARCH",
@@ -88,13 +120,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--fail-on-miss", action="store_true", help="exit 1 when the target is not met")
     args = p.parse_args(argv)
-    for name in ("n_images", "mask_size", "ig_steps", "batch_size", "threads"):
+    for name in (
+        "n_images",
+        "mask_size",
+        "ig_steps",
+        "batch_size",
+        "threads",
+        "reference_seeds",
+        "engine_seeds",
+    ):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
     if args.iterations < 0:
         p.error(f"--iterations: expected an int >= 0, got {args.iterations}")
-    if args.tol is not None and args.tol < 0:
-        p.error(f"--tol: expected a number >= 0, got {args.tol}")
     return args
 
 
@@ -173,7 +211,7 @@ def random_inputs(
     return model, pre.normalize(gray.to(device)), names, info
 
 
-# -- the two runs -----------------------------------------------------------------------------
+# -- the runs ---------------------------------------------------------------------------------
 
 
 def _sync(device: torch.device) -> None:
@@ -181,87 +219,175 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ReferenceCache:
+    """Reference masks, counts and seconds per (model, image, settings, seed, machine), so the
+    slow loop runs once per image and machine (``--cache``). Entries are written atomically."""
+
+    def __init__(self, folder: Path | None, model_id: str) -> None:
+        self.folder, self.model_id = folder, model_id
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, image: Tensor, settings: dict[str, Any]) -> Path:
+        from xraydebug.device import machine_info
+
+        key = {
+            "model": self.model_id,
+            "image": hashlib.sha256(image.detach().cpu().float().numpy().tobytes()).hexdigest(),
+            "settings": settings,
+            "machine": machine_info(),
+            "torch": torch.__version__,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        return self.folder / f"{digest}.pt"
+
+    def get(self, image: Tensor, settings: dict[str, Any]) -> dict[str, Any] | None:
+        if self.folder is None:
+            return None
+        path = self._path(image, settings)
+        return torch.load(path, weights_only=False) if path.is_file() else None
+
+    def put(self, image: Tensor, settings: dict[str, Any], entry: dict[str, Any]) -> None:
+        if self.folder is None:
+            return
+        path = self._path(image, settings)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(entry, tmp)
+        tmp.replace(path)
+
+
 def run_reference(
-    model: nn.Module, images: Tensor, targets: Tensor, args: argparse.Namespace
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    args: argparse.Namespace,
+    repeat: int,
+    cache: ReferenceCache,
 ) -> dict[str, Any]:
+    """The reference loop over the images at paper settings, noise seeds of ``repeat``."""
     dels, inss, per_image = [], [], []
+    cached = 0
     for i in range(images.shape[0]):
-        m_del, m_ins, counts = igospp_one_at_a_time(
-            model,
-            images[i : i + 1],
-            int(targets[i]),
-            mask_size=args.mask_size,
-            iterations=args.iterations,
-            ig_steps=args.ig_steps,
-            seed=args.seed + i,
-        )
-        dels.append(m_del)
-        inss.append(m_ins)
-        per_image.append(counts)
-        evals = counts["line_search_evaluations"]
-        print(
-            f"  reference image {i + 1}/{images.shape[0]}: {counts['seconds']:.2f} s, "
-            f"{counts['forward_images']} fwd / {counts['backward_images']} bwd images, "
-            f"line search {sum(evals) / max(1, len(evals)):.1f} candidates/iteration",
-            flush=True,
-        )
+        settings = {
+            "mask_size": args.mask_size,
+            "iterations": args.iterations,
+            "ig_steps": args.ig_steps,
+            "target": int(targets[i]),
+            "seed": args.seed + i + repeat * SEED_STRIDE,
+        }
+        entry = cache.get(images[i], settings)
+        if entry is None:
+            m_del, m_ins, counts = igospp_one_at_a_time(
+                model,
+                images[i : i + 1],
+                int(targets[i]),
+                mask_size=args.mask_size,
+                iterations=args.iterations,
+                ig_steps=args.ig_steps,
+                seed=settings["seed"],
+            )
+            entry = {"deletion_mask": m_del.cpu(), "insertion_mask": m_ins.cpu(), "counts": counts}
+            cache.put(images[i], settings, entry)
+            print(
+                f"  reference seed set {repeat}, image {i + 1}/{images.shape[0]}: "
+                f"{counts['seconds']:.2f} s, {counts['forward_images']} fwd / "
+                f"{counts['backward_images']} bwd images",
+                flush=True,
+            )
+        else:
+            cached += 1
+        dels.append(entry["deletion_mask"].to(images.device))
+        inss.append(entry["insertion_mask"].to(images.device))
+        per_image.append(entry["counts"])
+    if cached:
+        print(f"  reference seed set {repeat}: {cached} image(s) from the cache", flush=True)
     n = len(per_image)
     seconds = sum(c["seconds"] for c in per_image)
-    evals = [e for c in per_image for e in c["line_search_evaluations"]]
-    accepted = [a for c in per_image for a in c["accepted"]]
     return {
-        "deletion_mask": torch.cat(dels),
-        "insertion_mask": torch.cat(inss),
-        "seconds": seconds,
+        "mask": torch.cat(dels) * torch.cat(inss),
         "seconds_per_image": seconds / n,
         "forward_images_per_image": sum(c["forward_images"] for c in per_image) / n,
         "backward_images_per_image": sum(c["backward_images"] for c in per_image) / n,
-        "ig_forward_images_per_image": sum(c["ig_forward_images"] for c in per_image) / n,
-        "line_search_forward_images_per_image": sum(
-            c["line_search_forward_images"] for c in per_image
-        )
-        / n,
-        "line_search_candidates_per_iteration": sum(evals) / max(1, len(evals)),
-        "line_search_failures": accepted.count(False),
-        "per_image": per_image,
+        "cached_images": cached,
     }
 
 
+def engine_config(name: str, args: argparse.Namespace, repeat: int) -> IGOSConfig:
+    """The preset ``name`` at the bench's mask size and seed; the 'paper' preset takes the
+    reference's ``--iterations`` / ``--ig-steps``; ``--precision fp32`` turns autocast off."""
+    overrides: dict[str, Any] = {
+        "mask_size": args.mask_size,
+        "seed": args.seed + repeat * SEED_STRIDE,
+        "batch_size": args.batch_size,
+    }
+    if name == "paper":
+        overrides.update(iterations=args.iterations, ig_steps=args.ig_steps)
+    if args.precision == "fp32":
+        overrides["amp"] = False
+    return IGOSConfig.preset(name, **overrides)
+
+
 def run_engine(
-    model: nn.Module, images: Tensor, targets: Tensor, args: argparse.Namespace
+    model: nn.Module, images: Tensor, targets: Tensor, config: IGOSConfig
 ) -> dict[str, Any]:
     from xraydebug.saliency import igospp
 
     start = time.perf_counter()
-    result = igospp(
-        model,
-        images,
-        targets,
-        mask_size=args.mask_size,
-        iterations=args.iterations,
-        ig_steps=args.ig_steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        **({} if args.tol is None else {"tol": args.tol}),
-    )
+    result = igospp(model, images, targets, config=config)
     _sync(images.device)
     seconds = time.perf_counter() - start
     st = result.stats
-    n = images.shape[0]
     return {
-        "result": result,
-        "seconds": seconds,
-        "seconds_per_image": seconds / n,
-        "engine_reported_seconds": st["seconds"],
+        "mask": result.mask,
+        "seconds_per_image": seconds / images.shape[0],
         "forward_images_per_image": st["forward_images_per_image"],
         "backward_images_per_image": st["backward_images_per_image"],
-        "ig_forward_images_per_image": st["ig_forward_images"] / n,
-        "line_search_forward_images_per_image": st["line_search_forward_images"] / n,
         "iterations": st["iterations"],
-        "stopped_early": sum(st["stopped_early"]),
-        "converged": sum(st["converged"]),
         "batch_size": st["batch_size"],
         "config": st["config"],
+    }
+
+
+def run_method(
+    name: str,
+    runs: list[dict[str, Any]],
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+) -> dict[str, Any]:
+    """Scores every seed's masks and folds the seeds into means and spreads."""
+    from xraydebug.saliency import deletion_insertion
+
+    for run in runs:
+        d, i = deletion_insertion(model, images, targets, 1.0 - run.pop("mask"), steps=50)
+        run["deletion_auc"], run["insertion_auc"] = d.tolist(), i.tolist()
+        run["deletion_auc_mean"], run["insertion_auc_mean"] = float(d.mean()), float(i.mean())
+
+    def mean(key: str) -> float:
+        return statistics.fmean(r[key] for r in runs)
+
+    def spread(key: str) -> float:
+        return statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
+
+    return {
+        "name": name,
+        "seeds": len(runs),
+        "seconds_per_image": mean("seconds_per_image"),
+        "forward_images_per_image": mean("forward_images_per_image"),
+        "backward_images_per_image": mean("backward_images_per_image"),
+        "deletion_auc_mean": mean("deletion_auc_mean"),
+        "insertion_auc_mean": mean("insertion_auc_mean"),
+        "deletion_auc_sd": spread("deletion_auc_mean"),
+        "insertion_auc_sd": spread("insertion_auc_mean"),
+        "runs": runs,
     }
 
 
@@ -278,9 +404,12 @@ def verdict(ref: dict[str, Any], eng: dict[str, Any]) -> dict[str, Any]:
         "insertion": d_ins >= -AUC_TOLERANCE,
     }
     return {
+        "preset": eng["name"],
         "speedup": speedup,
         "deletion_difference": d_del,
         "insertion_difference": d_ins,
+        "reference_deletion_sd": ref["deletion_auc_sd"],
+        "reference_insertion_sd": ref["insertion_auc_sd"],
         "target": {
             "speedup_at_least": TARGET_SPEEDUP,
             "deletion_at_most_reference_plus": AUC_TOLERANCE,
@@ -291,23 +420,25 @@ def verdict(ref: dict[str, Any], eng: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def print_table(ref: dict[str, Any], eng: dict[str, Any], summary: dict[str, Any]) -> None:
+def print_table(methods: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     header = (
-        f"{'method':<22}{'s/image':>10}{'fwd img/image':>15}{'bwd img/image':>15}"
-        f"{'deletion AUC':>14}{'insertion AUC':>15}"
+        f"{'method':<22}{'s/image':>9}{'fwd img':>9}{'bwd img':>9}{'seeds':>6}"
+        f"{'deletion AUC (sd)':>20}{'insertion AUC (sd)':>21}"
     )
     print()
     print(header)
     print("-" * len(header))
-    for name, r in (("reference (1 image)", ref), ("engine (batched)", eng)):
+    for r in methods:
         print(
-            f"{name:<22}{r['seconds_per_image']:>10.3f}{r['forward_images_per_image']:>15.1f}"
-            f"{r['backward_images_per_image']:>15.1f}{r['deletion_auc_mean']:>14.4f}"
-            f"{r['insertion_auc_mean']:>15.4f}"
+            f"{r['name']:<22}{r['seconds_per_image']:>9.3f}{r['forward_images_per_image']:>9.0f}"
+            f"{r['backward_images_per_image']:>9.0f}{r['seeds']:>6}"
+            f"{r['deletion_auc_mean']:>12.4f} ({r['deletion_auc_sd']:.4f})"
+            f"{r['insertion_auc_mean']:>13.4f} ({r['insertion_auc_sd']:.4f})"
         )
     print()
     ok = {True: "PASS", False: "FAIL"}
     c = summary["checks"]
+    print(f"preset '{summary['preset']}' against the reference at paper settings:")
     print(
         f"speed-up            {summary['speedup']:8.2f}x   (target >= {TARGET_SPEEDUP:g}x)"
         f"          {ok[c['speedup']]}"
@@ -323,8 +454,41 @@ def print_table(ref: dict[str, Any], eng: dict[str, Any], summary: dict[str, Any
     print(f"overall: {ok[summary['pass']]}")
 
 
-def _jsonable(counts: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in counts.items() if k != "gradients"}
+def plot_curve(methods: list[dict[str, Any]], title: str, out: Path) -> None:
+    """Deletion and insertion AUC (mean +- seed sd) against seconds per image, log x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    for ax, key, better in (
+        (axes[0], "deletion", "lower is better"),
+        (axes[1], "insertion", "higher is better"),
+    ):
+        for r in methods:
+            marker = "s" if r["name"].startswith("reference") else "o"
+            ax.errorbar(
+                r["seconds_per_image"],
+                r[f"{key}_auc_mean"],
+                yerr=r[f"{key}_auc_sd"],
+                fmt=marker,
+                capsize=3,
+            )
+            ax.annotate(
+                r["name"],
+                (r["seconds_per_image"], r[f"{key}_auc_mean"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per image")
+        ax.set_ylabel(f"{key} AUC ({better})")
+    fig.suptitle(title, fontsize=9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,14 +502,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from xraydebug.device import machine_info, machine_line, resolve_device
-    from xraydebug.saliency import deletion_insertion
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.random_model is not None:
         model, images, names, info = random_inputs(args, device)
+        model_id = f"random:{args.random_model}:{args.seed}"
     else:
         model, images, names, info = load_checkpoint_inputs(args, device)
+        model_id = _file_sha256(args.model)
     env = {
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -364,46 +529,48 @@ def main(argv: list[str] | None = None) -> int:
     )
     if info.get("random_model"):
         print("DEVELOPMENT RUN: untrained model, AUCs say nothing about saliency quality")
+    presets = sorted(PRESETS, key=list(PRESETS).index) if args.curve else [args.preset]
     print(
-        f"settings: mask {args.mask_size}, {args.iterations} iterations, {args.ig_steps} IG "
-        f"steps, engine batch size {args.batch_size}, seed {args.seed}"
+        f"mask {args.mask_size}; reference at {args.iterations} iterations, {args.ig_steps} IG "
+        f"points, {args.reference_seeds} seed set(s); preset(s) {', '.join(presets)} "
+        f"({args.precision}), {args.engine_seeds} seed(s); seed {args.seed}"
     )
     with torch.no_grad():
         targets = model(images).argmax(dim=1)  # explain the predicted class (not counted)
 
-    print("reference: one image at a time ...", flush=True)
-    ref = run_reference(model, images, targets, args)
-    print("engine: all images batched ...", flush=True)
-    eng = run_engine(model, images, targets, args)
-    print(
-        f"  engine: {eng['seconds']:.2f} s for {n} images, batch size {eng['batch_size']}, "
-        f"iterations per image {eng['iterations']} (tol {eng['config']['tol']:g})",
-        flush=True,
-    )
-
-    print("deletion / insertion AUC (same function for both) ...", flush=True)
-    ref_sal = 1.0 - ref["deletion_mask"] * ref["insertion_mask"]
-    for r, sal in ((ref, ref_sal), (eng, eng["result"])):
-        d, i = deletion_insertion(model, images, targets, sal, steps=50)
-        r["deletion_auc"], r["insertion_auc"] = d.tolist(), i.tolist()
-        r["deletion_auc_mean"] = float(d.mean())
-        r["insertion_auc_mean"] = float(i.mean())
-    summary = verdict(ref, eng)
-    print_table(ref, eng, summary)
-
-    if args.json is not None:
-        keys = (
-            "seconds",
-            "seconds_per_image",
-            "forward_images_per_image",
-            "backward_images_per_image",
-            "ig_forward_images_per_image",
-            "line_search_forward_images_per_image",
-            "deletion_auc",
-            "insertion_auc",
-            "deletion_auc_mean",
-            "insertion_auc_mean",
+    cache = ReferenceCache(args.cache, model_id)
+    print("reference: one image at a time, paper settings ...", flush=True)
+    ref_runs = [
+        run_reference(model, images, targets, args, r, cache) for r in range(args.reference_seeds)
+    ]
+    if any(r["cached_images"] for r in ref_runs):
+        print("  (cached reference seconds were measured on this machine, same settings)")
+    reference = run_method("reference (1 image)", ref_runs, model, images, targets)
+    methods = [reference]
+    for name in presets:
+        print(f"engine: preset '{name}', all images batched ...", flush=True)
+        runs = [
+            run_engine(model, images, targets, engine_config(name, args, r))
+            for r in range(args.engine_seeds)
+        ]
+        print(
+            f"  {name}: {runs[0]['seconds_per_image']:.2f} s/image, batch size "
+            f"{runs[0]['batch_size']}, iterations per image {runs[0]['iterations']}",
+            flush=True,
         )
+        methods.append(run_method(name, runs, model, images, targets))
+    main_preset = next(m for m in methods[1:] if m["name"] == args.preset)
+    summary = verdict(reference, main_preset)
+    print_table(methods, summary)
+
+    title = (
+        f"iGOS++ quality per second, mask {args.mask_size}, {n} images, {args.precision}; "
+        f"{machine_line()}"
+    )
+    if args.plot is not None:
+        plot_curve(methods, title, args.plot)
+        print(f"wrote {args.plot}")
+    if args.json is not None:
         payload = {
             "environment": env,
             "inputs": {**info, "images": names, "targets": targets.tolist()},
@@ -414,29 +581,20 @@ def main(argv: list[str] | None = None) -> int:
                     "mask_size",
                     "iterations",
                     "ig_steps",
+                    "preset",
+                    "curve",
+                    "precision",
                     "batch_size",
-                    "tol",
+                    "reference_seeds",
+                    "engine_seeds",
                     "seed",
                 )
             },
-            "reference": {
-                **{k: ref[k] for k in keys},
-                "line_search_candidates_per_iteration": ref["line_search_candidates_per_iteration"],
-                "line_search_failures": ref["line_search_failures"],
-                "per_image": [_jsonable(c) for c in ref["per_image"]],
-            },
-            "engine": {
-                **{k: eng[k] for k in keys},
-                "engine_reported_seconds": eng["engine_reported_seconds"],
-                "iterations": eng["iterations"],
-                "stopped_early": eng["stopped_early"],
-                "converged": eng["converged"],
-                "config": eng["config"],
-            },
+            "methods": methods,
             "summary": summary,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
     return 1 if args.fail_on_miss and not summary["pass"] else 0
 

@@ -18,6 +18,7 @@ from benchmarks.igospp_bench import main as bench_main
 from benchmarks.igospp_reference import expected_counts, igospp_one_at_a_time
 from tests.test_saliency import PATCH, SIZE, PatchNet
 from xraydebug.saliency import igospp
+from xraydebug.saliency.config import DEFAULT_PRESET, PRESETS
 
 
 @pytest.fixture
@@ -128,20 +129,42 @@ def test_bench_without_a_model_says_how_to_make_one(capsys: pytest.CaptureFixtur
 
 
 def test_bench_end_to_end_on_an_untrained_model(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    """No preset option: the scan's default preset against the reference at the given paper
+    settings, both rerun with other seeds; the JSON keeps the summary keys."""
     out = tmp_path / "bench.json"
     argv = ["--random-model", "tiny", "--n-images", "2", "--mask-size", "8"]
-    argv += ["--iterations", "1", "--ig-steps", "2", "--json", str(out)]
+    argv += ["--iterations", "1", "--ig-steps", "2", "--reference-seeds", "2"]
+    argv += ["--engine-seeds", "2", "--json", str(out), "--cache", str(tmp_path / "cache")]
     assert bench_main(argv) == 0
     text = capsys.readouterr().out
-    assert "reference (1 image)" in text and "engine (batched)" in text and "speed-up" in text
+    assert "reference (1 image)" in text and "speed-up" in text
+    assert f"preset '{DEFAULT_PRESET}' against the reference at paper settings" in text
     capability = torch.backends.cpu.get_cpu_capability()
     assert text.startswith("CPU: ") and f"torch capability {capability}" in text.splitlines()[0]
     data = json.loads(out.read_text())
     assert data["environment"]["machine"]["cpu_capability"] == capability
     assert data["environment"]["torch_threads"] == 2
     assert data["settings"]["iterations"] == 1 and data["settings"]["ig_steps"] == 2
-    assert data["engine"]["config"]["ig_steps"] == 2  # settings reach the engine
-    ref = data["reference"]
-    assert ref["backward_images_per_image"] == 4 * 2 * 1
-    assert len(ref["deletion_auc"]) == 2 and len(data["engine"]["insertion_auc"]) == 2
-    assert set(data["summary"]["checks"]) == {"speedup", "deletion", "insertion"}
+    ref, eng = data["methods"]
+    assert ref["backward_images_per_image"] == 4 * 2 * 1 and ref["seeds"] == 2
+    assert eng["name"] == DEFAULT_PRESET and eng["seeds"] == 2
+    assert eng["runs"][0]["config"]["ig_steps"] == PRESETS[DEFAULT_PRESET]["ig_steps"]
+    assert eng["runs"][1]["config"]["seed"] != eng["runs"][0]["config"]["seed"]
+    assert len(ref["runs"][0]["deletion_auc"]) == 2 and len(eng["runs"][0]["insertion_auc"]) == 2
+    summary = data["summary"]
+    assert {"speedup", "deletion_difference", "insertion_difference"} <= set(summary)
+    assert summary["speedup"] == pytest.approx(ref["seconds_per_image"] / eng["seconds_per_image"])
+    assert summary["deletion_difference"] == pytest.approx(
+        eng["deletion_auc_mean"] - ref["deletion_auc_mean"]
+    )
+    assert set(summary["checks"]) == {"speedup", "deletion", "insertion"}
+
+    # the curve: every preset; the reference now comes from the cache (same masks, same AUC)
+    argv += ["--curve", "--plot", str(tmp_path / "curve.png")]
+    assert bench_main(argv) == 0
+    text = capsys.readouterr().out
+    assert "2 image(s) from the cache" in text and "reference seed set" in text
+    curve = json.loads(out.read_text())
+    assert [m["name"] for m in curve["methods"]] == ["reference (1 image)", *PRESETS]
+    assert curve["methods"][0]["deletion_auc_mean"] == ref["deletion_auc_mean"]
+    assert (tmp_path / "curve.png").stat().st_size > 1000

@@ -43,8 +43,8 @@ class DemoConfig:
     batch_size: int = 16
     scan_images: int = 16
     mask_size: int = 28
-    iterations: int = 10
-    ig_steps: int = 5
+    iterations: int | None = None  # None: the scan's default preset's
+    ig_steps: int | None = None
     text_detector: str = "auto"
     n_boot: int = 1000
     seed: int = 0
@@ -58,7 +58,6 @@ class DemoConfig:
                 epochs=12,
                 scan_images=6,
                 iterations=5,
-                ig_steps=4,
                 n_boot=200,
                 seed=seed,
             )

@@ -34,6 +34,8 @@ def cpu_has_native_bf16() -> bool:
     AVX-512 machine run torch as an AVX2-only one would, for measuring."""
     if os.environ.get("XRAYDEBUG_NATIVE_BF16", "").strip() == "0":
         return False
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2", "NO AVX"):
+        return False  # torch held to AVX2 (ATEN_CPU_CAPABILITY): run as such a CPU would
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     for name in checks:
         fn = getattr(torch.cpu, name, None)

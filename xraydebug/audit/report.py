@@ -43,6 +43,7 @@ from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.fsutil import atomic_write_text, resolves_inside
 from xraydebug.models.architectures import Preprocessing
 from xraydebug.models.metrics import confusion_matrix
+from xraydebug.saliency.registry import describe_saliency
 
 REPORT_NAME = "report.html"
 METRIC_NAMES = {"f1": "F1", "macro_f1": "macro-F1", "recall": "recall (sensitivity)"}
@@ -229,12 +230,29 @@ def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
         "insertion_auc": pd.to_numeric(ok["insertion_auc"], errors="coerce").mean(),
         "run": run,
         "config": config,
+        "method": _describe_method(run),
         "rule": {
             "min_mass": config.get("flag_min_mass"),
             "min_ratio": config.get("flag_min_ratio"),
             "min_reveal_prob": config.get("flag_min_reveal_prob"),
         },
     }
+
+
+def _describe_method(run: dict[str, Any]) -> str:
+    """How the scan explained: method, preset, settings and cost per image, in words."""
+    config = run.get("config", {})
+    saliency = run.get("saliency") or {"method": config.get("method", "igospp")}
+    text = describe_saliency(saliency)
+    if "preset" not in saliency:
+        text += f", mask {config.get('mask_size', '?')}"
+    cost = run.get("cost_per_image")
+    if cost:
+        text += (
+            f"; {cost['explain_seconds']:.2f} s and {cost['forward_images']:.0f} forward / "
+            f"{cost['backward_images']:.0f} backward model passes per image"
+        )
+    return text
 
 
 def _patient_ids(data_root: Path | None, classes: tuple[str, ...]) -> dict[str, str]:

@@ -53,6 +53,7 @@ from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json,
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.train import predict_probs
 from xraydebug.saliency import IGOSConfig, blur_baseline, deletion_insertion, get_explainer
+from xraydebug.saliency.config import DEFAULT_PRESET
 from xraydebug.text import TextDetectConfig, detect_text
 from xraydebug.text.detect import merge_boxes, resolve_detector
 from xraydebug.text.second_look import SecondLookConfig, saliency_blobs, second_look
@@ -100,16 +101,17 @@ class ScanConfig:
     """Settings of one scan (written to ``run.json``)."""
 
     method: str = "igospp"
+    preset: str = DEFAULT_PRESET  # IGOSConfig.preset: paper | balanced | fast
     mask_size: int = 56
-    iterations: int = 20
-    ig_steps: int = 15
+    iterations: int | None = None  # None: the preset's
+    ig_steps: int | None = None  # None: the preset's
     l1: float = 1.0
     l2: float = 20.0
     noise: float = 0.2
     explain: str = "pred"  # pred | label
     metric_steps: int = 50
     split: str = "all"
-    batch_size: int = 8
+    batch_size: int | None = None  # images explained together; None: 8 on CPU, 64 on CUDA
     device: str = "auto"
     seed: int = 0
     shard: tuple[int, int] = (0, 1)
@@ -125,13 +127,22 @@ class ScanConfig:
 
     def __post_init__(self) -> None:
         get_explainer(self.method)  # unknown names list the valid ones
+        self.igos_config()  # unknown presets and bad settings fail here, before any work
         if self.explain not in ("pred", "label"):
             raise ValueError(f"explain must be 'pred' or 'label', got {self.explain!r}")
         index, count = self.shard
         if count < 1 or not 0 <= index < count:
             raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def images_per_chunk(self, device: torch.device) -> int:
+        """``batch_size``, or by default 8 images on CPU (the gradient passes run in chunks of
+        <= 32 rows there anyway) and 64 on CUDA: 64 images x 4 terms x K points keep a large
+        GPU busy (the engine's own chunks then hold up to 256 rows)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 64 if device.type == "cuda" else 8
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in _NOT_IDENTITY}
@@ -140,14 +151,21 @@ class ScanConfig:
         return FlagRule(self.flag_min_mass, self.flag_min_ratio, self.flag_min_reveal_prob)
 
     def igos_config(self) -> IGOSConfig:
-        return IGOSConfig(
+        """The preset's settings with this scan's mask size, weights, seed and any
+        ``iterations`` / ``ig_steps`` set here."""
+        overrides = {
+            k: v
+            for k, v in (("iterations", self.iterations), ("ig_steps", self.ig_steps))
+            if v is not None
+        }
+        return IGOSConfig.preset(
+            self.preset,
             mask_size=self.mask_size,
-            iterations=self.iterations,
-            ig_steps=self.ig_steps,
             l1=self.l1,
             l2=self.l2,
             noise=self.noise,
             seed=self.seed,
+            **overrides,
         )
 
 
@@ -266,7 +284,7 @@ def _explain_chunk(
     prep = loaded.preprocessing
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    probs = predict_probs(loaded.model, prep, cache.images, device, config.batch_size)
+    probs = predict_probs(loaded.model, prep, cache.images, device, len(cache))
     preds = probs.argmax(1)
     targets = preds if config.explain == "pred" else cache.labels
     images = prep.normalize(cache.images.to(device).float())
@@ -290,7 +308,9 @@ def _explain_chunk(
         loaded.model, images, targets, result, steps=config.metric_steps
     )
     timings["metrics"] = time.perf_counter() - t0
-    iterations = result.stats.get("iterations") or [config.iterations] * len(cache)
+    iterations = result.stats.get("iterations") or [0] * len(cache)  # Grad-CAM: none
+    for key in ("forward_images", "backward_images"):
+        timings[key] = float(result.stats.get(key, len(cache)))  # Grad-CAM: one pass each
     text = [{} for _ in cache.records]
     if config.detect_text:
         t0 = time.perf_counter()
@@ -379,6 +399,8 @@ def scan(
     loaded.model.to(device)
     index = load_index(data, manifest, loaded.classes)
     identity = {"model_sha256": loaded.sha256, "classes": list(loaded.classes), **config.identity()}
+    if config.method in ("igospp", "igos"):  # what the preset resolved to, not only its name
+        identity["saliency_settings"] = config.igos_config().to_dict()
     rows_by_path = _read_existing(out, identity)
     selected = _select(
         [r for r in index.records if r.label is not None or r.status == STATUS_ERROR], config
@@ -393,6 +415,7 @@ def scan(
     todo = [r for r in todo if r.usable]
     prep = loaded.preprocessing
     timings = {"decode": 0.0, "classify": 0.0, "explain": 0.0, "metrics": 0.0, "text": 0.0}
+    passes = {"forward_images": 0.0, "backward_images": 0.0}
     run = {
         "identity": identity,
         "config": asdict(config),
@@ -406,6 +429,15 @@ def scan(
         "device": str(device),
         "machine": machine_info(),
         "text_detector": resolve_detector(config.text_detector) if config.detect_text else None,
+        "saliency": (
+            {
+                "method": config.method,
+                "preset": config.preset,
+                "settings": config.igos_config().to_dict(),
+            }
+            if config.method in ("igospp", "igos")
+            else {"method": config.method}
+        ),
         "versions": _versions(),
     }
     atomic_write_json(out / "run.json", run)
@@ -413,8 +445,9 @@ def scan(
     n_new = 0
     if progress:
         progress(0, len(todo))
-    for begin in range(0, len(todo), config.batch_size):
-        chunk = todo[begin : begin + config.batch_size]
+    per_chunk = config.images_per_chunk(device)
+    for begin in range(0, len(todo), per_chunk):
+        chunk = todo[begin : begin + per_chunk]
         t0 = time.perf_counter()
         cache = ImageCache.build(
             index.root,
@@ -432,7 +465,7 @@ def scan(
         if len(cache):
             rows, chunk_timings = _explain_chunk(loaded, cache, config, device, out)
             for key, value in chunk_timings.items():
-                timings[key] += value
+                (passes if key in passes else timings)[key] += value
             for row in rows:
                 rows_by_path[row["path"]] = row
             n_new += len(rows)
@@ -450,10 +483,24 @@ def scan(
         n_resumed=n_resumed,
         n_errors=int((table["status"] == STATUS_ERROR).sum()),
         images_per_second=round(n_new / seconds, 4) if n_new else None,
+        cost_per_image=_cost_per_image(timings, passes, n_new),
     )
     atomic_write_json(out / "run.json", run)
     report_path = build_report(out) if report else None
     return ScanResult(out, table, run, n_new, n_resumed, errors, report_path)
+
+
+def _cost_per_image(
+    timings: dict[str, float], passes: dict[str, float], n_new: int
+) -> dict[str, float] | None:
+    """What one newly scanned image cost this run: seconds per stage and in all, and the
+    model passes of its explanation (images through the model; 1 = one image)."""
+    if not n_new:
+        return None
+    cost = {f"{k}_seconds": round(v / n_new, 4) for k, v in timings.items()}
+    cost["seconds"] = round(sum(timings.values()) / n_new, 4)
+    cost.update({k: round(v / n_new, 1) for k, v in passes.items()})
+    return cost
 
 
 def apply_flags(table: pd.DataFrame, rule: FlagRule) -> pd.DataFrame:

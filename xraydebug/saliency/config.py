@@ -60,6 +60,20 @@ class IGOSConfig:
             where the CPU has native bf16 (AVX512-BF16 or AMX; elsewhere float32). The
             line-search objective, whose differences decide Armijo and ``tol``, and all mask
             arithmetic stay float32.
+        alphas: placement of the ``K`` integrated-gradient points on the path. ``"uniform"``:
+            ``alpha_k = k / K`` (the paper; a right Riemann sum of the path integral).
+            ``"stratified"``: ``alpha_k = (k - u) / K`` with one ``u ~ U(0, 1)`` per image,
+            iteration and term from the image's noise stream: an unbiased estimate of the same
+            integral, so few points (``K = 3-5``) carry no Riemann bias.
+        shared_noise: draw one noise tensor (and one ``u``) per image and iteration and use it
+            for all four iGOS++ terms (common random numbers: the terms' noise no longer adds up
+            independently in the summed gradient). ``False``: one draw per term (the paper).
+        ls_warm: where each line search starts on the step ladder. ``None``: at ``init_step``
+            every iteration (the paper). ``n``: ``n`` rungs above the image's last accepted
+            step (a warm start; the first iteration of every stage starts at ``init_step``).
+        coarse: stages optimised before the ``mask_size`` stage, as ``((side, iterations),
+            ...)`` from coarse to fine; each stage's masks are upsampled bilinearly into the
+            next stage's start. ``()``: one stage at ``mask_size`` (the paper).
         channels_last: feed the model ``channels_last`` tensors on CUDA.
         fold_bn: run a private copy of the model in which each ``Conv2d`` directly followed by a
             ``BatchNorm2d`` in an ``nn.Sequential`` is merged into one convolution (same function
@@ -89,10 +103,21 @@ class IGOSConfig:
     batch_size: int | None = None
     seed: int = 0
     amp: bool = True
+    alphas: str = "uniform"
+    shared_noise: bool = False
+    ls_warm: int | None = None
+    coarse: tuple[tuple[int, int], ...] = ()
     channels_last: bool = True
     fold_bn: bool = True
 
     def __post_init__(self) -> None:
+        try:  # JSON gives lists: keep a hashable tuple of pairs
+            object.__setattr__(self, "coarse", tuple(tuple(stage) for stage in self.coarse))
+        except TypeError:
+            raise ValueError(
+                f"IGOSConfig.coarse: expected (side, iterations) pairs, got {self.coarse!r}"
+            ) from None
+
         def need(ok: bool, name: str, expected: str) -> None:
             if not ok:
                 value = getattr(self, name)
@@ -126,6 +151,30 @@ class IGOSConfig:
             "None or an int >= 1",
         )
         need(_is_int(self.seed), "seed", "an int")
+        need(self.alphas in ALPHA_PLACEMENTS, "alphas", f"one of {ALPHA_PLACEMENTS}")
+        need(
+            self.ls_warm is None or (_is_int(self.ls_warm) and self.ls_warm >= 0),
+            "ls_warm",
+            "None or an int >= 0",
+        )
+        need(
+            all(
+                len(stage) == 2 and all(_is_int(v) and v >= 1 for v in stage)
+                for stage in self.coarse
+            ),
+            "coarse",
+            "a tuple of (side >= 1, iterations >= 1) pairs",
+        )
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> IGOSConfig:
+        """The settings of a named preset (:data:`PRESETS`), with ``overrides`` on top.
+
+        ``mask_size`` is not part of a preset: pass it (28 in the papers, 56 in ``scan``).
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown iGOS++ preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     def step_ladder(self) -> list[float]:
         """The step sizes the line search may try: ``init_step * step_decay**n >= min_step``."""
@@ -138,6 +187,43 @@ class IGOSConfig:
         """Plain-dict form, e.g. for ``run.json``."""
         return asdict(self)
 
+
+ALPHA_PLACEMENTS = ("uniform", "stratified")
+
+#: Named settings (``IGOSConfig.preset``, ``scan --preset``), from the paper's to the fastest
+#: that keeps its deletion/insertion quality (``benchmarks/README.md``, "quality per second").
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper as the authors' code ran it: 20 iterations, 15 uniform IG points, one noise
+    # draw per term, the step ladder restarted at every iteration, every iteration run.
+    "paper": {
+        "iterations": 20,
+        "ig_steps": 15,
+        "alphas": "uniform",
+        "shared_noise": False,
+        "ls_warm": None,
+        "coarse": (),
+        "tol": 0.0,
+    },
+    "balanced": {
+        "iterations": 12,
+        "ig_steps": 4,
+        "alphas": "stratified",
+        "shared_noise": True,
+        "ls_warm": 1,
+        "coarse": (),
+        "tol": 1e-3,
+    },
+    "fast": {
+        "iterations": 10,
+        "ig_steps": 3,
+        "alphas": "stratified",
+        "shared_noise": True,
+        "ls_warm": 1,
+        "coarse": (),
+        "tol": 1e-3,
+    },
+}
+DEFAULT_PRESET = "balanced"
 
 CONFIG_FIELDS: frozenset[str] = frozenset(f.name for f in fields(IGOSConfig))
 

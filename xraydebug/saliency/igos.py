@@ -65,6 +65,20 @@ Deviations from the reference, each deliberate:
    passes by default where the hardware has it (the reference is fp32 on CUDA only).
 6. Convergence stopping (``tol > 0``, default ``1e-3`` over 3 iterations): the reference always
    runs all ``iterations``; ``tol=0`` does too (unless the line search fails).
+
+Beyond the paper (off in the ``"paper"`` preset, chosen by quality per second in the others;
+:data:`~.config.PRESETS`, ``benchmarks/README.md``):
+
+* ``alphas="stratified"``: one random offset per (image, iteration, term) puts one path point
+  in each of the ``K`` equal strata of (0, 1]; the integrated gradient is then an unbiased
+  estimate of the path integral with any ``K`` (the paper's ``k/K`` is a right Riemann sum,
+  which needs many points), so ``K = 3-4`` replaces 15;
+* ``shared_noise``: the four terms of an image use the same noise draw and offset in an
+  iteration (common random numbers);
+* ``ls_warm``: the line search starts ``ls_warm`` rungs above the image's last accepted step
+  instead of at ``init_step`` (steps rarely grow by more than one rung, so most iterations
+  accept the first group of candidates);
+* ``coarse``: stages at coarser mask sides before the final one, each upsampled into the next.
 """
 
 from __future__ import annotations
@@ -153,12 +167,13 @@ class _Optimizer:
         cfg: IGOSConfig,
         seeds: list[int],
         device: torch.device,
+        it_offset: int = 0,
     ) -> None:
         self.model, self.cfg, self.device = model, cfg, device
         self.images, self.baseline, self.targets = images, baseline, targets
         self.diff = images - baseline
         self.terms, self.n_masks, self.grad_scale = terms, n_masks, grad_scale
-        self.seeds = seeds
+        self.seeds, self.it_offset = seeds, it_offset
         self.size = (int(images.shape[-2]), int(images.shape[-1]))
         sample = images[0].numel()
         self.batch_size = cfg.batch_size or device_batch_size(sample, device, cfg.ig_steps)
@@ -170,6 +185,8 @@ class _Optimizer:
         self.is_ins = torch.tensor([t.insertion for t in terms], device=device)
         k = cfg.ig_steps
         self.alphas = torch.arange(1, k + 1, device=device, dtype=torch.float32) / k
+        self.ladder = torch.tensor(cfg.step_ladder(), device=device)
+        self.rung = torch.zeros(images.shape[0], dtype=torch.long, device=device)  # last accepted
         self.checked = False  # class indices validated against the logits (first forward)
         self.ig_forwards = 0
         self.ls_forwards = 0
@@ -246,12 +263,27 @@ class _Optimizer:
             r += k1 - k0
         return out
 
+    def _stream(self, image: int, it: int, term: int) -> int:
+        """Seed of one (image, iteration, term) block; the four terms share it with
+        ``shared_noise``; coarse-to-fine stages count iterations on (``it_offset``)."""
+        return mix_seed(
+            self.seeds[image], it + self.it_offset, 0 if self.cfg.shared_noise else term
+        )
+
+    def _alphas(self, image: int, it: int, term: int) -> Tensor:
+        """``(K,)`` path points of one block: ``k/K`` or ``(k - u)/K`` (``alphas``)."""
+        if self.cfg.alphas == "uniform":
+            return self.alphas
+        gen = torch.Generator().manual_seed(mix_seed(self._stream(image, it, term), 1))
+        u = float(torch.rand((), generator=gen))
+        return self.alphas - u / self.cfg.ig_steps
+
     def _noise_block(self, image: int, it: int, term: int, k0: int, k1: int, out: Tensor) -> None:
         """Writes rows ``k0 .. k1 - 1`` of the noise of one (image, iteration, term) block into
         ``out``: one stream per block of K rows, so any chunking draws the same numbers."""
         k = self.cfg.ig_steps
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(mix_seed(self.seeds[image], it, term))
+        gen.manual_seed(self._stream(image, it, term))
         shape = (k, *self.images.shape[1:])
         if k1 - k0 == k:
             torch.randn(shape, generator=gen, device=self.device, out=out)
@@ -292,7 +324,7 @@ class _Optimizer:
                 image, term = idx_list[b // n_terms], b % n_terms
                 ins = self.terms[term].insertion
                 xs = x[o : o + k1 - k0]
-                a = self.alphas[k0:k1].view(-1, 1, 1, 1)
+                a = self._alphas(image, it, term)[k0:k1].view(-1, 1, 1, 1)
                 c1 = -a if ins else a
                 if self.cfg.noise > 0:
                     self._noise_block(image, it, term, k0, k1, xs)
@@ -325,46 +357,64 @@ class _Optimizer:
     # -- line search -----------------------------------------------------------------------------
     @torch.no_grad()
     def line_search(
-        self, masks: Tensor, grad: Tensor, loss: Tensor, idx: Tensor
+        self, masks: Tensor, grad: Tensor, loss: Tensor, idx: Tensor, first: bool
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Armijo backtracking for every image at once.
+        """Armijo backtracking for every image at once, ``ls_group`` rungs per forward.
 
-        Returns ``(accepted (n,) bool, new masks, new objective (n,), step (n,))``; rows that
-        found no acceptable step keep their masks, objective and a step of 0.
+        Each image walks the ladder from its own start rung: the top, or with ``ls_warm`` that
+        many rungs above its last accepted step (``first``: the top for all). Returns
+        ``(accepted (n,) bool, new masks, new objective (n,), step (n,))``; rows that found no
+        acceptable step keep their masks, objective and a step of 0.
         """
-        cfg = self.cfg
-        ladder = torch.tensor(cfg.step_ladder(), device=self.device)
-        n = masks.shape[0]
+        cfg, ladder = self.cfg, self.ladder
+        n, n_rungs, group = masks.shape[0], ladder.numel(), cfg.ls_group
         gnorm2 = grad.flatten(1).pow(2).sum(dim=1)
         accepted = torch.zeros(n, dtype=torch.bool, device=self.device)
         new_masks, new_loss = masks.clone(), loss.clone()
         step = torch.zeros(n, device=self.device)
+        if first or cfg.ls_warm is None:
+            start = torch.zeros(n, dtype=torch.long, device=self.device)
+        else:
+            start = (self.rung[idx] - cfg.ls_warm).clamp_min(0)
         pending = torch.arange(n, device=self.device)
-        shape = (1, -1) + (1,) * (masks.dim() - 1)
-        for s0 in range(0, ladder.numel(), cfg.ls_group):
+        offsets = torch.arange(group, device=self.device)
+        ones = (1,) * (masks.dim() - 1)
+        for g0 in range(0, n_rungs, group):
+            rungs = start[pending, None] + g0 + offsets  # (p, group)
+            live = rungs[:, 0] < n_rungs  # images with ladder left
+            pending, rungs = pending[live], rungs[live]
             if pending.numel() == 0:
                 break
-            cand = ladder[s0 : s0 + cfg.ls_group]
-            trial = (masks[pending, None] - cand.view(shape) * grad[pending, None]).clamp_(0, 1)
-            f = self.objective(trial.flatten(0, 1), idx[pending].repeat_interleave(cand.numel()))
-            f = f.view(pending.numel(), cand.numel())
-            ok = f <= loss[pending, None] - cfg.armijo_c * cand[None] * gnorm2[pending, None]
+            valid = rungs < n_rungs
+            cand = ladder[rungs.clamp_max(n_rungs - 1)]
+            trial = masks[pending, None] - cand.view(-1, group, *ones) * grad[pending, None]
+            trial = trial.clamp_(0, 1)
+            f = torch.full(valid.shape, torch.inf, device=self.device)
+            f[valid] = self.objective(trial[valid], idx[pending, None].expand_as(rungs)[valid])
+            ok = valid & (f <= loss[pending, None] - cfg.armijo_c * cand * gnorm2[pending, None])
             hit = ok.any(dim=1)
             local = hit.nonzero().squeeze(1)
-            rung = ok[local].to(torch.uint8).argmax(dim=1)  # first rung satisfying Armijo
+            first_ok = ok[local].to(torch.uint8).argmax(dim=1)  # first rung satisfying Armijo
             rows = pending[local]
-            new_masks[rows] = trial[local, rung]
-            new_loss[rows] = f[local, rung]
-            step[rows] = cand[rung]
+            new_masks[rows] = trial[local, first_ok]
+            new_loss[rows] = f[local, first_ok]
+            step[rows] = cand[local, first_ok]
             accepted[rows] = True
+            self.rung[idx[rows]] = rungs[local, first_ok]
             pending = pending[~hit]
         return accepted, new_masks, new_loss, step
 
     # -- main loop -------------------------------------------------------------------------------
-    def run(self) -> tuple[Tensor, dict[str, Any]]:
+    def run(self, start: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
+        """Optimises from ``start`` ``(B, n_masks, 1, s', s')`` (resized to ``mask_size``;
+        default all ones) for ``cfg.iterations`` -> masks ``(B, n_masks, 1, s, s)`` and stats."""
         cfg, b, dev = self.cfg, self.images.shape[0], self.device
         s = cfg.mask_size
-        masks = torch.ones(b, self.n_masks, 1, s, s, device=dev)
+        if start is None:
+            masks = torch.ones(b, self.n_masks, 1, s, s, device=dev)
+        else:
+            masks = upsample_mask(start.flatten(0, 1), (s, s)).view(b, self.n_masks, 1, s, s)
+            masks = masks.clamp(0, 1)
         active = torch.arange(b, device=dev)
         loss = self.objective(masks, active)
         iterations = torch.zeros(b, dtype=torch.long)
@@ -379,7 +429,9 @@ class _Optimizer:
                 break
             current = masks[active]
             grad = self.gradient(current, active, it)
-            ok, new, new_loss, step = self.line_search(current, grad, loss[active], active)
+            ok, new, new_loss, step = self.line_search(
+                current, grad, loss[active], active, first=it == 0
+            )
             done = active[ok]
             masks[done] = new[ok]
             loss[done] = new_loss[ok]
@@ -434,6 +486,21 @@ def resolve_config(
     return replace(config, **changed, **more)
 
 
+def _merge_stage_stats(before: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+    """Per-image stats over coarse-to-fine stages: iterations, updates and step sizes add up;
+    the objective (history, final value, convergence) is the last stage's, since a coarser
+    mask's objective is not comparable."""
+    if not before:
+        return stage
+    out = dict(stage)
+    for key in ("iterations", "updates", "step_sizes"):
+        out[key] = [a + b for a, b in zip(before[key], stage[key], strict=True)]
+    out["stopped_early"] = [
+        a or b for a, b in zip(before["stopped_early"], stage["stopped_early"], strict=True)
+    ]
+    return out
+
+
 def _explain(
     method: str,
     model: nn.Module,
@@ -455,25 +522,47 @@ def _explain(
         tgt = as_targets(model, x, targets)
         base = make_baseline(x, baseline, cfg.blur_kernel, cfg.blur_sigma)
         net, folded = fold_batchnorm(model) if cfg.fold_bn else (model, 0)
-        if method == "igospp":
-            opt = _Optimizer(net, x, base, tgt, _IGOSPP_TERMS, 2, True, 0.5, cfg, seeds, dev)
-        else:
-            opt = _Optimizer(net, x, base, tgt, _IGOS_TERMS, 1, False, 1.0, cfg, seeds, dev)
-        masks, stats = opt.run()
+        terms, n_masks, bilateral, scale = (
+            (_IGOSPP_TERMS, 2, True, 0.5) if method == "igospp" else (_IGOS_TERMS, 1, False, 1.0)
+        )
+        masks, stats, stages = None, {}, []
+        ig_forwards = ls_forwards = it_offset = 0
+        for side, iters in (*cfg.coarse, (cfg.mask_size, cfg.iterations)):
+            stage_cfg = replace(cfg, mask_size=side, iterations=iters, coarse=())
+            opt = _Optimizer(
+                net,
+                x,
+                base,
+                tgt,
+                terms,
+                n_masks,
+                bilateral,
+                scale,
+                stage_cfg,
+                seeds,
+                dev,
+                it_offset,
+            )
+            masks, stage = opt.run(masks)
+            stats = _merge_stage_stats(stats, stage)
+            stages.append({"mask_size": side, "iterations": stage["iterations"]})
+            ig_forwards, ls_forwards = ig_forwards + opt.ig_forwards, ls_forwards + opt.ls_forwards
+            it_offset += iters
     sync(dev)
     seconds = time.perf_counter() - start
     b = x.shape[0]
-    forwards = opt.ig_forwards + opt.ls_forwards + extra_forwards
+    forwards = ig_forwards + ls_forwards + extra_forwards
     stats.update(
         {
             "method": method,
             "images": b,
+            "stages": stages,
             "forward_images": forwards,
-            "backward_images": opt.ig_forwards,
-            "ig_forward_images": opt.ig_forwards,
-            "line_search_forward_images": opt.ls_forwards,
+            "backward_images": ig_forwards,
+            "ig_forward_images": ig_forwards,
+            "line_search_forward_images": ls_forwards,
             "forward_images_per_image": forwards / b,
-            "backward_images_per_image": opt.ig_forwards / b,
+            "backward_images_per_image": ig_forwards / b,
             "seconds": seconds,
             "seconds_per_image": seconds / b,
             "device": str(dev),
