@@ -366,8 +366,9 @@ def scan(
     preset: Annotated[
         str,
         typer.Option(
-            help="iGOS++ settings: balanced (the paper's quality for about a sixth of its model "
-            "passes), fast (fewer still, for triage) or paper (20 iterations, 15 IG points)."
+            help="iGOS++ settings: balanced (the paper's deletion/insertion quality for about "
+            "a ninth of its gradient passes), fast (triage: loses some deletion quality at "
+            "mask 56+) or paper (20 iterations, 15 IG points)."
         ),
     ] = "balanced",  # = saliency.config.DEFAULT_PRESET (tested; not imported: no torch at start-up)
     mask_size: Annotated[int, typer.Option(help="Mask side (28, 56, 112 or the input size).")] = 56,

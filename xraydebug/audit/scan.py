@@ -279,8 +279,9 @@ def _explain_chunk(
     config: ScanConfig,
     device: torch.device,
     out: Path,
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Classify, explain and score one chunk; write its masks; return its scan rows."""
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, float]]:
+    """Classify, explain and score one chunk; write its masks; return its scan rows, seconds
+    per stage and model passes (forward / backward images) of the explanations."""
     prep = loaded.preprocessing
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -309,8 +310,10 @@ def _explain_chunk(
     )
     timings["metrics"] = time.perf_counter() - t0
     iterations = result.stats.get("iterations") or [0] * len(cache)  # Grad-CAM: none
-    for key in ("forward_images", "backward_images"):
-        timings[key] = float(result.stats.get(key, len(cache)))  # Grad-CAM: one pass each
+    passes = {  # Grad-CAM: one forward and one backward per image
+        key: float(result.stats.get(key, len(cache)))
+        for key in ("forward_images", "backward_images")
+    }
     text = [{} for _ in cache.records]
     if config.detect_text:
         t0 = time.perf_counter()
@@ -350,7 +353,7 @@ def _explain_chunk(
         )
         row.update(text[i])
         rows.append(row)
-    return rows, timings
+    return rows, timings, passes
 
 
 def _read_existing(out: Path, identity: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -463,9 +466,11 @@ def scan(
             rows_by_path[rec.path] = _error_row(rec, reason)
             errors.append(message)
         if len(cache):
-            rows, chunk_timings = _explain_chunk(loaded, cache, config, device, out)
+            rows, chunk_timings, chunk_passes = _explain_chunk(loaded, cache, config, device, out)
             for key, value in chunk_timings.items():
-                (passes if key in passes else timings)[key] += value
+                timings[key] += value
+            for key, value in chunk_passes.items():
+                passes[key] += value
             for row in rows:
                 rows_by_path[row["path"]] = row
             n_new += len(rows)

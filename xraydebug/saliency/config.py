@@ -51,9 +51,10 @@ class IGOSConfig:
         tol_window: iterations over which the decrease is measured (>= 1).
         ls_group: how many rungs of the step-size ladder are evaluated together in one batched
             forward (1 = classic sequential backtracking; larger trades forwards for latency).
-        batch_size: most perturbed images per model forward/backward; ``None`` picks about 16M
-            input elements per chunk (at most 256 images) on CUDA and 2M (at most 32) on CPU,
-            rounded down to a multiple of ``ig_steps`` (see :func:`~.masks.device_batch_size`).
+        batch_size: most perturbed images per model forward/backward; ``None``: on CUDA as many
+            as half the free memory holds (measured by a 2-row probe, at most 1024), on CPU about
+            2M input elements (at most 32); a multiple of ``ig_steps`` where one fits
+            (:func:`~.masks.rows_that_fit`, :func:`~.masks.device_batch_size`).
         seed: base seed of the per-image noise streams (see ``noise_seeds`` in ``igospp``).
         amp: run the integrated-gradient passes (forward + input-gradient backward) under
             ``torch.autocast``: on CUDA bfloat16 where supported, else float16; on CPU bfloat16
@@ -208,7 +209,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "iterations": 12,
         "ig_steps": 4,
         "alphas": "stratified",
-        "shared_noise": True,
+        "shared_noise": False,
         "ls_warm": 1,
         "coarse": (),
         "tol": 1e-3,
@@ -217,7 +218,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "iterations": 10,
         "ig_steps": 3,
         "alphas": "stratified",
-        "shared_noise": True,
+        "shared_noise": False,
         "ls_warm": 1,
         "coarse": (),
         "tol": 1e-3,

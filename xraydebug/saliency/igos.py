@@ -96,6 +96,7 @@ from .masks import (
     blur_baseline,
     btv_weights,
     device_batch_size,
+    rows_that_fit,
     total_variation,
     upsample_mask,
     weighted_tv,
@@ -190,6 +191,26 @@ class _Optimizer:
         self.checked = False  # class indices validated against the logits (first forward)
         self.ig_forwards = 0
         self.ls_forwards = 0
+        if cfg.batch_size is None and device.type == "cuda":
+            self.batch_size = self._rows_that_fit_cuda()
+
+    def _rows_that_fit_cuda(self) -> int:
+        """Gradient-chunk rows on CUDA from a measurement, not a guess: one probe of 2 rows
+        (forward + input gradient, the run's autocast) gives the peak memory per row; chunks
+        then use at most half of the free memory (:func:`~.masks.rows_that_fit`, <= 1024 rows,
+        a multiple of K). On a large GPU that is hundreds of rows, where the fixed 16M-element
+        budget would give a few dozen at 480 px."""
+        dev = self.device
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        x = self.images[:1].expand(2, *self.images.shape[1:]).clone().requires_grad_(True)
+        with torch.enable_grad():
+            p = self.probs(x, torch.zeros(2, dtype=torch.long, device=dev), amp=True)
+            torch.autograd.grad(p.sum(), x)
+        per_row = (torch.cuda.max_memory_allocated(dev) - before) // 2
+        free, _ = torch.cuda.mem_get_info(dev)
+        return rows_that_fit(free, per_row, multiple_of=self.cfg.ig_steps)
 
     # -- pieces of the objective ---------------------------------------------------------------
     def term_masks(self, up: Tensor) -> Tensor:

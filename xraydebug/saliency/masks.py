@@ -168,12 +168,30 @@ def device_batch_size(sample_numel: int, device: torch.device, multiple_of: int 
     return size
 
 
+def rows_that_fit(
+    free_bytes: int,
+    bytes_per_row: int,
+    multiple_of: int = 1,
+    fraction: float = 0.5,
+    cap: int = 1024,
+) -> int:
+    """Rows per chunk that keep ``fraction`` of ``free_bytes`` free, given the measured peak
+    ``bytes_per_row`` of one row's forward + input-gradient backward; at most ``cap``, rounded
+    down to a multiple of ``multiple_of`` when at least one multiple fits; at least 1."""
+    rows = int(fraction * free_bytes) // max(1, bytes_per_row)
+    rows = max(1, min(cap, rows))
+    if multiple_of > 1 and rows >= multiple_of:
+        rows -= rows % multiple_of
+    return rows
+
+
 __all__ = [
     "bilateral_tv",
     "blur_baseline",
     "btv_weights",
     "default_batch_size",
     "device_batch_size",
+    "rows_that_fit",
     "total_variation",
     "upsample_mask",
     "weighted_tv",
