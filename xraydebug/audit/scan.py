@@ -11,13 +11,16 @@ Writes, under ``out``:
   rescanning.
 - ``masks/<path>.npz``: ``deletion`` and ``insertion`` masks (s, s) float16 in [0, 1] (0 =
   salient; ``insertion`` absent for single-mask methods), ``target`` class index.
-- ``run.json``: the config, versions, model hash, timings and images/s;
+- ``run.json``: the config, versions, model hash, timings and images/s, the saliency preset
+  with its resolved settings (``saliency``) and what one image cost (``cost_per_image``:
+  seconds per stage, forward/backward model passes);
 - ``report.html``: the audit report (:mod:`xraydebug.audit.report`).
 
-Images are processed in chunks of ``batch_size`` (memory bounded whatever the dataset size);
-after every chunk ``scan.csv`` is rewritten atomically, so a killed scan resumes where it stopped
-when rerun with the same model and config. ``shard=(i, n)`` keeps every n-th image from the i-th
-(0-based) of the path-sorted list, so n machines can split a dataset.
+Images are processed in chunks of ``batch_size`` (default 8 on CPU, 64 on CUDA; memory
+bounded whatever the dataset size); after every chunk ``scan.csv`` is rewritten atomically, so a
+killed scan resumes where it stopped when rerun with the same model and config.
+``shard=(i, n)`` keeps every n-th image from the i-th (0-based) of the path-sorted list, so n
+machines can split a dataset.
 """
 
 from __future__ import annotations
