@@ -232,18 +232,19 @@ class ReferenceCache:
     slow loop runs once per image and machine (``--cache``). Entries are written atomically."""
 
     def __init__(self, folder: Path | None, model_id: str) -> None:
+        from xraydebug.device import machine_info
+
         self.folder, self.model_id = folder, model_id
+        self.machine = machine_info()  # once: it reads /proc/cpuinfo
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, image: Tensor, settings: dict[str, Any]) -> Path:
-        from xraydebug.device import machine_info
-
         key = {
             "model": self.model_id,
             "image": hashlib.sha256(image.detach().cpu().float().numpy().tobytes()).hexdigest(),
             "settings": settings,
-            "machine": machine_info(),
+            "machine": self.machine,
             "torch": torch.__version__,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
