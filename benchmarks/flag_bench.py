@@ -31,7 +31,7 @@ from xraydebug.audit.scan import ScanConfig, scan
 from xraydebug.data.synth import SynthConfig, plan_dataset, render_record
 from xraydebug.device import machine_line
 from xraydebug.models.checkpoint import load_model
-from xraydebug.models.train import predict_probs
+from xraydebug.models.inference import predict_probs
 
 
 def box_hit(truth: list[int], found: list[list[int]]) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xraydebug.audit.clean import STATE_FILE
+from xraydebug.audit.files import CLEAN_STATE
 from xraydebug.audit.report import ReportConfig, build_report, has_detected_text
 from xraydebug.device import machine_line
 
@@ -45,9 +45,9 @@ def inflate(scan_dir: Path, work: Path, n_flagged: int, clean_dir: Path | None) 
         cleaned = work / "clean"
         cleaned.mkdir()
         shutil.copy(clean_dir / "cleaning.csv", cleaned / "cleaning.csv")
-        state = json.loads((clean_dir / STATE_FILE).read_text())
+        state = json.loads((clean_dir / CLEAN_STATE).read_text())
         state["config"]["scan"] = str(copy)
-        (cleaned / STATE_FILE).write_text(json.dumps(state))
+        (cleaned / CLEAN_STATE).write_text(json.dumps(state))
         for row in rows:  # the report reads cleaned pictures from the cleaned folder
             target = cleaned / row["path"]
             if not target.exists() and (clean_dir / row["path"]).exists():

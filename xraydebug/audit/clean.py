@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xraydebug.audit.files import CLEAN_STATE, CLEANING_CSV, SCAN_CSV
+from xraydebug.audit.report import build_report
 from xraydebug.audit.scan_table import read_scan_csv
 from xraydebug.data.imageio import ImageMeta, read_image, read_native
 from xraydebug.data.layouts import load_index
@@ -47,7 +49,6 @@ CLEANING_COLUMNS = [
     "remaining_boxes",
     "passes",
 ]
-STATE_FILE = ".xraydebug-clean.json"
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class CleanResult:
 
 
 def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[int]]]:
-    csv_path = scan_dir / "scan.csv"
+    csv_path = scan_dir / SCAN_CSV
     if not csv_path.exists():
         raise DatasetError(f"{scan_dir}: no scan.csv (run `xraydebug scan` first)")
     table = read_scan_csv(csv_path)
@@ -134,7 +135,7 @@ def _prepare_out(data: Path, out: Path, config: CleanConfig, force: bool) -> Non
     ensure_outside(out, data, "--out")
     if data.resolve().is_relative_to(out.resolve()):
         raise ValueError(f"--out {out} contains the input dataset {data}; choose another")
-    state = out / STATE_FILE
+    state = out / CLEAN_STATE
     if out.exists() and any(out.iterdir()):
         resumable = state.exists() and json.loads(state.read_text()).get("config") == (
             json.loads(json.dumps(config.identity()))
@@ -291,7 +292,7 @@ def clean_dataset(
     if not dry_run:
         _prepare_out(data, out, config, force)
         atomic_write_json(
-            out / STATE_FILE,
+            out / CLEAN_STATE,
             {
                 "config": config.identity(),
                 "data": str(data.resolve()),
@@ -301,7 +302,7 @@ def clean_dataset(
         )
         _copy_label_files(data, out, index.layout, Path(manifest) if manifest else None)
     done: dict[str, dict[str, Any]] = {}
-    csv_path = out / "cleaning.csv"
+    csv_path = out / CLEANING_CSV
     if csv_path.exists() and not dry_run:
         previous = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
         done = {r["path"]: r for r in previous.to_dict("records") if r["status"] == "ok"}
@@ -360,8 +361,6 @@ def clean_dataset(
     n_changed = int(changed.sum())
     report_path = None
     if report and not dry_run:
-        from xraydebug.audit.report import build_report
-
         report_path = build_report(out)
     return CleanResult(out, table, n_changed, len(table) - n_changed, dry_run, errors, report_path)
 

@@ -33,10 +33,9 @@ import numpy as np
 import pandas as pd
 
 from xraydebug.audit import figures
-from xraydebug.audit.clean import STATE_FILE
+from xraydebug.audit.files import CLEAN_STATE, EXAMPLES_FILE
 from xraydebug.audit.flagging import saliency_to_original
 from xraydebug.audit.scan_table import read_scan_csv
-from xraydebug.audit.text_sensitivity import EXAMPLES_FILE
 from xraydebug.data.imageio import read_image
 from xraydebug.data.layouts import load_index
 from xraydebug.errors import DatasetError, ImageReadError
@@ -105,7 +104,7 @@ def find_parts(run_dir: Path) -> RunParts:
             "`xraydebug report` at a folder written by scan, clean or retrain"
         )
     if parts.clean is not None and parts.scan is None:
-        state_path = parts.clean / STATE_FILE
+        state_path = parts.clean / CLEAN_STATE
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         scan_dir = state.get("config", {}).get("scan")
         parts.scan = Path(scan_dir) if scan_dir else None
@@ -400,7 +399,7 @@ def _gallery(
 
 def _clean_summary(clean_dir: Path) -> dict[str, Any]:
     table = pd.read_csv(clean_dir / "cleaning.csv", dtype=str, keep_default_na=False)
-    state_path = clean_dir / STATE_FILE
+    state_path = clean_dir / CLEAN_STATE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     changed = table["changed"].str.lower() == "true"
     errors = table[table["status"] != "ok"]

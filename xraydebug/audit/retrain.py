@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from xraydebug.audit.clean import STATE_FILE
+from xraydebug.audit.files import CLEAN_STATE
 from xraydebug.audit.report import build_report, has_detected_text
 from xraydebug.audit.text_sensitivity import (
     TextSensitivityConfig,
@@ -126,7 +126,7 @@ def baseline_train_config(meta: dict[str, Any], device: str) -> TrainConfig:
 def _original_data(clean_data: Path, test_data: Path | str | None, meta: dict[str, Any]) -> Path:
     """``--test``, else the source recorded by ``clean``, else the baseline's training data."""
     candidates = [test_data]
-    state = clean_data / STATE_FILE
+    state = clean_data / CLEAN_STATE
     if state.exists():
         candidates.append(json.loads(state.read_text()).get("data"))
     candidates.append(meta.get("data"))
@@ -447,8 +447,8 @@ def retrain(
             f"{train_data or original} with its recorded settings (other data or files changed): "
             "the comparison mixes the effect of cleaning with that difference"
         )
-    if scan_dir is None and (clean_data / STATE_FILE).exists():
-        scan_dir = json.loads((clean_data / STATE_FILE).read_text()).get("config", {}).get("scan")
+    if scan_dir is None and (clean_data / CLEAN_STATE).exists():
+        scan_dir = json.loads((clean_data / CLEAN_STATE).read_text()).get("config", {}).get("scan")
 
     text_paths = _text_paths(clean_data)
     cleaning_csv = clean_data / "cleaning.csv"

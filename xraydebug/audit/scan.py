@@ -52,9 +52,18 @@ from xraydebug.data.records import STATUS_ERROR, ImageRecord
 from xraydebug.data.torch_dataset import ImageCache
 from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
-from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
+from xraydebug.executor import (
+    BatchResult,
+    Executor,
+    ExecutorConfig,
+    LocalExecutor,
+    open_executor,
+    readable_root,
+    run_stage,
+)
+from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
 from xraydebug.models.checkpoint import LoadedModel, load_model
-from xraydebug.models.train import predict_probs
+from xraydebug.models.inference import predict_probs
 from xraydebug.saliency import IGOSConfig, blur_baseline, deletion_insertion, get_explainer
 from xraydebug.saliency.config import DEFAULT_PRESET
 from xraydebug.text import TextDetectConfig, detect_text
@@ -277,14 +286,11 @@ def _text_columns(
 
 
 def _explain_chunk(
-    loaded: LoadedModel,
-    cache: ImageCache,
-    config: ScanConfig,
-    device: torch.device,
-    out: Path,
-) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, float]]:
-    """Classify, explain and score one chunk; write its masks; return its scan rows, seconds
-    per stage and model passes (forward / backward images) of the explanations."""
+    loaded: LoadedModel, cache: ImageCache, config: ScanConfig, device: torch.device
+) -> BatchResult:
+    """Classify, explain and score one chunk: its scan rows, its mask files (``.npz`` bytes),
+    and in ``stats`` the seconds per stage and the model passes (forward / backward images) of
+    the explanations."""
     prep = loaded.preprocessing
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -325,7 +331,7 @@ def _explain_chunk(
             loaded, cache, images, targets, result.insertion_saliency(size), config, device
         )
         timings["text"] = time.perf_counter() - t0
-    rows = []
+    rows, files = [], {}
     for i, rec in enumerate(cache.records):
         arrays: dict[str, np.ndarray] = {"target": np.array(int(targets[i]))}
         mask_del = result.deletion_mask if result.deletion_mask is not None else result.mask
@@ -337,7 +343,7 @@ def _explain_chunk(
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         mask_file = mask_filename(rec.path)
-        atomic_write_bytes(out / mask_file, buffer.getvalue())
+        files[mask_file] = buffer.getvalue()
         row = dict.fromkeys(SCAN_COLUMNS, "")
         row.update(
             path=rec.path,
@@ -356,7 +362,59 @@ def _explain_chunk(
         )
         row.update(text[i])
         rows.append(row)
-    return rows, timings, passes
+    return BatchResult(rows, files, stats={**timings, **passes})
+
+
+@dataclass(frozen=True)
+class ScanStep:
+    """The scan's worker step (see :mod:`xraydebug.executor`): a batch of records -> rows and
+    mask files. ``root``: the dataset folder, as every worker sees it."""
+
+    root: str
+    model: LoadedModel
+    config: ScanConfig
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    def build(self) -> _ScanWorker:
+        return _ScanWorker(self)
+
+
+class _ScanWorker:
+    """One worker's classifier (moved to its device once); the text detector is cached per
+    process by :mod:`xraydebug.text.detect`."""
+
+    def __init__(self, spec: ScanStep) -> None:
+        self.root = readable_root(spec.root)
+        self.config = spec.config
+        self.device = resolve_device(spec.config.device)
+        self.loaded = spec.model
+        self.loaded.model.to(self.device)
+
+    def __call__(self, records: list[ImageRecord]) -> BatchResult:
+        prep = self.loaded.preprocessing
+        t0 = time.perf_counter()
+        cache = ImageCache.build(
+            self.root,
+            records,
+            self.loaded.classes,
+            prep.input_size,
+            prep.crop_top,
+            keep_originals=self.config.detect_text,
+        )
+        decode = time.perf_counter() - t0
+        result = (
+            _explain_chunk(self.loaded, cache, self.config, self.device)
+            if len(cache)
+            else BatchResult([])
+        )
+        result.stats["decode"] = decode
+        for rec, message in cache.failed:
+            result.rows.append(_error_row(rec, message.removeprefix(f"{self.root / rec.path}: ")))
+            result.errors.append(message)
+        return result
 
 
 def _read_existing(out: Path, identity: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -392,17 +450,38 @@ def scan(
     manifest: Path | str | None = None,
     progress: Callable[[int, int], None] | None = None,
     report: bool = True,
+    executor: ExecutorConfig | Executor | None = None,
 ) -> ScanResult:
     """Explain every selected image of ``data``; see the module docstring for the outputs.
 
     With ``report`` the HTML audit report ``out/report.html`` is (re)built at the end.
+    ``executor``: where the batches run (:mod:`xraydebug.executor`; default this process).
+    Every executor gives the same rows; only this process writes into ``out``.
     """
-    start = time.perf_counter()
     out = Path(out)
     ensure_outside(out, Path(data), "--out")
-    device = resolve_device(config.device)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
-    loaded.model.to(device)
+    with open_executor(executor) as runner:
+        return _scan(runner, data, model, out, config, manifest, progress, report)
+
+
+def _scan(
+    runner: Executor,
+    data: Path | str,
+    model: Path | str | LoadedModel,
+    out: Path,
+    config: ScanConfig,
+    manifest: Path | str | None,
+    progress: Callable[[int, int], None] | None,
+    report: bool,
+) -> ScanResult:
+    start = time.perf_counter()
+    if isinstance(runner, LocalExecutor):
+        device = resolve_device(config.device)
+    else:  # the workers pick their own device; the driver only needs the chunk size
+        device = torch.device("cuda" if runner.uses_gpu(config.device) else "cpu")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, "cpu")
+    if not isinstance(runner, LocalExecutor):
+        loaded.model.to("cpu")  # shipped to the workers, which move it to their device
     index = load_index(data, manifest, loaded.classes)
     identity = {"model_sha256": loaded.sha256, "classes": list(loaded.classes), **config.identity()}
     if config.method in ("igospp", "igos"):  # what the preset resolved to, not only its name
@@ -420,8 +499,6 @@ def scan(
             errors.append(f"{rec.path}: {rec.message}")
     todo = [r for r in todo if r.usable]
     prep = loaded.preprocessing
-    timings = {"decode": 0.0, "classify": 0.0, "explain": 0.0, "metrics": 0.0, "text": 0.0}
-    passes = {"forward_images": 0.0, "backward_images": 0.0}
     run = {
         "identity": identity,
         "config": asdict(config),
@@ -447,67 +524,64 @@ def scan(
         "versions": _versions(),
     }
     atomic_write_json(out / "run.json", run)
-    done = 0
     n_new = 0
-    if progress:
-        progress(0, len(todo))
-    per_chunk = config.images_per_chunk(device)
-    for begin in range(0, len(todo), per_chunk):
-        chunk = todo[begin : begin + per_chunk]
-        t0 = time.perf_counter()
-        cache = ImageCache.build(
-            index.root,
-            chunk,
-            loaded.classes,
-            prep.input_size,
-            prep.crop_top,
-            keep_originals=config.detect_text,
-        )
-        timings["decode"] += time.perf_counter() - t0
-        for rec, message in cache.failed:
-            reason = message.removeprefix(f"{index.root / rec.path}: ")
-            rows_by_path[rec.path] = _error_row(rec, reason)
-            errors.append(message)
-        if len(cache):
-            rows, chunk_timings, chunk_passes = _explain_chunk(loaded, cache, config, device, out)
-            for key, value in chunk_timings.items():
-                timings[key] += value
-            for key, value in chunk_passes.items():
-                passes[key] += value
-            for row in rows:
-                rows_by_path[row["path"]] = row
-            n_new += len(rows)
+
+    def on_result(batch: list[ImageRecord], result: BatchResult) -> None:
+        nonlocal n_new
+        for row in result.rows:
+            rows_by_path[row["path"]] = row
+        n_new += sum(1 for row in result.rows if row["status"] == "ok")
+        errors.extend(result.errors)
         _write_table(out, rows_by_path, selected, config.flag_rule())
-        done += len(chunk)
-        if progress:
-            progress(done, len(todo))
+
+    def on_failure(batch: list[ImageRecord], message: str) -> None:
+        for rec in batch:
+            rows_by_path[rec.path] = _error_row(rec, message)
+            errors.append(f"{index.root / rec.path}: {message}")
+        _write_table(out, rows_by_path, selected, config.flag_rule())
+
+    spec = ScanStep(str(index.root.resolve()), loaded, config)
+    stats = run_stage(
+        runner,
+        spec,
+        todo,
+        config.images_per_chunk(device),
+        out,
+        on_result,
+        on_failure,
+        progress,
+    )
+    run["executor"] = runner.describe()
     table = _write_table(out, rows_by_path, selected, config.flag_rule())
     seconds = time.perf_counter() - start
     run.update(
         seconds=round(seconds, 3),
-        timings={k: round(v, 3) for k, v in timings.items()},
+        timings={k: round(stats.get(k, 0.0), 3) for k in _STAGES},
         n_images=len(selected),
         n_new=n_new,
         n_resumed=n_resumed,
         n_errors=int((table["status"] == STATUS_ERROR).sum()),
         images_per_second=round(n_new / seconds, 4) if n_new else None,
-        cost_per_image=_cost_per_image(timings, passes, n_new),
+        cost_per_image=_cost_per_image(stats, n_new),
     )
     atomic_write_json(out / "run.json", run)
     report_path = build_report(out) if report else None
     return ScanResult(out, table, run, n_new, n_resumed, errors, report_path)
 
 
-def _cost_per_image(
-    timings: dict[str, float], passes: dict[str, float], n_new: int
-) -> dict[str, float] | None:
-    """What one newly scanned image cost this run: seconds per stage and in all, and the
-    model passes of its explanation (images through the model; 1 = one image)."""
+_STAGES = ("decode", "classify", "explain", "metrics", "text")
+_PASSES = ("forward_images", "backward_images")
+
+
+def _cost_per_image(stats: dict[str, float], n_new: int) -> dict[str, float] | None:
+    """What one newly scanned image cost this run (summed over workers): seconds per stage and
+    in all, and the model passes of its explanation (images through the model; 1 = one image)."""
     if not n_new:
         return None
+    timings = {k: stats.get(k, 0.0) for k in _STAGES}
     cost = {f"{k}_seconds": round(v / n_new, 4) for k, v in timings.items()}
     cost["seconds"] = round(sum(timings.values()) / n_new, 4)
-    cost.update({k: round(v / n_new, 1) for k, v in passes.items()})
+    cost.update({k: round(stats.get(k, 0.0) / n_new, 1) for k in _PASSES})
     return cost
 
 

@@ -35,6 +35,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from xraydebug.audit.files import EXAMPLES_FILE
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import ImageRecord
 from xraydebug.data.text_pool import (
@@ -51,7 +52,7 @@ from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.evaluate import patient_groups
-from xraydebug.models.train import predict_probs
+from xraydebug.models.inference import predict_probs
 
 __all__ = [
     "TextSensitivityConfig",
@@ -62,7 +63,6 @@ __all__ = [
 
 RESULT_FILE = "text_sensitivity.json"
 _CHUNK = 256  # films pasted and scored at a time
-EXAMPLES_FILE = "text_sensitivity_examples.png"
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
+from xraydebug.models.inference import predict_probs
 from xraydebug.models.metrics import evaluate_predictions
-from xraydebug.models.train import predict_probs
 
 
 @dataclass

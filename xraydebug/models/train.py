@@ -39,6 +39,7 @@ from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write
 from xraydebug.models.architectures import Preprocessing, build_model, get_arch
 from xraydebug.models.augment import AugmentConfig, augment_batch
 from xraydebug.models.checkpoint import read_checkpoint, save_checkpoint
+from xraydebug.models.inference import autocast, predict_probs
 from xraydebug.models.metrics import summary_metrics
 
 
@@ -203,36 +204,6 @@ def class_weight_tensor(spec: str, labels: torch.Tensor, num_classes: int) -> to
             f"separated by commas; got {spec!r}"
         )
     return torch.tensor(values)
-
-
-def predict_probs(
-    model: torch.nn.Module,
-    preprocessing: Preprocessing,
-    gray: torch.Tensor,
-    device: torch.device,
-    batch_size: int = 64,
-    amp: bool = True,
-) -> torch.Tensor:
-    """Softmax probabilities (N, K) for gray images already at the model's size.
-
-    ``gray`` (N, 1, S, S) in [0, 1] on any device (any float dtype); runs in inference mode.
-    """
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, gray.shape[0], batch_size):
-            x = preprocessing.normalize(gray[start : start + batch_size].to(device).float())
-            x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
-                logits = model(x)
-            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
-    k = getattr(model, "num_classes", None)
-    return torch.cat(outputs) if outputs else torch.zeros(0, k or 0)
-
-
-def _autocast(device: torch.device, amp: bool):
-    enabled = amp and device.type == "cuda"
-    dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
 def _split_records(
@@ -400,7 +371,7 @@ def train(
                     gray = augment_batch(gray, augment_cfg, aug_gen)
                 x = prep.normalize(gray).contiguous(memory_format=torch.channels_last)
                 y = labels[batch].to(device)
-                with _autocast(device, config.amp):
+                with autocast(device, config.amp):
                     logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, weight=weights)
                 optimizer.zero_grad(set_to_none=True)
