@@ -119,18 +119,17 @@ def test_clean_resumes(synth_with_scan, tmp_path: Path, monkeypatch):
     data, scan_dir, _ = synth_with_scan
     out = tmp_path / "c"
     real = clean_module._clean_one
-    calls = {"n": 0}
+    first_batch = {p.name for p in sorted(data.rglob("*.png"))[:8]}
 
-    def die_late(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 17:
+    def die_after_first_batch(source, *args, **kwargs):  # the driver is interrupted
+        if source.name not in first_batch:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(source, *args, **kwargs)
 
-    monkeypatch.setattr(clean_module, "_clean_one", die_late)
+    monkeypatch.setattr(clean_module, "_clean_one", die_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
-        clean_dataset(data, out, CleanConfig(scan=str(scan_dir)))
-    assert len(pd.read_csv(out / "cleaning.csv")) == 16
+        clean_dataset(data, out, CleanConfig(scan=str(scan_dir), batch_size=8))
+    assert len(pd.read_csv(out / "cleaning.csv")) == 8
     monkeypatch.setattr(clean_module, "_clean_one", real)
     result = clean_dataset(data, out, CleanConfig(scan=str(scan_dir)))
     assert len(result.table) == 18 and result.table["path"].is_unique

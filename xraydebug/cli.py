@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -47,6 +48,37 @@ def _detector_help() -> str:
 
 DetectorOpt = Annotated[str, typer.Option(help=_detector_help())]
 BatchOpt = Annotated[int | None, typer.Option(help="Images per batch (default: per command).")]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        help="local (this process) | ray (Ray actors, one model/detector each: a local Ray "
+        "with this machine's cores, or the cluster of --ray-address; pip install "
+        "'xraydebug[ray]')."
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Join this Ray cluster: auto | HOST:6379 (implies --executor ray)."),
+]
+ActorsOpt = Annotated[
+    int | None,
+    typer.Option(help="Ray actors [default: one per GPU, else one per CPU / --threads-per-actor]."),
+]
+ThreadsPerActorOpt = Annotated[
+    int | None, typer.Option(help="Torch threads (Ray CPUs) per actor [default: 1 on CPU].")
+]
+
+
+def _executor(kind: str, address: str | None, actors: int | None, threads: int | None) -> Any:
+    """The ExecutorConfig of the --executor options (--ray-address or --actors imply ray)."""
+    from xraydebug.executor import ExecutorConfig, import_ray
+
+    if address or actors or threads:
+        kind = "ray"
+    config = ExecutorConfig(kind=kind, address=address, actors=actors, threads=threads)
+    if config.kind == "ray":
+        import_ray()  # without the extra: one line now, before any work
+    return config
 
 
 def _fail(message: str) -> typer.Exit:
@@ -88,7 +120,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except (XrayDebugError, ValueError, FileNotFoundError, NotImplementedError) as exc:
             if kwargs.get("debug"):
                 raise
-            raise _fail(str(exc)) from None
+            raise _fail(escape(str(exc))) from None  # "[ray]" and paths are not markup
 
     return wrapper
 
@@ -398,6 +430,10 @@ def scan(
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = None,
+    threads_per_actor: ThreadsPerActorOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Explain every image with iGOS++, detect burned-in text and flag text shortcuts.
@@ -427,8 +463,17 @@ def scan(
         text_long_side=text_long_side,
         text_precision=text_precision,
     )
+    where = _executor(executor, ray_address, actors, threads_per_actor)
     with progress_bar() as progress:
-        result = run_scan(data, model, out, config, manifest, tracked(progress, "explaining"))
+        result = run_scan(
+            data,
+            model,
+            out,
+            config,
+            manifest,
+            tracked(progress, "explaining"),
+            executor=where,
+        )
     for message in result.errors:
         console.print(f"[yellow]skipped[/] {message}", highlight=False)
     run = result.run
@@ -474,7 +519,12 @@ def clean(
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     dry_run: Annotated[bool, typer.Option(help="List what would change; write nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images handed to a worker at a time.")] = 8,
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = None,
+    threads_per_actor: ThreadsPerActorOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Remove burned-in text into a NEW dataset with the same layout and label files.
@@ -496,10 +546,19 @@ def clean(
         device=device,
         precision=precision,
         second_pass=second_pass,
+        batch_size=batch_size,
     )
+    where = _executor(executor, ray_address, actors, threads_per_actor)
     with progress_bar() as progress:
         result = clean_dataset(
-            data, out, config, manifest, force, dry_run, tracked(progress, "cleaning")
+            data,
+            out,
+            config,
+            manifest,
+            force,
+            dry_run,
+            tracked(progress, "cleaning"),
+            executor=where,
         )
     for message in result.errors:
         console.print(f"[yellow]skipped[/] {message}", highlight=False)
@@ -526,6 +585,10 @@ def text_cmd(
     split: Annotated[str, typer.Option(help="all, or splits separated by commas.")] = "all",
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = None,
+    threads_per_actor: ThreadsPerActorOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Detect burned-in text in every image (no classifier needed); boxes -> text.csv.
@@ -539,8 +602,17 @@ def text_cmd(
     config = TextDetectConfig(
         detector=detector, long_side=long_side, device=device, precision=precision
     )
+    where = _executor(executor, ray_address, actors, threads_per_actor)
     with progress_bar() as progress:
-        table = detect_dataset(data, out, config, split, manifest, tracked(progress, "text"))
+        table = detect_dataset(
+            data,
+            out,
+            config,
+            split,
+            manifest,
+            tracked(progress, "text"),
+            executor=where,
+        )
     ok = table[table["status"] == "ok"]
     with_text = int((ok["n_boxes"].astype(int) > 0).sum())
     console.print(

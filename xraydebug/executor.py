@@ -18,9 +18,12 @@ Executors:
   ``ray.util.ActorPool`` runs one task per actor and cannot say which batch failed; Ray Data's
   ``map_batches`` would move the work selection, resume and writing into a streaming pipeline
   (and pull in pyarrow) while the driver here must stay the only writer. An actor that dies is
-  restarted by Ray (its model loaded again) and its batches are retried ``retries`` times; a
-  batch whose worker dies every time becomes error rows (:class:`BatchFailure`). An exception
-  raised by the step itself is a bug and is re-raised on the driver, as the local executor does.
+  replaced by a new one (which loads its model again) and its batches are sent again, up to
+  ``retries`` more times each; a batch whose worker dies on every try becomes error rows
+  (:class:`BatchFailure`). The scheduler retries rather than Ray's ``max_task_retries``: those
+  fire while the restarted actor is still loading its model and used up 3 tries in under a
+  second when measured. An exception raised by the step itself is a bug and is re-raised on
+  the driver, as the local executor does.
 """
 
 from __future__ import annotations
@@ -199,7 +202,8 @@ class _StepActor:
         return facts | (worker_facts(self._spec, self._step) if self._step else {})
 
     def run(self, batch: list[Any]) -> BatchResult:
-        assert self._step is not None
+        if self._step is None:  # a replacement actor on a node that cannot run the step
+            raise XrayDebugError(self._error)
         return self._step(batch)
 
 
@@ -245,13 +249,11 @@ class RayExecutor:
         gpu = self.uses_gpu(getattr(spec, "device", "auto"))
         n_actors, threads = self._plan(gpu)
         remote = ray.remote(_StepActor).options(
-            num_cpus=threads,
-            num_gpus=1 if gpu else 0,
-            max_restarts=-1,
-            max_task_retries=self.config.retries,
+            num_cpus=threads, num_gpus=1 if gpu else 0, max_restarts=0, max_task_retries=0
         )
         spec_ref = ray.put(spec)
-        self._actors = [remote.remote(spec_ref, threads) for _ in range(n_actors)]
+        self._new_actor = lambda: remote.remote(spec_ref, threads)
+        self._actors = [self._new_actor() for _ in range(n_actors)]
         self._workers = ray.get([actor.ready.remote() for actor in self._actors])
         for worker in self._workers:
             if worker["error"]:
@@ -268,30 +270,40 @@ class RayExecutor:
             ray.exceptions.ActorUnavailableError,
         )
         self._start(spec)
-        queue = deque(enumerate(batches))
-        pending: dict[Any, tuple[int, int]] = {}  # ref -> (batch index, actor index)
+        queue = deque(range(len(batches)))
+        tries = [0] * len(batches)
+        pending: dict[Any, tuple[int, int, Any]] = {}  # ref -> (batch, actor slot, handle)
         load = [0] * len(self._actors)
 
         def submit() -> None:
             while queue:
-                actor = min(range(len(load)), key=load.__getitem__)
-                if load[actor] >= _QUEUED_PER_ACTOR:
+                slot = min(range(len(load)), key=load.__getitem__)
+                if load[slot] >= _QUEUED_PER_ACTOR:
                     return
-                index, batch = queue.popleft()
-                pending[self._actors[actor].run.remote(batch)] = (index, actor)
-                load[actor] += 1
+                index = queue.popleft()
+                actor = self._actors[slot]
+                pending[actor.run.remote(batches[index])] = (index, slot, actor)
+                tries[index] += 1
+                load[slot] += 1
 
         try:
             submit()
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
-                index, actor = pending.pop(ref)
-                load[actor] -= 1
+                index, slot, actor = pending.pop(ref)
+                load[slot] -= 1
                 try:
                     result: BatchResult | BatchFailure = ray.get(ref)
                 except died as exc:
+                    if self._actors[slot] is actor:  # the first of its batches to report it
+                        ray.kill(actor, no_restart=True)
+                        self._actors[slot] = self._new_actor()
+                    if tries[index] <= self.config.retries:
+                        queue.appendleft(index)
+                        submit()
+                        continue
                     result = BatchFailure(
-                        f"the worker died on every one of {self.config.retries + 1} tries "
+                        f"the worker died on every one of {tries[index]} tries "
                         f"({type(exc).__name__})"
                     )
                 except ray.exceptions.RayTaskError as exc:

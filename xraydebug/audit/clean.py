@@ -33,6 +33,14 @@ from xraydebug.data.layouts import load_index
 from xraydebug.data.records import ImageRecord
 from xraydebug.device import machine_info
 from xraydebug.errors import DatasetError, ImageReadError
+from xraydebug.executor import (
+    BatchResult,
+    Executor,
+    ExecutorConfig,
+    open_executor,
+    readable_root,
+    run_stage,
+)
 from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
 from xraydebug.text import TextDetectConfig, detect_text
 from xraydebug.text.detect import detect_in_windows, merge_boxes, resolve_detector
@@ -64,9 +72,10 @@ class CleanConfig:
     device: str = "auto"
     precision: str = "fp32"  # CRAFT precision: fp32 | bf16 | auto (see TextDetectConfig)
     second_pass: bool = True  # inpaint again where the re-check still finds text
+    batch_size: int = 8  # images handed to a worker at a time
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "device"}
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size")}
 
     def detect_config(self) -> TextDetectConfig:
         return TextDetectConfig(
@@ -203,20 +212,14 @@ def write_derived_dicom(
 
 @dataclass(frozen=True)
 class _Cleaned:
-    changed: bool
+    encoded: bytes  # the cleaned file
     remaining: list[list[int]]
     passes: int
 
 
-def _clean_one(
-    data: Path, out: Path, rec: ImageRecord, boxes: list[list[int]], config: CleanConfig
-) -> _Cleaned:
-    """Write the cleaned (or copied) image, after re-checking inpainted films for text."""
-    source = data / rec.path
-    target = out / rec.path
-    if not boxes:
-        atomic_write_bytes(target, source.read_bytes())
-        return _Cleaned(False, [], 0)
+def _clean_one(source: Path, boxes: list[list[int]], config: CleanConfig) -> _Cleaned:
+    """Inpaint ``boxes`` (non-empty) of ``source`` and re-check the film for text; the cleaned
+    file is returned as bytes in the source's format."""
     pixels, meta = read_native(source)
     cleaned = inpaint_boxes(pixels, boxes, config.dilate, config.radius)
     remaining = _remaining_text(cleaned, meta, boxes, config)
@@ -227,10 +230,10 @@ def _clean_one(
         remaining = _remaining_text(cleaned, meta, wider, config)
         passes = 2
     if meta.format == "DICOM":
-        atomic_write_bytes(target, write_derived_dicom(source, cleaned, boxes, bool(remaining)))
+        encoded = write_derived_dicom(source, cleaned, boxes, bool(remaining))
     else:
-        atomic_write_bytes(target, encode_like(cleaned, meta))
-    return _Cleaned(True, remaining, passes)
+        encoded = encode_like(cleaned, meta)
+    return _Cleaned(encoded, remaining, passes)
 
 
 def display_gray(pixels: np.ndarray, meta: ImageMeta) -> np.ndarray:
@@ -266,6 +269,85 @@ def _remaining_text(
     return detect_in_windows(gray, merge_boxes(windows), config.detect_config())
 
 
+def _row(path: str, **values: Any) -> dict[str, Any]:
+    row = {
+        "path": path,
+        "n_boxes": 0,
+        "boxes": "[]",
+        "changed": False,
+        "status": "ok",
+        "error": "",
+        "text_remains": "",
+        "remaining_boxes": "",
+        "passes": 0,
+    }
+    row.update(values)
+    return row
+
+
+@dataclass(frozen=True)
+class CleanTask:
+    """One image to clean: its record and its text boxes (None: detect them on the worker)."""
+
+    record: ImageRecord
+    boxes: list[list[int]] | None
+
+
+@dataclass(frozen=True)
+class CleanStep:
+    """The clean stage's worker step: a batch of :class:`CleanTask` -> ``cleaning.csv`` rows
+    and the inpainted files (bytes; unchanged images are copied by the driver)."""
+
+    root: str
+    config: CleanConfig
+    dry_run: bool = False
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    def build(self) -> Callable[[list[CleanTask]], BatchResult]:
+        root = readable_root(self.root)
+        config = self.config
+        detect_config = config.detect_config()
+
+        def step(tasks: list[CleanTask]) -> BatchResult:
+            result = BatchResult([])
+            decoded = _decoded_ahead([root / t.record.path for t in tasks if t.boxes is None])
+            for task in tasks:
+                path = task.record.path
+                boxes: list[list[int]] | str
+                if task.boxes is not None:
+                    boxes = task.boxes
+                else:
+                    image = next(decoded)
+                    boxes = (
+                        image if isinstance(image, str) else detect_text([image], detect_config)[0]
+                    )
+                if isinstance(boxes, str):
+                    result.rows.append(_row(path, status="error", error=boxes))
+                    result.errors.append(boxes)
+                    continue
+                row = _row(path, n_boxes=len(boxes), boxes=json.dumps(boxes), changed=bool(boxes))
+                if boxes and not self.dry_run:
+                    try:
+                        cleaned = _clean_one(root / path, boxes, config)
+                    except ImageReadError as exc:
+                        row.update(status="error", error=str(exc), changed=False)
+                        result.errors.append(str(exc))
+                    else:
+                        result.files[path] = cleaned.encoded
+                        row.update(
+                            passes=cleaned.passes,
+                            text_remains=bool(cleaned.remaining),
+                            remaining_boxes=json.dumps(cleaned.remaining),
+                        )
+                result.rows.append(row)
+            return result
+
+        return step
+
+
 def clean_dataset(
     data: Path | str,
     out: Path | str | None = None,
@@ -275,10 +357,13 @@ def clean_dataset(
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
     report: bool = True,
+    executor: ExecutorConfig | Executor | None = None,
 ) -> CleanResult:
     """Inpaint text boxes into a new dataset ``out`` (default ``<data>-clean``).
 
     With ``report`` (and not ``dry_run``) the audit report ``out/report.html`` is written.
+    ``executor``: where the batches run (:mod:`xraydebug.executor`; default this process);
+    only this process writes into ``out``.
     """
     data = Path(data)
     out = Path(out) if out is not None else data.with_name(data.name + "-clean")
@@ -308,52 +393,44 @@ def clean_dataset(
         done = {r["path"]: r for r in previous.to_dict("records") if r["status"] == "ok"}
     rows: dict[str, dict[str, Any]] = dict(done)
     errors: list[str] = []
-    todo = [r for r in records if r.path not in done]
-
-    def reuses_scan(rec: ImageRecord) -> bool:
-        return scan_boxes is not None and (rec.path in scan_boxes or config.only_flagged)
-
-    detect_config = config.detect_config()
-    decoded = _decoded_ahead([data / r.path for r in todo if not reuses_scan(r)])
-    for i, rec in enumerate(todo, 1):
-        if reuses_scan(rec):
-            boxes: list[list[int]] | str = scan_boxes.get(rec.path, [])
+    tasks = []
+    for rec in records:
+        if rec.path in done:
+            continue
+        if scan_boxes is not None and (rec.path in scan_boxes or config.only_flagged):
+            tasks.append(CleanTask(rec, scan_boxes.get(rec.path, [])))
         else:  # no scan, or an image the scan did not cover (another shard, --limit)
-            image = next(decoded)
-            boxes = image if isinstance(image, str) else detect_text([image], detect_config)[0]
-        row = {
-            "path": rec.path,
-            "n_boxes": 0,
-            "boxes": "[]",
-            "changed": False,
-            "status": "ok",
-            "error": "",
-            "text_remains": "",
-            "remaining_boxes": "",
-            "passes": 0,
-        }
-        if isinstance(boxes, str):
-            row.update(status="error", error=boxes)
-            errors.append(boxes)
-        else:
-            row.update(n_boxes=len(boxes), boxes=json.dumps(boxes), changed=bool(boxes))
-            if not dry_run:
-                try:
-                    cleaned = _clean_one(data, out, rec, boxes, config)
-                    row.update(changed=cleaned.changed, passes=cleaned.passes)
-                    if cleaned.changed:
-                        row.update(
-                            text_remains=bool(cleaned.remaining),
-                            remaining_boxes=json.dumps(cleaned.remaining),
-                        )
-                except ImageReadError as exc:
-                    row.update(status="error", error=str(exc), changed=False)
-                    errors.append(str(exc))
-        rows[rec.path] = row
-        if not dry_run and (i % 16 == 0 or i == len(todo)):
+            tasks.append(CleanTask(rec, None))
+
+    def on_result(batch: list[CleanTask], result: BatchResult) -> None:
+        for row in result.rows:
+            rows[row["path"]] = row
+            unchanged = row["status"] == "ok" and not row["changed"]
+            if unchanged and not dry_run:  # byte-identical copy, made here: no transfer
+                atomic_write_bytes(out / row["path"], (data / row["path"]).read_bytes())
+        errors.extend(result.errors)
+        if not dry_run:
             _write_csv(csv_path, rows)
-        if progress:
-            progress(i, len(todo))
+
+    def on_failure(batch: list[CleanTask], message: str) -> None:
+        for task in batch:
+            rows[task.record.path] = _row(task.record.path, status="error", error=message)
+            errors.append(f"{data / task.record.path}: {message}")
+        if not dry_run:
+            _write_csv(csv_path, rows)
+
+    with open_executor(executor) as runner:
+        spec = CleanStep(str(data.resolve()), config, dry_run)
+        run_stage(
+            runner,
+            spec,
+            tasks,
+            config.batch_size,
+            None if dry_run else out,
+            on_result,
+            on_failure,
+            progress,
+        )
     table = pd.DataFrame(list(rows.values()), columns=CLEANING_COLUMNS).sort_values("path")
     if not dry_run:
         _write_csv(csv_path, rows)
