@@ -189,7 +189,7 @@ def test_config_reaches_the_verifier(monkeypatch: pytest.MonkeyPatch, radiograph
         def probability(self, batch):
             return np.zeros_like(batch)
 
-    monkeypatch.setattr(detect_module, "load_dbnet", lambda: Blind())
+    monkeypatch.setattr(detect_module, "load_dbnet", lambda threads=0: Blind())
     assert detect_text([text], TextDetectConfig(device="cpu", side_letters=False)) == [[]]
 
 

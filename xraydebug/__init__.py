@@ -45,6 +45,8 @@ _LAZY = {
     "build_report": "xraydebug.audit.report",
     "ReportConfig": "xraydebug.audit.report",
     "run_demo": "xraydebug.demo",
+    "detect_dataset": "xraydebug.text.dataset",
+    "ExecutorConfig": "xraydebug.executor",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -186,9 +187,11 @@ class _StepActor:
     """A Ray actor holding one built step (made a remote class by :class:`RayExecutor`)."""
 
     def __init__(self, spec: StepSpec, threads: int) -> None:
+        import cv2
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # ONNX Runtime sessions follow torch's count
+        cv2.setNumThreads(threads)
         self._error = ""
         self._spec = spec
         self._step: Callable[[list[Any]], BatchResult] | None = None
@@ -217,6 +220,7 @@ class RayExecutor:
         self._started = False
         self._actors: list[Any] = []
         self._workers: list[dict[str, Any]] = []
+        self.startup_seconds = 0.0  # the last map's: actors created and their steps built
         if not ray.is_initialized():
             if config.address:
                 ray.init(address=config.address, logging_level="WARNING")
@@ -251,6 +255,7 @@ class RayExecutor:
         remote = ray.remote(_StepActor).options(
             num_cpus=threads, num_gpus=1 if gpu else 0, max_restarts=0, max_task_retries=0
         )
+        t0 = time.perf_counter()
         spec_ref = ray.put(spec)
         self._new_actor = lambda: remote.remote(spec_ref, threads)
         self._actors = [self._new_actor() for _ in range(n_actors)]
@@ -259,6 +264,7 @@ class RayExecutor:
             if worker["error"]:
                 self.close()
                 raise XrayDebugError(f"Ray worker on {worker['host']}: {worker['error']}")
+        self.startup_seconds = time.perf_counter() - t0
 
     def map(
         self, spec: StepSpec, batches: Sequence[list[Any]]

@@ -43,7 +43,12 @@ from xraydebug.executor import (
 )
 from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
 from xraydebug.text import TextDetectConfig, detect_text
-from xraydebug.text.detect import detect_in_windows, merge_boxes, resolve_detector
+from xraydebug.text.detect import (
+    detect_in_windows,
+    load_detector,
+    merge_boxes,
+    resolve_detector,
+)
 from xraydebug.text.inpaint import encode_like, inpaint_boxes
 
 CLEANING_COLUMNS = [
@@ -310,6 +315,7 @@ class CleanStep:
         root = readable_root(self.root)
         config = self.config
         detect_config = config.detect_config()
+        load_detector(detect_config)  # detection and the re-check after inpainting
 
         def step(tasks: list[CleanTask]) -> BatchResult:
             result = BatchResult([])

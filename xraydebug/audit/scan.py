@@ -20,7 +20,9 @@ Images are processed in chunks of ``batch_size`` (default 8 on CPU, 64 on CUDA; 
 bounded whatever the dataset size); after every chunk ``scan.csv`` is rewritten atomically, so a
 killed scan resumes where it stopped when rerun with the same model and config.
 ``shard=(i, n)`` keeps every n-th image from the i-th (0-based) of the path-sorted list, so n
-machines can split a dataset.
+machines can split a dataset by hand; ``executor`` (:mod:`xraydebug.executor`) runs the chunks
+on Ray actors instead, on this machine's cores or a cluster. Either way the worker step
+(:class:`ScanStep`) only returns rows and mask bytes, and this process alone writes ``out``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ from xraydebug.models.inference import predict_probs
 from xraydebug.saliency import IGOSConfig, blur_baseline, deletion_insertion, get_explainer
 from xraydebug.saliency.config import DEFAULT_PRESET
 from xraydebug.text import TextDetectConfig, detect_text
-from xraydebug.text.detect import merge_boxes, resolve_detector
+from xraydebug.text.detect import load_detector, merge_boxes, resolve_detector
 from xraydebug.text.second_look import SecondLookConfig, saliency_blobs, second_look
 
 SCAN_COLUMNS = [
@@ -229,6 +231,16 @@ def _error_row(rec: ImageRecord, message: str) -> dict[str, Any]:
     return row
 
 
+def text_detect_config(config: ScanConfig, device: torch.device) -> TextDetectConfig:
+    """The text detector settings of a scan, on ``device``."""
+    return TextDetectConfig(
+        detector=config.text_detector,
+        long_side=config.text_long_side,
+        device=str(device),
+        precision=config.text_precision,
+    )
+
+
 def _text_columns(
     loaded: LoadedModel,
     cache: ImageCache,
@@ -246,12 +258,7 @@ def _text_columns(
     prep = loaded.preprocessing
     size = prep.input_size
     originals = cache.originals
-    detect_config = TextDetectConfig(
-        detector=config.text_detector,
-        long_side=config.text_long_side,
-        device=str(device),
-        precision=config.text_precision,
-    )
+    detect_config = text_detect_config(config, device)
     all_boxes = detect_text(originals, detect_config)
     masks, columns = [], []
     for i, (original, sal) in enumerate(zip(originals, insertion, strict=True)):
@@ -392,6 +399,8 @@ class _ScanWorker:
         self.device = resolve_device(spec.config.device)
         self.loaded = spec.model
         self.loaded.model.to(self.device)
+        if self.config.detect_text:
+            load_detector(text_detect_config(self.config, self.device))
 
     def __call__(self, records: list[ImageRecord]) -> BatchResult:
         prep = self.loaded.preprocessing

@@ -30,7 +30,7 @@ from xraydebug.executor import (
     run_stage,
 )
 from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
-from xraydebug.text.detect import TextDetectConfig, detect_text
+from xraydebug.text.detect import TextDetectConfig, detect_text, load_detector
 
 TEXT_COLUMNS = ["path", "split", "label", "n_boxes", "boxes", "status", "error"]
 TEXT_BATCH = 8  # images per batch handed to a worker
@@ -63,6 +63,7 @@ class TextStep:
 
     def build(self) -> Callable[[list[ImageRecord]], BatchResult]:
         root = readable_root(self.root)
+        load_detector(self.config)
 
         def step(records: list[ImageRecord]) -> BatchResult:
             result = BatchResult([])

@@ -38,6 +38,7 @@ __all__ = [
     "TextDetectConfig",
     "detect_in_windows",
     "detect_text",
+    "load_detector",
     "merge_boxes",
     "prepare_image",
     "resolve_detector",
@@ -379,7 +380,22 @@ Runner = Callable[[list[np.ndarray], "TextDetectConfig", CRAFT | None], list[lis
 def _run_ppocr(
     images: list[np.ndarray], config: TextDetectConfig, model: CRAFT | None
 ) -> list[list[Box]]:
-    return _verified_boxes(images, config, load_dbnet().probability)
+    return _verified_boxes(images, config, _dbnet().probability)
+
+
+def _dbnet():
+    """DBNet with torch's thread count, so a worker given n threads uses n (ONNX Runtime's
+    default would take every core of the node)."""
+    return load_dbnet(threads=torch.get_num_threads())
+
+
+def load_detector(config: TextDetectConfig) -> None:
+    """Load the networks of ``config``'s detector into this process's cache, so a worker
+    pays for them when it starts rather than on its first batch."""
+    if resolve_detector(config.detector) == "ppocr":
+        _dbnet()
+    else:
+        load_craft(device=resolve_device(config.device))
 
 
 def _run_craft(

@@ -1,0 +1,240 @@
+"""Local executor vs Ray (1 and 2 actors) for ``scan`` and ``clean``, and multi-node arithmetic.
+
+On a synthetic COVIDx-style set (``--films`` test films of ``--size`` px, about half with
+burned-in text) and a ``small`` classifier (trained for ``--epochs`` on the set's train split,
+or ``--model``), this runs each stage with:
+
+* ``local``: this process, torch with every core (``--scan-limit`` films scanned, all
+  ``--films`` + 24 cleaned);
+* ``ray-1x<cores>``: one Ray actor with every core as its torch threads;
+* ``ray-<cores>x1``: one single-threaded actor per core.
+
+Every run writes to a new folder; the results are checked equal to the local run's (scan:
+boxes, flags and predictions exactly, AUCs within 2e-3; clean: byte-identical files). Ray is
+started once (its start is reported apart); each run's seconds include starting its actors
+(one model and detector each), which are also reported alone.
+
+Ray overhead per image: ``(ray-1x<cores> seconds - actor start - local seconds) / local
+seconds``: the same compute with the same threads, so what remains is Ray's scheduling,
+serialisation and transfer of results. Target (issue 13): under 5%.
+
+Then the arithmetic of a multi-node run: hours for a ``--cluster-clean-films`` clean and a
+``--cluster-scan-films`` mask-56 scan on 1..64 nodes, from the measured per-image seconds of
+the best configuration here (or ``--node-images-per-second`` measured on one node of another
+kind, e.g. one GPU node running this script with ``--device cuda``).
+
+    python -m benchmarks.executor_bench --work /tmp/exec-bench --json reports/executor_bench.json
+
+Prints the CPU first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xraydebug.audit.clean import CleanConfig, clean_dataset
+from xraydebug.audit.scan import ScanConfig, scan
+from xraydebug.data.synth import SynthConfig, synthesize
+from xraydebug.device import machine_info, machine_line
+from xraydebug.executor import ExecutorConfig, RayExecutor
+from xraydebug.models.train import TrainConfig, train
+
+
+def _dataset(work: Path, films: int, size: int) -> Path:
+    data = work / f"data-{films}-{size}"
+    if not (data / "ground_truth.json").exists():
+        synthesize(data, SynthConfig(n_train=24, n_test=films, size=size, seed=7))
+    return data
+
+
+def _model(work: Path, data: Path, epochs: int) -> Path:
+    path = work / "small.pt"
+    if not path.exists():
+        config = TrainConfig(arch="small", epochs=epochs, batch_size=16, lr=1e-3, device="cpu")
+        train(data, path, config)
+    return path
+
+
+def _configurations(cores: int) -> list[tuple[str, ExecutorConfig | None]]:
+    configs: list[tuple[str, ExecutorConfig | None]] = [("local", None)]
+    configs.append((f"ray-1x{cores}", ExecutorConfig(kind="ray", actors=1, threads=cores)))
+    if cores > 1:
+        configs.append((f"ray-{cores}x1", ExecutorConfig(kind="ray", actors=cores, threads=1)))
+    return configs
+
+
+def _same_scan(a: Path, b: Path) -> bool:
+    left = pd.read_csv(a / "scan.csv", keep_default_na=False)
+    right = pd.read_csv(b / "scan.csv", keep_default_na=False)
+    exact = ["path", "status", "pred", "n_boxes", "boxes", "flagged"]
+    if not left[exact].equals(right[exact]):
+        return False
+    return all(np.allclose(left[c], right[c], atol=2e-3) for c in ("deletion_auc", "insertion_auc"))
+
+
+def _same_clean(a: Path, b: Path) -> bool:
+    def files(root: Path) -> dict[str, bytes]:
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        }
+
+    return files(a) == files(b)
+
+
+def _run(stage: str, name: str, executor, args, data, model, work) -> dict[str, Any]:
+    out = work / f"{stage}-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    if stage == "scan":
+        config = ScanConfig(
+            mask_size=args.mask_size, split="test", limit=args.scan_limit, device=args.device
+        )
+        result = scan(data, model, out, config, report=False, executor=executor)
+        n = result.n_new
+    else:
+        config = CleanConfig(device=args.device, batch_size=args.clean_batch)
+        result = clean_dataset(data, out, config, report=False, executor=executor)
+        n = len(result.table)
+    seconds = time.perf_counter() - t0
+    actor_start = executor.startup_seconds if executor is not None else 0.0
+    return {
+        "stage": stage,
+        "executor": name,
+        "images": n,
+        "seconds": round(seconds, 2),
+        "actor_start_seconds": round(actor_start, 2),
+        "images_per_second": round(n / seconds, 4),
+        "images_per_second_after_start": round(n / (seconds - actor_start), 4),
+        "out": str(out),
+    }
+
+
+def _arithmetic(per_node: dict[str, float], args) -> list[dict[str, Any]]:
+    rows = []
+    films = {"clean": args.cluster_clean_films, "scan": args.cluster_scan_films}
+    for stage, rate in per_node.items():
+        for nodes in (1, 2, 4, 8, 16, 32, 64):
+            hours = films[stage] / (rate * nodes) / 3600
+            rows.append({"stage": stage, "films": films[stage], "nodes": nodes, "hours": hours})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/executor-bench"))
+    parser.add_argument("--films", type=int, default=96, help="test films (+24 train) cleaned")
+    parser.add_argument("--scan-limit", type=int, default=32, help="test films scanned")
+    parser.add_argument("--size", type=int, default=1024, help="film side in pixels")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--model", type=Path, help="a checkpoint instead of training one")
+    parser.add_argument("--mask-size", type=int, default=56)
+    parser.add_argument("--clean-batch", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration")
+    parser.add_argument("--stages", nargs="+", default=["scan", "clean"])
+    parser.add_argument("--cluster-clean-films", type=int, default=30_000)
+    parser.add_argument("--cluster-scan-films", type=int, default=14_000)
+    parser.add_argument(
+        "--node-images-per-second",
+        nargs=2,
+        type=float,
+        metavar=("SCAN", "CLEAN"),
+        help="per-node rates measured on another kind of node, for the arithmetic",
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    print(machine_line())
+    import ray
+
+    cores = os.cpu_count() or 1
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = _dataset(args.work, args.films, args.size)
+    model = args.model or _model(args.work, data, args.epochs)
+    t0 = time.perf_counter()
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray_start = time.perf_counter() - t0
+    print(f"ray.init: {ray_start:.1f} s (once per command; not in the figures below)")
+    results = []
+    for stage in args.stages:
+        best: dict[str, dict[str, Any]] = {}
+        for _ in range(args.repeats):  # interleaved; the fastest run of each is kept
+            for name, config in _configurations(cores):
+                executor = RayExecutor(config) if config else None
+                row = _run(stage, name, executor, args, data, model, args.work)
+                if executor is not None:
+                    executor.close()
+                same = _same_scan if stage == "scan" else _same_clean
+                row["same_as_local"] = same(args.work / f"{stage}-local", Path(row["out"]))
+                if name not in best or row["seconds"] < best[name]["seconds"]:
+                    best[name] = row
+                print(
+                    f"{stage:5s} {name:9s} {row['images']} images in {row['seconds']:7.1f} s "
+                    f"(actors started in {row['actor_start_seconds']:.1f} s): "
+                    f"{row['images_per_second']:.3f} images/s, "
+                    f"{row['images_per_second_after_start']:.3f} after start; "
+                    f"same as local: {row['same_as_local']}",
+                    flush=True,
+                )
+        results.extend(best.values())
+    ray.shutdown()
+    table = pd.DataFrame(results)
+    overhead = {}
+    for stage in args.stages:
+        rows = table[table["stage"] == stage].set_index("executor")
+        local = rows.loc["local", "seconds"]
+        one = rows.loc[f"ray-1x{cores}"]
+        overhead[stage] = (one["seconds"] - one["actor_start_seconds"] - local) / local
+        print(
+            f"{stage}: Ray overhead per image (1 actor x {cores} threads vs local): "
+            f"{100 * overhead[stage]:+.1f}%"
+        )
+    if args.node_images_per_second:
+        per_node = dict(zip(("scan", "clean"), args.node_images_per_second, strict=True))
+        source = "given rates"
+    else:
+        per_node = {
+            s: float(table[table["stage"] == s]["images_per_second_after_start"].max())
+            for s in args.stages
+        }
+        source = "best configuration measured here, per node like this one"
+    arithmetic = _arithmetic(per_node, args)
+    print(f"Multi-node arithmetic ({source}; images/s per node: {per_node}):")
+    for row in arithmetic:
+        print(
+            f"  {row['stage']:5s} {row['films']:6d} films on {row['nodes']:2d} node(s): "
+            f"{row['hours']:8.2f} h"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine_info(),
+                    "torch_threads": torch.get_num_threads(),
+                    "ray_init_seconds": round(ray_start, 2),
+                    "films": args.films,
+                    "size": args.size,
+                    "runs": results,
+                    "overhead": overhead,
+                    "per_node_images_per_second": per_node,
+                    "arithmetic": arithmetic,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
