@@ -232,3 +232,19 @@ def test_without_ray_the_option_names_the_extra(text_data: Path, tmp_path: Path,
     with pytest.raises(ValueError, match="need --executor ray"):
         ExecutorConfig(address="auto")
     assert BatchFailure("x").message == "x"
+
+
+def test_ray_plans_one_actor_per_gpu_and_cpu_only_detectors_get_cpus(ray_local):
+    from xraydebug.audit.clean import CleanStep
+    from xraydebug.text.dataset import TextStep
+
+    executor = RayExecutor(ExecutorConfig(kind="ray"))
+    assert executor._plan(gpu=False) == (executor.cpus, 1)  # one single-threaded actor per CPU
+    executor.gpus = 2  # as on a node with two GPUs
+    assert executor._plan(gpu=True) == (2, max(1, executor.cpus // 2))
+    assert executor.uses_gpu("auto") and not executor.uses_gpu("cpu")
+    ppocr = CleanConfig(detector="ppocr", device="auto")
+    assert CleanStep("/data", ppocr).device == "cpu"  # DBNet runs on ONNX Runtime's CPU
+    craft = TextDetectConfig(detector="craft", device="auto")
+    assert TextStep("/data", craft).device == "auto"
+    executor.close()

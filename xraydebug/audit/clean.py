@@ -45,6 +45,7 @@ from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json,
 from xraydebug.text import TextDetectConfig, detect_text
 from xraydebug.text.detect import (
     detect_in_windows,
+    detector_device,
     load_detector,
     merge_boxes,
     resolve_detector,
@@ -309,7 +310,7 @@ class CleanStep:
 
     @property
     def device(self) -> str:
-        return self.config.device
+        return detector_device(self.config.detect_config())
 
     def build(self) -> Callable[[list[CleanTask]], BatchResult]:
         root = readable_root(self.root)

@@ -30,7 +30,12 @@ from xraydebug.executor import (
     run_stage,
 )
 from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
-from xraydebug.text.detect import TextDetectConfig, detect_text, load_detector
+from xraydebug.text.detect import (
+    TextDetectConfig,
+    detect_text,
+    detector_device,
+    load_detector,
+)
 
 TEXT_COLUMNS = ["path", "split", "label", "n_boxes", "boxes", "status", "error"]
 TEXT_BATCH = 8  # images per batch handed to a worker
@@ -59,7 +64,7 @@ class TextStep:
 
     @property
     def device(self) -> str:
-        return self.config.device
+        return detector_device(self.config)
 
     def build(self) -> Callable[[list[ImageRecord]], BatchResult]:
         root = readable_root(self.root)

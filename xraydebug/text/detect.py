@@ -38,6 +38,7 @@ __all__ = [
     "TextDetectConfig",
     "detect_in_windows",
     "detect_text",
+    "detector_device",
     "load_detector",
     "merge_boxes",
     "prepare_image",
@@ -387,6 +388,12 @@ def _dbnet():
     """DBNet with torch's thread count, so a worker given n threads uses n (ONNX Runtime's
     default would take every core of the node)."""
     return load_dbnet(threads=torch.get_num_threads())
+
+
+def detector_device(config: TextDetectConfig) -> str:
+    """Where ``config``'s detector computes: ``cpu`` for PP-OCRv4 (ONNX Runtime on CPU), else
+    the ``device`` setting. An executor gives GPUs only to steps that use them."""
+    return "cpu" if resolve_detector(config.detector) == "ppocr" else config.device
 
 
 def load_detector(config: TextDetectConfig) -> None:
