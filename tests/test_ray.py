@@ -19,7 +19,6 @@ from xraydebug.cli import app
 from xraydebug.data.synth import SynthConfig, synthesize
 from xraydebug.errors import XrayDebugError
 from xraydebug.executor import (
-    BatchFailure,
     BatchResult,
     ExecutorConfig,
     LocalExecutor,
@@ -231,7 +230,6 @@ def test_without_ray_the_option_names_the_extra(text_data: Path, tmp_path: Path,
         ExecutorConfig(kind="dask")
     with pytest.raises(ValueError, match="need --executor ray"):
         ExecutorConfig(address="auto")
-    assert BatchFailure("x").message == "x"
 
 
 def test_ray_plans_one_actor_per_gpu_and_cpu_only_detectors_get_cpus(ray_local):
