@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from xraydebug.data.synth import _font_paths, near_any, render_text
+from xraydebug.data.fonts import font_paths, render_text
+from xraydebug.data.synth import near_any
 
 __all__ = ["MARKER_KINDS", "MARKER_STYLES", "Marker", "burn_marker", "marker_patch", "random_text"]
 
@@ -72,7 +73,7 @@ def marker_patch(
     """
     if style not in MARKER_STYLES:
         raise ValueError(f"style must be one of {MARKER_STYLES}; got {style!r}")
-    paths = _font_paths()
+    paths = font_paths()
     bold = [p for p in paths if "Bold" in p.name] or list(paths)
     font_path = (
         bold[int(rng.integers(len(bold)))]

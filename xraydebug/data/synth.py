@@ -35,8 +35,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from xraydebug.data.fonts import font, font_paths, render_text
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -59,15 +60,6 @@ _SPLIT_CODE = {"train": 0, "test": 1}
 _KNOWN_LABELS = ("normal", "pneumonia", "COVID-19")
 SOURCES: tuple[str, ...] = ("site-a", "site-b", "site-c")
 _SITE_NAMES = {"site-a": "ST MARY HOSP", "site-b": "CITY GENERAL", "site-c": "NORTH CLINIC"}
-_FONT_FILES = (
-    "DejaVuSans.ttf",
-    "DejaVuSans-Bold.ttf",
-    "DejaVuSansMono.ttf",
-    "DejaVuSansMono-Bold.ttf",
-    "DejaVuSerif.ttf",
-    "DejaVuSerif-Bold.ttf",
-    "DejaVuSansCondensed-Bold.ttf",
-)
 _PARALLEL_MIN_IMAGES = 64  # below this, a process pool costs more than it saves
 
 
@@ -590,23 +582,6 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
 # --------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _font_paths() -> tuple[Path, ...]:
-    """The DejaVu TTFs bundled with matplotlib (present on any machine that installed it)."""
-    import matplotlib
-
-    root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    paths = tuple(root / name for name in _FONT_FILES if (root / name).is_file())
-    if not paths:
-        raise DatasetError(f"no DejaVu fonts found under {root}; reinstall matplotlib")
-    return paths
-
-
-@lru_cache(maxsize=512)
-def _font(path: Path, size_px: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(path), size_px)
-
-
 _TEXT_KINDS = ("letter", "portable", "view", "position", "site", "date")
 _TEXT_KIND_P = np.array([0.38, 0.12, 0.14, 0.1, 0.13, 0.13])
 
@@ -634,19 +609,6 @@ def _text_of_kind(rng: np.random.Generator, kind: str, site: str | None) -> str:
     return f"{month:02d}/{day:02d}/{year}"
 
 
-def render_text(font_path: Path, text: str, cap_px: float) -> np.ndarray:
-    """``text`` in a font with capitals ``cap_px`` tall: coverage float32 ``(h, w)`` in [0, 1]
-    with a 2 px margin; faint anti-aliasing fringes (< 0.06, lost to 8-bit rounding) are 0."""
-    font = _font(font_path, max(6, round(cap_px / 0.73)))
-    left, top, right, bottom = font.getbbox(text)
-    pad = 2
-    canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
-    ImageDraw.Draw(canvas).text((pad - left, pad - top), text, font=font, fill=255)
-    glyph = np.asarray(canvas, dtype=np.float32) / 255.0
-    glyph[glyph < 0.06] = 0.0
-    return glyph
-
-
 def _glyph_patch(
     rng: np.random.Generator, text: str, cap_px: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -654,7 +616,7 @@ def _glyph_patch(
 
     The patch is cropped tightly to the pixels the item changes (alpha > 0).
     """
-    glyph = render_text(_font_paths()[int(rng.integers(len(_font_paths())))], text, cap_px)
+    glyph = render_text(font_paths()[int(rng.integers(len(font_paths())))], text, cap_px)
     style = rng.choice(["plain", "white_box", "dark_box"], p=[0.74, 0.18, 0.08])
     if style == "plain":
         ys, xs = np.nonzero(glyph)
@@ -938,7 +900,7 @@ def contact_sheet(data_dir: Path | str, out_png: Path | str, n: int = 16, thumb:
     caption = max(14, thumb // 12)
     sheet = Image.new("RGB", (cols * thumb, rows * (thumb + caption)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    font = _font(_font_paths()[0], max(8, caption - 4))
+    face = font(font_paths()[0], max(8, caption - 4))
     for i, key in enumerate(chosen):
         img = Image.open(data / key).convert("L")
         scale = thumb / img.width
@@ -952,7 +914,7 @@ def contact_sheet(data_dir: Path | str, out_png: Path | str, n: int = 16, thumb:
         sheet.paste(tile, (x, y + caption))
         entry = truth[key]
         label = f"{entry['label']}{' +text' if entry['has_text'] else ''}  {key.split('/')[0]}"
-        draw.text((x + 3, y + 1), label, fill=(0, 0, 0), font=font)
+        draw.text((x + 3, y + 1), label, fill=(0, 0, 0), font=face)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     buf = _encode_png(np.asarray(sheet)[:, :, ::-1].copy())

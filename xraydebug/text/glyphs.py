@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from xraydebug.data.fonts import font_paths
 from xraydebug.text.proposals import to_u8
 from xraydebug.text.zoom import ZoomCrop
 
@@ -32,10 +33,8 @@ _MIN_ASPECT_MATCH = 0.75  # width/height ratios must agree within this factor
 @lru_cache(maxsize=1)
 def _templates() -> tuple[tuple[np.ndarray, float], ...]:
     """(mask (32, 32) bool, aspect w/h) of each side letter in each font."""
-    from xraydebug.data.synth import _font_paths
-
     out = []
-    for path in _font_paths():
+    for path in font_paths():
         font = ImageFont.truetype(str(path), 96)
         for letter in SIDE_LETTERS:
             canvas = Image.new("L", (128, 128), 0)
