@@ -1,7 +1,7 @@
-"""Seconds per image of CRAFT text detection (:func:`xraydebug.text.detect_text`).
+"""Seconds per image of CRAFT text detection (the ``craft-global`` detector).
 
 Renders ``--n`` text-free synthetic radiographs per ``--sizes`` (512 and 1024 px by default) and
-times ``detect_text`` for every combination of ``--long-sides`` (1280, 960) and
+times ``detect`` for every combination of ``--long-sides`` (1280, 960) and
 ``--batch-sizes`` (1, 4), after one untimed warm-up pass. The network sees the image resized to
 ``long_side``, so the cost depends on ``long_side`` far more than on the film size. The table
 also counts boxes found: the films have no text, so every box is a false positive.
@@ -25,7 +25,7 @@ import torch
 
 from xraydebug.data.synth import render_radiograph
 from xraydebug.device import machine_line, resolve_device
-from xraydebug.text import TextDetectConfig, detect_text, load_craft
+from xraydebug.text import CraftGlobalConfig, build_detector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     start = time.perf_counter()
-    load_craft(device=device)
+    warm = build_detector(CraftGlobalConfig(long_side=256), device=str(device)).load()
     load_s = time.perf_counter() - start
     films = {
         size: [
@@ -68,10 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         f"load+verify {load_s:.2f} s, 1-min load average {os.getloadavg()[0]:.1f}"
     )
     # warm-up: first-call allocations and kernel selection
-    detect_text(
-        films[args.sizes[0]][:1],
-        TextDetectConfig(detector="craft-global", long_side=256, device=str(device)),
-    )
+    warm.detect(films[args.sizes[0]][:1])
 
     header = f"{'film':>6} {'long_side':>9} {'batch':>5} {'s/image':>8} {'boxes (FP)':>10}"
     print(header)
@@ -79,15 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes:
         for long_side in args.long_sides:
             for batch in args.batch_sizes:
-                config = TextDetectConfig(
-                    detector="craft-global",
-                    long_side=long_side,
-                    batch_size=batch,
-                    device=str(device),
-                )
+                config = CraftGlobalConfig(long_side=long_side, batch_size=batch)
+                detector = build_detector(config, device=str(device)).load()  # not timed
                 _sync(device)
                 start = time.perf_counter()
-                found = detect_text(films[size], config)
+                found = detector.detect(films[size])
                 _sync(device)
                 per_image = (time.perf_counter() - start) / len(films[size])
                 n_boxes = sum(len(b) for b in found)

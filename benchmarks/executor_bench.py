@@ -42,12 +42,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xraydebug.audit.clean import CleanConfig, clean_dataset
-from xraydebug.audit.scan import ScanConfig, scan
 from xraydebug.data.synth import SynthConfig, synthesize
 from xraydebug.device import machine_info, machine_line
 from xraydebug.executor import ExecutorConfig, RayExecutor
 from xraydebug.models.train import TrainConfig, train
+from xraydebug.stages.clean import CleanConfig, clean_dataset
+from xraydebug.stages.scan import ScanConfig, scan
 
 
 def _dataset(work: Path, films: int, size: int) -> Path:
@@ -61,7 +61,7 @@ def _model(work: Path, data: Path, epochs: int) -> Path:
     path = work / "small.pt"
     if not path.exists():
         config = TrainConfig(arch="small", epochs=epochs, batch_size=16, lr=1e-3, device="cpu")
-        train(data, path, config)
+        train(data, path, config=config)
     return path
 
 
@@ -98,14 +98,13 @@ def _run(stage: str, name: str, executor, args, data, model, work) -> dict[str, 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     if stage == "scan":
-        config = ScanConfig(
-            mask_size=args.mask_size, split="test", limit=args.scan_limit, device=args.device
-        )
-        result = scan(data, model, out, config, report=False, executor=executor)
+        options = {"mask_size": args.mask_size, "limit": args.scan_limit, "device": args.device}
+        config = ScanConfig.from_options({**options, "split": "test"})
+        result = scan(data, model, out, config=config, executor=executor)
         n = result.n_new
     else:
-        config = CleanConfig(device=args.device, batch_size=args.clean_batch)
-        result = clean_dataset(data, out, config, report=False, executor=executor)
+        config = CleanConfig.from_options({"device": args.device, "batch_size": args.clean_batch})
+        result = clean_dataset(data, out, config=config, executor=executor)
         n = len(result.table)
     seconds = time.perf_counter() - t0
     actor_start = executor.startup_seconds if executor is not None else 0.0

@@ -11,7 +11,7 @@ test split (text independent of class there), then reports
 - CRAFT detection recall / precision against the ground-truth boxes (a hit: IoU >= 0.3 or the
   detected box covers >= 50% of the true box),
 - precision / recall of ``flagged`` against reliance, for the default rule and for a small
-  grid of thresholds (to calibrate :class:`xraydebug.audit.flagging.FlagRule`).
+  grid of thresholds (to calibrate :class:`xraydebug.flagging.FlagRule`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xraydebug.audit.flagging import FlagRule
-from xraydebug.audit.scan import ScanConfig, scan
 from xraydebug.data.synth import SynthConfig, plan_dataset, render_record
 from xraydebug.device import machine_line
+from xraydebug.flagging import FlagRule
 from xraydebug.models.checkpoint import load_model
 from xraydebug.models.inference import predict_probs
+from xraydebug.stages.scan import ScanConfig, scan
 
 
 def box_hit(truth: list[int], found: list[list[int]]) -> bool:
@@ -95,15 +95,17 @@ def main() -> None:
         args.data,
         args.model,
         args.out,
-        ScanConfig(
-            split="test",
-            limit=args.n,
-            mask_size=args.mask_size,
-            iterations=args.iterations,
-            ig_steps=args.ig_steps,
-            text_detector=args.text_detector,
-            text_long_side=args.text_long_side,
-            device="cpu",
+        config=ScanConfig.from_options(
+            {
+                "split": "test",
+                "limit": args.n,
+                "mask_size": args.mask_size,
+                "iterations": args.iterations,
+                "ig_steps": args.ig_steps,
+                "detector": args.text_detector,
+                "long_side": args.text_long_side if args.text_detector == "craft-global" else None,
+                "device": "cpu",
+            }
         ),
     )
     print(

@@ -339,10 +339,10 @@ def engine_config(name: str, args: argparse.Namespace, repeat: int) -> IGOSConfi
 def run_engine(
     model: nn.Module, images: Tensor, targets: Tensor, config: IGOSConfig
 ) -> dict[str, Any]:
-    from xraydebug.saliency import igospp
+    from xraydebug.saliency import get_explainer
 
     start = time.perf_counter()
-    result = igospp(model, images, targets, config=config)
+    result = get_explainer("igospp").explain(model, images, targets, config)
     _sync(images.device)
     seconds = time.perf_counter() - start
     st = result.stats

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from xraydebug.audit.files import CLEAN_STATE
 from xraydebug.audit.report import ReportConfig, build_report, has_detected_text
 from xraydebug.device import machine_line
+from xraydebug.runfolder import CLEAN_STATE
 
 
 def inflate(scan_dir: Path, work: Path, n_flagged: int, clean_dir: Path | None) -> Path:

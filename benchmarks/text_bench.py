@@ -37,7 +37,13 @@ from xraydebug.data.imageio import read_image
 from xraydebug.data.markers import burn_marker
 from xraydebug.data.synth import render_radiograph
 from xraydebug.device import machine_info, machine_line
-from xraydebug.text.detect import TextDetectConfig, detect_text, resolve_detector
+from xraydebug.text import (
+    DetectorConfig,
+    TextDetector,
+    build_detector,
+    detector_config,
+    resolve_detector,
+)
 
 KINDS = ("letter", "word", "date", "site")
 STYLES = ("plain", "white_box", "dark_box", "grey")
@@ -89,6 +95,15 @@ def coverage(mask: np.ndarray, boxes: list[list[int]], dilate: int = 3) -> float
     return float(covered[mask].mean())
 
 
+def _detector(name: str, long_side: int | None = None) -> TextDetector:
+    """Detector ``name`` on the CPU, loaded; ``long_side`` for the detectors that resize
+    (``craft-global``), ignored by the others."""
+    config: DetectorConfig = detector_config(name)
+    if long_side is not None and hasattr(config, "long_side"):
+        config = detector_config(name, long_side=long_side)
+    return build_detector(config, device="cpu").load()
+
+
 def _glyph_bin(cap: float) -> str:
     return "10-15" if cap < 15 else "15-20" if cap < 20 else "20-30" if cap < 30 else "30-40"
 
@@ -102,14 +117,14 @@ def run(args: argparse.Namespace) -> dict:
     films = {s: make_films(s, args.n, args.seed, Path(args.cache)) for s in args.sizes}
     results = {"header": header, "detectors": {}}
     for name in args.detectors:
-        config = TextDetectConfig(detector=name, device="cpu", long_side=args.long_side)
-        detect_text([films[args.sizes[0]][0][0]], config)  # warm-up: load weights
+        detector = _detector(name, args.long_side)
+        detector.detect([films[args.sizes[0]][0][0]])  # warm-up
         found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         per_size = {}
         for size in args.sizes:
             n_markers = n_found = fp = free = 0
             start = time.perf_counter()
-            outputs = [detect_text([image], config)[0] for image, _, _ in films[size]]
+            outputs = [detector.detect([image])[0] for image, _, _ in films[size]]
             seconds = (time.perf_counter() - start) / len(films[size])
             for (_, markers, is_real), boxes in zip(films[size], outputs, strict=True):
                 if not markers:
@@ -138,13 +153,14 @@ def run(args: argparse.Namespace) -> dict:
                 f"text-free films with a box {fp}/{free}, {seconds:.2f} s/film"
             )
         start = time.perf_counter()
-        rg1 = detect_text([real], config)[0]
+        rg1 = detector.detect([real])[0]
         rg1_seconds = time.perf_counter() - start
         print(f"{name:>12} RG1_UNCR.dcm ({real.shape[1]}x{real.shape[0]}): {len(rg1)} box(es)")
         for key in sorted(found):
             print(f"{'':>12} {key:<20} {found[key][0]}/{found[key][1]}")
         results["detectors"][name] = {
             "resolved": resolve_detector(name),
+            "detector": detector.describe(),
             "sizes": per_size,
             "breakdown": {k: v for k, v in sorted(found.items())},
             "rg1_boxes": rg1,
@@ -158,12 +174,12 @@ def synth_recall(data: Path, detector: str, split: str = "test") -> dict:
     boxes): a marker is found when the detected boxes, grown by 3 px, cover 90% of its box."""
     truth = json.loads((data / "ground_truth.json").read_text())
     keys = sorted(k for k in truth if not k.startswith("_") and k.startswith(f"{split}/"))
-    config = TextDetectConfig(detector=detector, device="cpu")
     found = markers = fp = free = 0
+    text_detector = _detector(detector)
     start = time.perf_counter()
     for key in keys:
         image, _ = read_image(data / key)
-        boxes = detect_text([image], config)[0]
+        boxes = text_detector.detect([image])[0]
         if not truth[key]["boxes"]:
             free += 1
             fp += bool(boxes)

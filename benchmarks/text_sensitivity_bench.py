@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from xraydebug.audit.clean import CleanConfig, clean_dataset
 from xraydebug.audit.retrain import RetrainConfig, retrain
 from xraydebug.audit.text_sensitivity import TextSensitivityConfig, text_sensitivity
 from xraydebug.data.synth import SynthConfig, plan_dataset, render_record, synthesize
@@ -46,6 +45,7 @@ from xraydebug.demo import DemoConfig
 from xraydebug.device import machine_info, machine_line
 from xraydebug.models.evaluate import evaluate
 from xraydebug.models.train import checkpoint_is_current, train
+from xraydebug.stages.clean import clean_dataset
 
 COVID = "COVID-19"
 
@@ -90,10 +90,10 @@ def run_seed(seed: int, work: Path, share: float, console: Console) -> dict[str,
     shortcut, oracle = root / "shortcut.pt", root / "oracle.pt"
     for path, source in ((shortcut, data), (oracle, twin)):
         if not checkpoint_is_current(path, source, recipe):  # a rerun reuses finished models
-            train(source, path, recipe, console=console)
+            train(source, path, config=recipe, console=console)
     timings["train_two"] = time.perf_counter() - start
     start = time.perf_counter()
-    clean_dataset(data, cleaned, CleanConfig(), report=False)
+    clean_dataset(data, cleaned)
     timings["clean_dataset"] = time.perf_counter() - start
     runs = {}
     for name, config in (

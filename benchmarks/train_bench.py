@@ -80,7 +80,7 @@ def main() -> None:
         patience=10,
         device="cpu",
     )
-    result = train(args.data, args.out, config, resume=False)
+    result = train(args.data, args.out, config=config, resume=False)
     print(f"train {args.arch}: {result.seconds:.1f} s, best epoch {result.best_epoch}")
     print(f"validation (train distribution): {per_class_line(result.val_metrics)}")
 

@@ -84,6 +84,13 @@ def folders_dir(tmp_path: Path) -> Path:
     return root
 
 
+def scan_config(**options):
+    """A ScanConfig from flat options, as the CLI builds it (``text=False``: no detection)."""
+    from xraydebug.stages.scan import ScanConfig
+
+    return ScanConfig.from_options(options)
+
+
 def make_tiny_covidx(root: Path, n_per_class: int = 12, n_test_per_class: int = 6) -> Path:
     """64x64 COVIDx set a ``tiny`` model learns in seconds.
 
@@ -123,7 +130,7 @@ def tiny_model(tiny_covidx: Path, tmp_path_factory: pytest.TempPathFactory):
     from xraydebug.models.train import train
 
     before = tree_digest(tiny_covidx)
-    result = train(tiny_covidx, tmp_path_factory.mktemp("models") / "tiny.pt", TINY_TRAIN)
+    result = train(tiny_covidx, tmp_path_factory.mktemp("models") / "tiny.pt", config=TINY_TRAIN)
     assert tree_digest(tiny_covidx) == before  # inputs untouched
     return result
 
@@ -140,8 +147,8 @@ def make_report_run(root: Path, n_test: int = 12) -> tuple[Path, Path]:
 
     import pandas as pd
 
-    from xraydebug.audit.scan import SCAN_COLUMNS, mask_filename
     from xraydebug.data.synth import SynthConfig, synthesize
+    from xraydebug.runfolder import SCAN_COLUMNS, mask_filename
 
     data = synthesize(
         root / "data", SynthConfig(n_train=6, n_test=n_test, size=256, seed=5)
@@ -209,10 +216,8 @@ def make_report_run(root: Path, n_test: int = 12) -> tuple[Path, Path]:
         },
         "config": {
             "method": "igospp",
-            "mask_size": 8,
-            "flag_min_mass": 0.05,
-            "flag_min_ratio": 3.0,
-            "flag_min_reveal_prob": 0.5,
+            "saliency": {"method": "igospp", "preset": None, "settings": {"mask_size": 8}},
+            "flags": {"min_mass": 0.05, "min_ratio": 3.0, "min_reveal_prob": 0.5},
         },
     }
     (scan_dir / "run.json").write_text(json.dumps(run))

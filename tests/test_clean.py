@@ -10,11 +10,18 @@ import pytest
 from PIL import Image
 
 from tests.conftest import tree_digest
-from xraydebug.audit.clean import CleanConfig, clean_dataset, write_derived_dicom
-from xraydebug.audit.scan import SCAN_COLUMNS
 from xraydebug.data.synth import SynthConfig, plan_dataset, render_record, synthesize
 from xraydebug.errors import DatasetError
+from xraydebug.runfolder import SCAN_COLUMNS
+from xraydebug.stages.clean import CleanConfig, clean_dataset, write_derived_dicom
 from xraydebug.text.inpaint import box_mask, inpaint_boxes
+from xraydebug.text.registry import detector_class, resolve_detector
+
+
+def clean_config(**options):
+    """A CleanConfig from flat options, as the CLI builds it."""
+    return CleanConfig.from_options(options)
+
 
 SYNTH = SynthConfig(n_train=12, n_test=6, size=256, seed=3)
 
@@ -60,7 +67,7 @@ def test_cleaned_images_lose_text_and_text_free_stay_identical(synth_with_scan, 
     data, scan_dir, truth = synth_with_scan
     before = tree_digest(data)
     out = tmp_path / "clean"
-    result = clean_dataset(data, out, CleanConfig(scan=str(scan_dir)))
+    result = clean_dataset(data, out, config=clean_config(scan=str(scan_dir)))
     assert tree_digest(data) == before
     assert (out / "train.txt").read_bytes() == (data / "train.txt").read_bytes()
     assert (out / "test.txt").read_bytes() == (data / "test.txt").read_bytes()
@@ -91,7 +98,10 @@ def test_cleaned_images_lose_text_and_text_free_stay_identical(synth_with_scan, 
 def test_only_flagged_dry_run_and_refusals(synth_with_scan, tmp_path: Path):
     data, scan_dir, truth = synth_with_scan
     dry = clean_dataset(
-        data, tmp_path / "dry", CleanConfig(scan=str(scan_dir), only_flagged=True), dry_run=True
+        data,
+        tmp_path / "dry",
+        config=clean_config(scan=str(scan_dir), only_flagged=True),
+        dry_run=True,
     )
     assert not (tmp_path / "dry").exists()
     flagged_text = sum(
@@ -101,20 +111,20 @@ def test_only_flagged_dry_run_and_refusals(synth_with_scan, tmp_path: Path):
     )
     assert dry.n_changed == flagged_text
     with pytest.raises(ValueError, match="inside the input dataset"):
-        clean_dataset(data, data / "out", CleanConfig(scan=str(scan_dir)))
+        clean_dataset(data, data / "out", config=clean_config(scan=str(scan_dir)))
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("mine")
     with pytest.raises(DatasetError, match="not empty"):
-        clean_dataset(data, busy, CleanConfig(scan=str(scan_dir)))
-    clean_dataset(data, busy, CleanConfig(scan=str(scan_dir)), force=True)
+        clean_dataset(data, busy, config=clean_config(scan=str(scan_dir)))
+    clean_dataset(data, busy, config=clean_config(scan=str(scan_dir)), force=True)
     assert not (busy / "x").exists() and (busy / "cleaning.csv").exists()
     with pytest.raises(ValueError, match="only-flagged needs --scan"):
-        clean_dataset(data, tmp_path / "o", CleanConfig(only_flagged=True))
+        clean_dataset(data, tmp_path / "o", config=clean_config(only_flagged=True))
 
 
 def test_clean_resumes(synth_with_scan, tmp_path: Path, monkeypatch):
-    from xraydebug.audit import clean as clean_module
+    from xraydebug.stages import clean as clean_module
 
     data, scan_dir, _ = synth_with_scan
     out = tmp_path / "c"
@@ -128,10 +138,10 @@ def test_clean_resumes(synth_with_scan, tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(clean_module, "_clean_one", die_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
-        clean_dataset(data, out, CleanConfig(scan=str(scan_dir), batch_size=8))
+        clean_dataset(data, out, config=clean_config(scan=str(scan_dir), batch_size=8))
     assert len(pd.read_csv(out / "cleaning.csv")) == 8
     monkeypatch.setattr(clean_module, "_clean_one", real)
-    result = clean_dataset(data, out, CleanConfig(scan=str(scan_dir)))
+    result = clean_dataset(data, out, config=clean_config(scan=str(scan_dir)))
     assert len(result.table) == 18 and result.table["path"].is_unique
 
 
@@ -185,7 +195,7 @@ def test_derived_dicom_tags(tmp_path: Path):
 def test_images_missing_from_the_scan_are_detected_not_skipped(
     synth_with_scan, tmp_path: Path, monkeypatch
 ):
-    from xraydebug.audit import clean as clean_module
+    from xraydebug.stages import clean as clean_module
 
     data, scan_dir, truth = synth_with_scan
     partial = tmp_path / "partial-scan"
@@ -201,15 +211,15 @@ def test_images_missing_from_the_scan_are_detected_not_skipped(
         decoded.append(real_read(path))
         return decoded[-1]
 
-    def fake_detect(images, config):
+    def fake_detect(self, images, *, film_px=0):
         # films the cleaning decoded are detections; the rest are re-checks of cleaned films
         first = [any(image is d for d in decoded) for image in images]
         detected.extend(image.shape for image, f in zip(images, first, strict=True) if f)
         return [truth[dropped]["boxes"] if f else [] for f in first]
 
     monkeypatch.setattr(clean_module, "_read_gray", spy_read)
-    monkeypatch.setattr(clean_module, "detect_text", fake_detect)
-    result = clean_dataset(data, tmp_path / "out", CleanConfig(scan=str(partial)))
+    monkeypatch.setattr(detector_class(resolve_detector("auto")), "_detect", fake_detect)
+    result = clean_dataset(data, tmp_path / "out", config=clean_config(scan=str(partial)))
     assert read == [data / dropped]
     assert detected == [(SYNTH.size, SYNTH.size)]
     row = result.table.set_index("path").loc[dropped]

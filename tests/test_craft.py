@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from xraydebug.data.synth import render_radiograph
 from xraydebug.errors import CheckpointError
-from xraydebug.text import CRAFT, TextDetectConfig, detect_text, load_craft
+from xraydebug.text import CRAFT, CraftGlobalConfig, build_detector, detect_text, load_craft
 from xraydebug.text import detect as detect_module
 from xraydebug.text.craft import CRAFT_SHA256, default_weights_path
 from xraydebug.text.postprocess import boxes_from_scores, scale_boxes
@@ -32,14 +32,16 @@ CPU = "cpu"
 # ---------------------------------------------------------------------------------------------
 
 
-def test_official_weights_load_strictly_and_are_cached() -> None:
+def test_official_weights_load_strictly_each_caller_its_own_model() -> None:
     path = default_weights_path()
     assert path.stat().st_size == 83_152_330
     model = load_craft(device=CPU)
     assert isinstance(model, CRAFT)
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
-    assert load_craft(device=CPU) is model  # cached per device
+    again = load_craft(device=CPU)
+    assert again is not model  # nothing cached: each detector holds its own network
+    assert torch.equal(again.conv_cls[8].bias, model.conv_cls[8].bias)
     state = torch.load(path, map_location="cpu", weights_only=True)
     ours = model.state_dict()
     assert sorted(ours) == sorted(k.removeprefix("module.") for k in state)
@@ -172,10 +174,7 @@ def radiographs() -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
 @pytest.fixture(scope="module")
 def found_640(radiographs) -> list[list[list[int]]]:
     clean, text, _ = radiographs
-    return detect_text(
-        [text, clean],
-        TextDetectConfig(detector="craft-global", long_side=640, batch_size=2, device=CPU),
-    )
+    return detect_text([text, clean], CraftGlobalConfig(long_side=640, batch_size=2), device=CPU)
 
 
 def test_words_found_and_text_free_film_is_clean(found_640, radiographs) -> None:
@@ -195,10 +194,8 @@ def test_bf16_gives_the_same_boxes_as_fp32(found_640, radiographs) -> None:
     """``--precision bf16`` runs CRAFT under bf16 autocast on any CPU (natively with
     AVX512-BF16/AMX, emulated and slower elsewhere): the boxes must match float32's."""
     clean, text, _ = radiographs
-    config = TextDetectConfig(
-        detector="craft-global", long_side=640, batch_size=2, device=CPU, precision="bf16"
-    )
-    with_text, without_text = detect_text([text, clean], config)
+    config = CraftGlobalConfig(long_side=640, batch_size=2)
+    with_text, without_text = detect_text([text, clean], config, device=CPU, precision="bf16")
     assert without_text == found_640[1] == []
     assert len(with_text) == len(found_640[0])
     for got, want in zip(with_text, found_640[0], strict=True):
@@ -210,9 +207,7 @@ def test_lone_letter_found_at_1280(radiographs) -> None:
     # the top band of the same 512 px film: the letter is magnified 2.5x exactly as for the
     # whole film, at a third of the network cost
     band = text[:192]
-    (boxes,) = detect_text(
-        band, TextDetectConfig(detector="craft-global", long_side=1280, device=CPU)
-    )
+    (boxes,) = detect_text(band, CraftGlobalConfig(long_side=1280), device=CPU)
     assert _hit(boxes, truth["L"])
     assert _hit(boxes, truth["PORTABLE"])
     # nothing else: no box on the shoulders, neck or lung apices
@@ -227,17 +222,12 @@ def test_config_reaches_post_processing(monkeypatch: pytest.MonkeyPatch) -> None
         return [[0, 0, 4, 2]]
 
     monkeypatch.setattr(detect_module, "boxes_from_scores", spy)
-    config = TextDetectConfig(
-        detector="craft-global",
-        long_side=64,
-        text_threshold=0.55,
-        link_threshold=0.33,
-        low_text=0.22,
-        device=CPU,
+    config = CraftGlobalConfig(
+        long_side=64, text_threshold=0.55, link_threshold=0.33, low_text=0.22
     )
     wide = np.zeros((40, 80), np.uint8)  # resized to 32x64, then padded to 32x64
     square = np.full((50, 50), 0.5, np.float32)  # resized to 64x64
-    out = detect_text([wide, square, wide], config)
+    out = build_detector(config, device=CPU).detect([wide, square, wide])
     assert [c[0] for c in calls] == [(16, 32), (16, 32), (32, 32)]  # wide ones batched first
     assert all(
         c[1] == {"text_threshold": 0.55, "link_threshold": 0.33, "low_text": 0.22} for c in calls
@@ -247,14 +237,16 @@ def test_config_reaches_post_processing(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_bad_inputs_are_reported() -> None:
-    config = TextDetectConfig(detector="craft-global", long_side=64, device=CPU)
+    detector = build_detector(CraftGlobalConfig(long_side=64), device=CPU)
     with pytest.raises(ValueError, match=r"image 1: float images must be in \[0, 1\]"):
-        detect_text([np.zeros((8, 8)), np.full((8, 8), 255.0)], config)
+        detector.detect([np.zeros((8, 8)), np.full((8, 8), 255.0)])
     with pytest.raises(ValueError, match=r"image 0: expected a gray \(H, W\) array"):
-        detect_text([np.zeros((8, 8, 3))], config)
+        detector.detect([np.zeros((8, 8, 3))])
     with pytest.raises(TypeError, match="dtype int32"):
-        detect_text(np.zeros((8, 8), np.int32), config)
+        detector.detect(np.zeros((8, 8), np.int32))
     with pytest.raises(ValueError, match="long_side"):
-        TextDetectConfig(long_side=16)
+        CraftGlobalConfig(long_side=16)
     with pytest.raises(ValueError, match="text_threshold"):
-        TextDetectConfig(text_threshold=0.0)
+        CraftGlobalConfig(text_threshold=0.0)
+    with pytest.raises(ValueError, match=r"precision must be one of fp32, bf16, auto; got 'fp16'"):
+        build_detector("craft-global", device=CPU, precision="fp16")

@@ -16,10 +16,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from xraydebug.audit.flagging import FlagRule, model_box_mask, text_mass
-from xraydebug.audit.scan import ScanConfig, apply_flags, scan
+from xraydebug.flagging import FlagRule, apply_flags, model_box_mask, text_mass
 from xraydebug.models.architectures import Preprocessing
 from xraydebug.models.checkpoint import LoadedModel
+from xraydebug.stages.scan import scan
+
+from .conftest import scan_config
 
 SIZE = 128
 CLASSES = ("normal", "COVID-19")
@@ -90,10 +92,16 @@ CONFIG = dict(
 
 def test_shortcut_model_is_flagged_and_blind_model_is_not(marker_data: Path, tmp_path: Path):
     reader = scan(
-        marker_data, loaded(slice(0, 40), slice(0, 40)), tmp_path / "a", ScanConfig(**CONFIG)
+        marker_data,
+        loaded(slice(0, 40), slice(0, 40)),
+        tmp_path / "a",
+        config=scan_config(**CONFIG),
     ).table
     blind = scan(
-        marker_data, loaded(slice(44, 84), slice(44, 84)), tmp_path / "b", ScanConfig(**CONFIG)
+        marker_data,
+        loaded(slice(44, 84), slice(44, 84)),
+        tmp_path / "b",
+        config=scan_config(**CONFIG),
     ).table
     for table in (reader, blind):
         assert (table["status"] == "ok").all()

@@ -12,11 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from tests.test_saliency import PatchNet, make_images
-from xraydebug.audit.scan import ScanConfig, scan
-from xraydebug.cli import app
-from xraydebug.saliency import IGOSConfig, deletion_insertion, igospp
+from xraydebug.saliency import IGOSConfig, deletion_insertion, get_explainer, igospp
 from xraydebug.saliency.config import DEFAULT_PRESET, PRESETS
-from xraydebug.saliency.igos import _IGOSPP_TERMS, _Optimizer, make_baseline
+from xraydebug.saliency.igos import IGOSPP_OBJECTIVE, _Optimizer, make_baseline
 
 
 def test_presets_resolve_as_documented() -> None:
@@ -31,13 +29,36 @@ def test_presets_resolve_as_documented() -> None:
     assert fast.iterations == 3 and fast.ig_steps == PRESETS[DEFAULT_PRESET]["ig_steps"]
     with pytest.raises(ValueError, match=r"unknown iGOS\+\+ preset 'quick'.*balanced"):
         IGOSConfig.preset("quick")
+
+
+def test_preset_name_is_a_label_not_a_setting() -> None:
+    """``IGOSConfig.preset`` remembers its name for ``describe`` (run.json, the report); the
+    name changes neither the settings dict (the scan's identity) nor equality."""
+    fast = IGOSConfig.preset("fast", mask_size=56)
+    assert fast.preset_name == "fast" and IGOSConfig().preset_name is None
+    assert "preset_name" not in fast.to_dict()
+    plain = IGOSConfig(**fast.to_dict())
+    assert plain == fast and hash(plain) == hash(fast) and plain.preset_name is None
+    assert get_explainer("igospp").describe(fast)["preset"] == "fast"
+    assert get_explainer("igos").describe(plain)["preset"] is None
+    with pytest.raises(ValueError, match="preset_name"):
+        IGOSConfig(preset_name="quick")
+    with pytest.raises(TypeError, match="unknown IGOS setting"):
+        igospp(PatchNet(), make_images(1), 1, preset_name="fast")
+
+
+def test_scan_and_cli_default_to_the_default_preset() -> None:
+    from xraydebug.cli import app
+    from xraydebug.stages.scan import ScanConfig
+
     # the scan and the CLI default to the same preset, and the scan resolves through it
-    assert ScanConfig().preset == DEFAULT_PRESET
-    assert ScanConfig().igos_config() == IGOSConfig.preset(DEFAULT_PRESET, mask_size=56)
+    assert ScanConfig().saliency.preset_name == DEFAULT_PRESET
+    assert ScanConfig().saliency == IGOSConfig.preset(DEFAULT_PRESET, mask_size=56)
+    assert ScanConfig.from_options({}) == ScanConfig()  # the CLI's path gives the same config
     scan_help = CliRunner().invoke(app, ["scan", "--help"], terminal_width=200).output
     assert f"[default: {DEFAULT_PRESET}]" in scan_help
     with pytest.raises(ValueError, match="preset"):
-        ScanConfig(preset="quick")
+        ScanConfig.from_options({"preset": "quick"})
 
 
 def test_config_rejects_bad_knobs() -> None:
@@ -59,7 +80,7 @@ def _optimizer(cfg: IGOSConfig, n: int = 2) -> _Optimizer:
     targets = torch.ones(n, dtype=torch.long)
     seeds = list(range(n))
     dev = torch.device("cpu")
-    return _Optimizer(model, x, base, targets, _IGOSPP_TERMS, 2, True, 0.5, cfg, seeds, dev)
+    return _Optimizer(model, x, base, targets, IGOSPP_OBJECTIVE, cfg, seeds, dev)
 
 
 def test_stratified_alphas_cover_each_stratum_and_vary() -> None:
@@ -171,7 +192,10 @@ def test_default_preset_keeps_the_paper_presets_quality(tiny_model, tiny_covidx:
 
 
 def test_scan_records_preset_settings_and_cost(tiny_model, tiny_covidx: Path, tmp_path: Path):
-    config = ScanConfig(
+    from xraydebug.audit.report import build_report
+    from xraydebug.stages.scan import ScanConfig, scan
+
+    options = dict(
         preset="fast",
         mask_size=8,
         iterations=2,
@@ -179,9 +203,11 @@ def test_scan_records_preset_settings_and_cost(tiny_model, tiny_covidx: Path, tm
         limit=4,
         metric_steps=8,
         device="cpu",
-        detect_text=False,
+        text=False,
     )
-    result = scan(tiny_covidx, tiny_model.checkpoint, tmp_path / "scan", config)
+    config = ScanConfig.from_options(options)
+    result = scan(tiny_covidx, tiny_model.checkpoint, tmp_path / "scan", config=config)
+    build_report(tmp_path / "scan")
     run = json.loads((tmp_path / "scan" / "run.json").read_text())
     saliency = run["saliency"]
     assert saliency["preset"] == "fast" and saliency["method"] == "igospp"
@@ -194,18 +220,20 @@ def test_scan_records_preset_settings_and_cost(tiny_model, tiny_covidx: Path, tm
     assert cost["seconds"] >= cost["explain_seconds"] > 0
     assert result.run["cost_per_image"] == cost
     # another preset is another scan: a rerun into the same folder refuses to mix them
-    with pytest.raises(Exception, match="another model or settings"):
+    with pytest.raises(Exception, match="other settings or another model"):
         scan(
             tiny_covidx,
             tiny_model.checkpoint,
             tmp_path / "scan",
-            ScanConfig(**{**config.__dict__, "preset": "paper"}),
+            config=ScanConfig.from_options({**options, "preset": "paper"}),
         )
     html = (tmp_path / "scan" / "report.html").read_text()
     assert "iGOS++ preset fast: mask 8, 2 iterations" in html
 
 
 def test_scan_cli_prints_the_cost_per_image(tiny_model, tiny_covidx: Path, tmp_path: Path):
+    from xraydebug.cli import app
+
     out = tmp_path / "scan"
     argv = ["scan", str(tiny_covidx), "--model", str(tiny_model.checkpoint), "--out", str(out)]
     argv += ["--preset", "balanced", "--mask-size", "8", "--iterations", "1", "--limit", "2"]

@@ -13,22 +13,22 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from xraydebug.audit.clean import CleanConfig, clean_dataset
-from xraydebug.audit.scan import ScanConfig, load_masks, scan
 from xraydebug.cli import app
 from xraydebug.data.synth import SynthConfig, synthesize
 from xraydebug.errors import XrayDebugError
 from xraydebug.executor import (
+    BatchFailure,
     BatchResult,
     ExecutorConfig,
     LocalExecutor,
     RayExecutor,
-    run_stage,
 )
-from xraydebug.text.dataset import detect_dataset
-from xraydebug.text.detect import TextDetectConfig
+from xraydebug.runfolder import load_masks
+from xraydebug.stages.clean import CleanConfig, CleanStep, clean_dataset
+from xraydebug.stages.scan import scan
+from xraydebug.stages.text import TextConfig, TextStep, detect_dataset
 
-from .conftest import tree_digest
+from .conftest import scan_config, tree_digest
 
 RAY2 = ExecutorConfig(kind="ray", actors=2)
 SCAN = dict(
@@ -38,7 +38,7 @@ SCAN = dict(
     metric_steps=8,
     batch_size=2,
     device="cpu",
-    text_detector="craft",
+    detector="craft",
 )
 
 
@@ -83,15 +83,12 @@ class Doubler:
 
 def _collect(executor, spec, items, batch_size=2):
     rows, failed = [], []
-    run_stage(
-        executor,
-        spec,
-        items,
-        batch_size,
-        None,
-        lambda batch, result: rows.extend(result.rows),
-        lambda batch, message: failed.append((batch, message)),
-    )
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    for index, result in executor.map(spec, batches):
+        if isinstance(result, BatchFailure):
+            failed.append((batches[index], result.message))
+        else:
+            rows.extend(result.rows)
     return rows, failed
 
 
@@ -114,9 +111,7 @@ def test_ray_retries_a_dead_worker_and_fails_only_a_batch_that_always_kills(
 
 
 def test_ray_worker_that_cannot_read_the_dataset_fails_with_one_line(ray_local, tmp_path: Path):
-    from xraydebug.text.dataset import TextStep
-
-    spec = TextStep(str(tmp_path / "not-mounted"), TextDetectConfig(device="cpu"))
+    spec = TextStep(str(tmp_path / "not-mounted"), TextConfig(device="cpu"))
     with pytest.raises(XrayDebugError, match=r"cannot read the dataset folder .*not-mounted"):
         list(RayExecutor(RAY2).map(spec, [[]]))
 
@@ -141,8 +136,8 @@ def test_ray_scan_matches_local_and_survives_a_killed_actor_and_driver(
     ray_local, tiny_model, text_data: Path, tmp_path: Path
 ):
     before = tree_digest(text_data)
-    config = ScanConfig(**SCAN)
-    local = scan(text_data, tiny_model.checkpoint, tmp_path / "local", config, report=False)
+    config = scan_config(**SCAN)
+    local = scan(text_data, tiny_model.checkpoint, tmp_path / "local", config=config)
     assert (local.table["status"] == "ok").all() and local.table["n_boxes"].astype(int).sum() > 0
 
     executor = RayExecutor(RAY2)
@@ -157,11 +152,9 @@ def test_ray_scan_matches_local_and_survives_a_killed_actor_and_driver(
         text_data,
         tiny_model.checkpoint,
         tmp_path / "ray",
-        config,
-        None,
-        kill_an_actor,
-        False,
-        executor,
+        config=config,
+        progress=kill_an_actor,
+        executor=executor,
     )
     assert killed and result.n_new == 6 and not result.errors
     assert result.run["executor"]["kind"] == "ray" and len(result.run["executor"]["workers"]) == 2
@@ -173,18 +166,20 @@ def test_ray_scan_matches_local_and_survives_a_killed_actor_and_driver(
 
     out = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
-        scan(text_data, tiny_model.checkpoint, out, config, None, interrupt, False, RAY2)
+        scan(
+            text_data, tiny_model.checkpoint, out, config=config, progress=interrupt, executor=RAY2
+        )
     assert 2 <= len(pd.read_csv(out / "scan.csv")) < 6
-    resumed = scan(text_data, tiny_model.checkpoint, out, config, report=False, executor=RAY2)
+    resumed = scan(text_data, tiny_model.checkpoint, out, config=config, executor=RAY2)
     assert resumed.n_resumed >= 2 and resumed.n_resumed + resumed.n_new == 6
     _assert_same_scan(tmp_path / "local", out)
     assert tree_digest(text_data) == before
 
 
 def test_ray_clean_and_text_match_local(ray_local, text_data: Path, tmp_path: Path):
-    config = CleanConfig(device="cpu", detector="craft", batch_size=2)
-    local = clean_dataset(text_data, tmp_path / "local", config, report=False)
-    remote = clean_dataset(text_data, tmp_path / "ray", config, report=False, executor=RAY2)
+    config = CleanConfig.from_options({"device": "cpu", "detector": "craft", "batch_size": 2})
+    local = clean_dataset(text_data, tmp_path / "local", config=config)
+    remote = clean_dataset(text_data, tmp_path / "ray", config=config, executor=RAY2)
     assert local.n_changed > 0
     pd.testing.assert_frame_equal(
         local.table.reset_index(drop=True), remote.table.reset_index(drop=True)
@@ -193,8 +188,8 @@ def test_ray_clean_and_text_match_local(ray_local, text_data: Path, tmp_path: Pa
     assert ours.pop(".xraydebug-clean.json") and theirs.pop(".xraydebug-clean.json")
     assert ours == theirs  # byte-identical images and cleaning.csv
 
-    text = TextDetectConfig(detector="craft", device="cpu")
-    detect_dataset(text_data, tmp_path / "text-local", text)
+    text = TextConfig.from_options({"detector": "craft", "device": "cpu"})
+    detect_dataset(text_data, tmp_path / "text-local", config=text)
     runner = CliRunner()
     outcome = runner.invoke(
         app,
@@ -233,16 +228,13 @@ def test_without_ray_the_option_names_the_extra(text_data: Path, tmp_path: Path,
 
 
 def test_ray_plans_one_actor_per_gpu_and_cpu_only_detectors_get_cpus(ray_local):
-    from xraydebug.audit.clean import CleanStep
-    from xraydebug.text.dataset import TextStep
-
     executor = RayExecutor(ExecutorConfig(kind="ray"))
     assert executor._plan(gpu=False) == (executor.cpus, 1)  # one single-threaded actor per CPU
     executor.gpus = 2  # as on a node with two GPUs
     assert executor._plan(gpu=True) == (2, max(1, executor.cpus // 2))
     assert executor.uses_gpu("auto") and not executor.uses_gpu("cpu")
-    ppocr = CleanConfig(detector="ppocr", device="auto")
+    ppocr = CleanConfig.from_options({"detector": "ppocr", "device": "auto"})
     assert CleanStep("/data", ppocr).device == "cpu"  # DBNet runs on ONNX Runtime's CPU
-    craft = TextDetectConfig(detector="craft", device="auto")
+    craft = TextConfig.from_options({"detector": "craft", "device": "auto"})
     assert TextStep("/data", craft).device == "auto"
     executor.close()

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from tests.conftest import make_report_run, tree_digest
-from xraydebug.audit.clean import CleanConfig, clean_dataset
 from xraydebug.audit.report import ReportConfig, build_report, find_parts
-from xraydebug.audit.scan import mask_filename
 from xraydebug.errors import DatasetError
+from xraydebug.runfolder import mask_filename
+from xraydebug.stages.clean import CleanConfig, clean_dataset
 
 
 class _Collector(HTMLParser):
@@ -129,7 +129,9 @@ def test_scan_report_content_and_accessibility(report_run, tmp_path: Path):
 
 def test_patient_ids_only_with_show_ids(report_run, tmp_path: Path):
     data, scan_dir = report_run
-    html = build_report(scan_dir, tmp_path / "r.html", ReportConfig(show_ids=True)).read_text()
+    html = build_report(
+        scan_dir, tmp_path / "r.html", config=ReportConfig(show_ids=True)
+    ).read_text()
     truth = json.loads((data / "ground_truth.json").read_text())
     first = _flagged(scan_dir)["path"].iloc[0]
     assert "<dt>Patient id</dt>" in html and truth[first]["patient_id"] in html
@@ -138,7 +140,9 @@ def test_patient_ids_only_with_show_ids(report_run, tmp_path: Path):
 def test_gallery_cap_lists_the_rest(report_run, tmp_path: Path):
     _data, scan_dir = report_run
     n = len(_flagged(scan_dir))
-    html = build_report(scan_dir, tmp_path / "r.html", ReportConfig(max_gallery=1)).read_text()
+    html = build_report(
+        scan_dir, tmp_path / "r.html", config=ReportConfig(max_gallery=1)
+    ).read_text()
     doc = parse(html)
     assert sum(1 for tag, _ in doc.tags if tag == "article") == 1
     assert f"{n - 1} more flagged image" in html
@@ -149,12 +153,14 @@ def test_gallery_cap_lists_the_rest(report_run, tmp_path: Path):
 def test_report_follows_clean_to_scan_and_shows_cleaned(report_run, tmp_path: Path):
     data, scan_dir = report_run
     result = clean_dataset(
-        data, tmp_path / "clean", CleanConfig(scan=str(scan_dir), long_side=256, device="cpu")
+        data,
+        tmp_path / "clean",
+        config=CleanConfig.from_options({"scan": str(scan_dir), "device": "cpu"}),
     )
-    assert result.report == tmp_path / "clean" / "report.html"
+    assert build_report(result.out) == tmp_path / "clean" / "report.html"
     parts = find_parts(tmp_path / "clean")
     assert parts.clean == tmp_path / "clean" and parts.scan == scan_dir
-    html = result.report.read_text()
+    html = (result.out / "report.html").read_text()
     assert_self_contained(html)
     assert html.count("Cleaned (text inpainted)") == len(_flagged(scan_dir))
     assert "had their detected text removed" in html

@@ -109,11 +109,12 @@ def test_clean_and_retrain_reports_in_headless_chromium(
 ):
     from rich.console import Console
 
-    from xraydebug.audit.clean import CleanConfig, clean_dataset
     from xraydebug.audit.retrain import RetrainConfig, retrain
+    from xraydebug.stages.clean import CleanConfig, clean_dataset
 
     data, scan_dir = make_report_run(tmp_path / "scan-run")
-    cleaned = clean_dataset(data, tmp_path / "clean", CleanConfig(scan=str(scan_dir), device="cpu"))
+    config = CleanConfig.from_options({"scan": str(scan_dir), "device": "cpu"})
+    cleaned = clean_dataset(data, tmp_path / "clean", config=config)
     copy = tmp_path / "covidx-clean"
     shutil.copytree(tiny_covidx, copy)
     retrained = retrain(
@@ -128,7 +129,7 @@ def test_clean_and_retrain_reports_in_headless_chromium(
     browser = Browser(chromium, tmp_path / "profile")
     try:
         for report, needle in (
-            (cleaned.report, "had their detected text removed"),
+            (build_report(cleaned.out), "had their detected text removed"),
             (retrained.report_path, "Does the model react to burned-in text?"),
         ):
             session = browser.open(report.resolve().as_uri(), 1200, 1600)

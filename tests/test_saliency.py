@@ -15,16 +15,20 @@ import torch
 from torch import nn
 
 from xraydebug.saliency import (
-    EXPLAINERS,
+    Explainer,
+    GradCAMConfig,
     IGOSConfig,
     SaliencyResult,
     bilateral_tv,
     blur_baseline,
     deletion_insertion,
+    describe_saliency,
+    explainer_names,
     get_explainer,
     gradcam,
     igos,
     igospp,
+    register_explainer,
     total_variation,
 )
 
@@ -138,14 +142,14 @@ def test_ig_gradient_matches_reference_formulation(model: PatchNet) -> None:
     """Without noise, the batched gradient equals the straightforward per-term autograd of
     ``0.5 * sum_t sign_t * mean_k f(compose_t(alpha_k * M_t)) + regulariser`` (reference maths:
     path masks ``alpha_k * M``, insertion terms with image and baseline swapped)."""
-    from xraydebug.saliency.igos import _IGOSPP_TERMS, _Optimizer
+    from xraydebug.saliency.igos import IGOSPP_OBJECTIVE, _Optimizer
 
     x = make_images(2)
     base = blur_baseline(x)
     targets = torch.tensor([1, 0])
     cfg = IGOSConfig(mask_size=8, ig_steps=4, noise=0.0, batch_size=5, amp=False)
     masks = torch.rand(2, 2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    opt = _Optimizer(model, x, base, targets, _IGOSPP_TERMS, 2, True, 0.5, cfg, [0, 1], x.device)
+    opt = _Optimizer(model, x, base, targets, IGOSPP_OBJECTIVE, cfg, [0, 1], x.device)
     got = opt.gradient(masks, torch.arange(2), it=0)
 
     leaf = masks.clone().requires_grad_(True)
@@ -279,7 +283,8 @@ def test_model_state_restored(name: str) -> None:
     if name == "metric":
         deletion_insertion(model, x, 1, torch.rand(2, 1, 8, 8), steps=5)
     else:
-        EXPLAINERS[name](model, x, 1, **({} if name == "gradcam" else FAST))
+        config = GradCAMConfig() if name == "gradcam" else IGOSConfig(**FAST)
+        get_explainer(name).explain(model, x, 1, config)
     assert [p.requires_grad for p in model.parameters()] == flags
     assert [m.training for m in model.modules()] == modes
     assert all(p.grad is None for p in model.parameters())
@@ -295,8 +300,14 @@ def test_state_restored_on_error() -> None:
 
 # (6) registry ------------------------------------------------------------------------------------
 def test_registry() -> None:
-    assert set(EXPLAINERS) == {"igospp", "igos", "gradcam"}
-    assert get_explainer("igospp") is igospp and get_explainer("gradcam") is gradcam
+    assert explainer_names() == ["gradcam", "igos", "igospp"]
+    found = {n: (get_explainer(n).title, get_explainer(n).config_class) for n in explainer_names()}
+    assert found == {
+        "igospp": ("iGOS++", IGOSConfig),
+        "igos": ("I-GOS", IGOSConfig),
+        "gradcam": ("Grad-CAM", GradCAMConfig),
+    }
+    assert all(isinstance(get_explainer(n), Explainer) for n in explainer_names())
     with pytest.raises(
         ValueError, match="unknown explainer 'lime'; valid names: gradcam, igos, igospp"
     ):
@@ -534,3 +545,188 @@ def test_tv_and_btv_on_a_3x3_example_worked_by_hand():
     assert total_variation(mask).item() == pytest.approx(2 / 6 + 2 / 6)
     expected = 0.5 * ((1 + math.exp(-1)) / 6 + 2 / 6)  # = (3 + e^-1) / 12
     assert bilateral_tv(mask, image, sigma2=1.0).item() == pytest.approx(expected)
+
+
+# (11) one explainer contract: config objects, several targets, sigmoid models, plug-ins ---------
+def test_keyword_equal_to_its_default_overrides_the_config(model: PatchNet) -> None:
+    """Regression: keywords used to override a config only when they differed from their
+    defaults, so ``mask_size=28`` or ``seed=0`` silently left the config's value in place."""
+    x = make_images(1)
+    cfg = IGOSConfig(mask_size=8, iterations=1, ig_steps=2, seed=3)
+    res = igospp(model, x, 1, config=cfg, mask_size=28, seed=0)  # both equal the defaults
+    assert res.mask.shape == (1, 1, 28, 28)
+    assert res.stats["config"]["seed"] == 0 and res.stats["config"]["iterations"] == 1
+
+
+def test_explain_takes_a_config_object(model: PatchNet) -> None:
+    x = make_images(2)
+    explainer = get_explainer("igospp")
+    cfg = IGOSConfig(**FAST)
+    res = explainer.explain(model, x, 1, cfg)
+    torch.testing.assert_close(res.mask, igospp(model, x, 1, **FAST).mask, atol=0, rtol=0)
+    with pytest.raises(TypeError, match="expected a config of type IGOSConfig"):
+        explainer.explain(model, x, 1, GradCAMConfig())
+    with pytest.raises(ValueError, match="activation"):
+        explainer.explain(model, x, 1, cfg, activation="tanh")
+    with pytest.raises(TypeError, match="expected a config of type GradCAMConfig"):
+        get_explainer("gradcam").explain(model, x, 1, cfg)
+
+
+def test_default_config_and_describe() -> None:
+    from xraydebug.saliency.config import DEFAULT_PRESET
+
+    igospp_ = get_explainer("igospp")
+    cfg = igospp_.default_config(preset="fast", mask_size=56, iterations=None, ig_steps=None)
+    assert cfg == IGOSConfig.preset("fast", mask_size=56)  # None values mean "the default"
+    assert igospp_.default_config() == IGOSConfig.preset(DEFAULT_PRESET)
+    assert igospp_.describe(cfg) == {
+        "method": "igospp",
+        "preset": "fast",
+        "settings": IGOSConfig.preset("fast", mask_size=56).to_dict(),
+    }
+    assert igospp_.describe(IGOSConfig())["preset"] is None
+    with pytest.raises(TypeError, match=r"unknown igospp setting\(s\) \['iterashuns'\].*preset"):
+        igospp_.default_config(iterashuns=3)
+    cam = get_explainer("gradcam")
+    assert cam.default_config(layer="conv", batch_size=None) == GradCAMConfig(layer="conv")
+    assert cam.describe(GradCAMConfig(layer="conv")) == {
+        "method": "gradcam",
+        "settings": {"layer": "conv", "batch_size": None},
+    }
+    with pytest.raises(TypeError, match=r"valid settings: \['batch_size', 'layer'\]"):
+        cam.default_config(mask_size=8)
+    with pytest.raises(ValueError, match="batch_size"):
+        GradCAMConfig(batch_size=0)
+    # run.json entries in words: what scan wrote before, and what describe() writes now
+    old = {"method": "igospp", "preset": "fast", "settings": cfg.to_dict()}
+    assert describe_saliency(old) == "iGOS++ preset fast: mask 56, 10 iterations, 3 IG points"
+    assert describe_saliency(igospp_.describe(cfg)) == describe_saliency(old)
+    assert describe_saliency(igospp_.describe(IGOSConfig())).startswith("iGOS++: mask 28, 20")
+    assert describe_saliency({"method": "gradcam"}) == "Grad-CAM"
+    assert describe_saliency(cam.describe(GradCAMConfig())) == "Grad-CAM"
+
+
+def test_several_targets_per_image(model: PatchNet) -> None:
+    """(B, 2) targets: B*2 rows, image 0's targets first, each row what a single-target call
+    gives (the image's repeats share its noise stream, as a single call would draw it)."""
+    x = make_images(3)
+    both = torch.tensor([[1, 0], [0, 1], [1, 1]])
+    multi = igospp(model, x, both, **FAST)
+    assert multi.mask.shape == (6, 1, 16, 16) and multi.targets.tolist() == [1, 0, 0, 1, 1, 1]
+    assert multi.stats["images"] == 6 and multi.stats["targets_per_image"] == 2
+    for t in range(2):
+        single = igospp(model, x, both[:, t], **FAST)
+        for got, want in [
+            (multi.deletion_mask[t::2], single.deletion_mask),
+            (multi.insertion_mask[t::2], single.insertion_mask),
+        ]:
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        cam = gradcam(model, x, both[:, t])
+        torch.testing.assert_close(gradcam(model, x, both).mask[t::2], cam.mask)
+    d, i = deletion_insertion(model, x, both, multi, steps=8)
+    d0, i0 = deletion_insertion(model, x, both[:, 0], multi.saliency()[0::2], steps=8)
+    assert d.shape == i.shape == (6,)
+    torch.testing.assert_close(d[0::2], d0)
+    torch.testing.assert_close(i[0::2], i0)
+    # explicit noise seeds are one per image and follow its repeats
+    seeded = igospp(model, x, both, noise_seeds=[4, 5, 6], **FAST)
+    alone = igospp(model, x[1:2], both[1:2, 1], noise_seeds=[5], **FAST)
+    torch.testing.assert_close(seeded.mask[3:4], alone.mask, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"\(3,\) or \(3, T\)"):
+        igospp(model, x, torch.ones(2, 2, dtype=torch.long), **FAST)
+
+
+class FindingsNet(nn.Module):
+    """Two per-finding logits (multi-label, sigmoid): finding 0 = the patch, finding 1 = the
+    "distractor" square; each logit is 20 * mean(relu(avg3x3(x) - 0.5)) over its square - 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.head = nn.Linear(SIZE * SIZE, 2)
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 9)
+            self.conv.bias.fill_(-0.5)
+            for k, where in enumerate((PATCH, DISTRACTOR)):
+                inside = region(where).flatten()
+                self.head.weight[k] = 20 * inside / inside.sum()
+            self.head.bias.fill_(-4.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_sigmoid_activation_on_a_multi_label_model() -> None:
+    model, x = FindingsNet(), make_images(2)
+    with torch.no_grad():
+        logits, blur_logits = model(x), model(blur_baseline(x))
+    assert (torch.sigmoid(logits) > 0.9).all()  # both findings present: softmax would split them
+    both = torch.tensor([[0, 1], [0, 1]])
+    res = igospp(model, x, both, activation="sigmoid", **FAST)
+    sal = res.saliency((SIZE, SIZE))
+    area = region(PATCH).mean()
+    assert (mass_fraction(sal[0::2], PATCH) > 3 * area).all()  # finding 0: the patch
+    assert (mass_fraction(sal[1::2], DISTRACTOR) > 3 * area).all()  # finding 1: the square
+    softmax = igospp(model, x, both, **FAST)
+    assert not torch.equal(softmax.mask, res.mask)
+    # deletion / insertion read sigmoid probabilities: with steps=1 the curves are the image
+    # and the blur, AUC = their mean
+    d1, i1 = deletion_insertion(model, x, both, res, steps=1, activation="sigmoid")
+    want = ((torch.sigmoid(logits) + torch.sigmoid(blur_logits)) / 2).flatten()
+    torch.testing.assert_close(d1, want)
+    torch.testing.assert_close(i1, want)
+    d_soft, _ = deletion_insertion(model, x, both, res, steps=1)
+    assert not torch.allclose(d_soft, want)
+    d, i = deletion_insertion(model, x, both, res, steps=8, activation="sigmoid")
+    assert (d < i).all()
+    with pytest.raises(ValueError, match="activation"):
+        deletion_insertion(model, x, both, res, activation="relu")
+
+
+def test_an_explainer_registered_from_outside(
+    monkeypatch: pytest.MonkeyPatch, model: PatchNet
+) -> None:
+    """A plug-in explainer (here: saliency = the image's own brightness) registers with the
+    public decorator and is then listed and run by name like the built-in ones."""
+    from dataclasses import dataclass
+
+    from xraydebug.saliency import registry
+
+    monkeypatch.setattr(registry, "EXPLAINERS", dict(registry.EXPLAINERS))
+
+    @dataclass(frozen=True)
+    class BrightnessConfig:
+        gamma: float = 1.0
+
+    @register_explainer
+    class Brightness(Explainer):
+        name = "brightness"
+        title = "Brightness"
+        config_class = BrightnessConfig
+
+        def explain(
+            self, model, images, targets, config=None, *, device=None, activation="softmax"
+        ):
+            cfg = self.checked(config)
+            sal = images.mean(dim=1, keepdim=True).clamp(0, 1) ** cfg.gamma
+            t = torch.as_tensor(targets).expand(images.shape[0])
+            return SaliencyResult(None, None, 1 - sal, t, self.name, {"iterations": None})
+
+    assert explainer_names() == ["brightness", "gradcam", "igos", "igospp"]
+    explainer = get_explainer("brightness")
+    assert isinstance(explainer, Brightness) and explainer.title == "Brightness"
+    x = make_images(2)
+    res = explainer.explain(model, x, 1, explainer.default_config(gamma=2.0))
+    assert res.method == "brightness" and res.mask.shape == (2, 1, SIZE, SIZE)
+    d, i = deletion_insertion(model, x, 1, res, steps=8)
+    assert d.shape == i.shape == (2,)
+    assert explainer.describe(BrightnessConfig()) == {
+        "method": "brightness",
+        "settings": {"gamma": 1.0},
+    }
+    assert describe_saliency(explainer.describe(BrightnessConfig())) == "Brightness"
+    with pytest.raises(ValueError, match="already registered"):
+        register_explainer(Brightness())
+    register_explainer(Brightness(), overwrite=True)
+    with pytest.raises(TypeError, match="Explainer"):
+        register_explainer(object())

@@ -10,10 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from xraydebug.audit import scan as scan_module
-from xraydebug.audit.scan import SCAN_COLUMNS, ScanConfig, load_masks, parse_shard, scan
 from xraydebug.cli import app
 from xraydebug.errors import DatasetError
+from xraydebug.runfolder import SCAN_COLUMNS, load_masks
+from xraydebug.stages.scan import ScanWorker, parse_shard, scan
+
+from .conftest import scan_config
 
 FAST = dict(
     mask_size=8,
@@ -22,13 +24,16 @@ FAST = dict(
     metric_steps=8,
     batch_size=4,
     device="cpu",
-    detect_text=False,
+    text=False,
 )
 
 
 def test_scan_writes_contract_outputs(tiny_model, tiny_covidx: Path, tmp_path: Path):
     result = scan(
-        tiny_covidx, tiny_model.checkpoint, tmp_path / "scan", ScanConfig(split="test", **FAST)
+        tiny_covidx,
+        tiny_model.checkpoint,
+        tmp_path / "scan",
+        config=scan_config(split="test", **FAST),
     )
     table = pd.read_csv(tmp_path / "scan" / "scan.csv", keep_default_na=False)
     assert list(table.columns) == SCAN_COLUMNS
@@ -42,7 +47,7 @@ def test_scan_writes_contract_outputs(tiny_model, tiny_covidx: Path, tmp_path: P
     assert masks["insertion"].min() >= 0 and masks["insertion"].max() <= 1
     run = json.loads((tmp_path / "scan" / "run.json").read_text())
     assert run["model_sha256"] == result.run["model_sha256"] and run["images_per_second"] > 0
-    assert run["config"]["mask_size"] == 8 and "torch" in run["versions"]
+    assert run["config"]["saliency"]["settings"]["mask_size"] == 8 and "torch" in run["versions"]
     assert run["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert run["machine"]["cpu"] and "native_bf16" in run["machine"]
 
@@ -51,7 +56,7 @@ def test_scan_resumes_after_interruption(
     tiny_model, tiny_covidx: Path, tmp_path: Path, monkeypatch
 ):
     out = tmp_path / "scan"
-    real = scan_module._explain_chunk
+    real = ScanWorker._explain_chunk
     calls = {"n": 0}
 
     def die_on_third(*args, **kwargs):
@@ -60,25 +65,25 @@ def test_scan_resumes_after_interruption(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(scan_module, "_explain_chunk", die_on_third)
-    config = ScanConfig(split="test", **FAST)
+    monkeypatch.setattr(ScanWorker, "_explain_chunk", die_on_third)
+    config = scan_config(split="test", **FAST)
     with pytest.raises(KeyboardInterrupt):
-        scan(tiny_covidx, tiny_model.checkpoint, out, config)
+        scan(tiny_covidx, tiny_model.checkpoint, out, config=config)
     partial = pd.read_csv(out / "scan.csv")
     assert len(partial) == 8  # two finished chunks of 4, nothing half-written
-    monkeypatch.setattr(scan_module, "_explain_chunk", real)
-    result = scan(tiny_covidx, tiny_model.checkpoint, out, config)
+    monkeypatch.setattr(ScanWorker, "_explain_chunk", real)
+    result = scan(tiny_covidx, tiny_model.checkpoint, out, config=config)
     assert result.n_resumed == 8 and result.n_new == 10
     table = pd.read_csv(out / "scan.csv")
     assert len(table) == 18 and table["path"].is_unique
-    again = scan(tiny_covidx, tiny_model.checkpoint, out, config)
+    again = scan(tiny_covidx, tiny_model.checkpoint, out, config=config)
     assert again.n_new == 0
-    with pytest.raises(DatasetError, match="another model or settings"):
+    with pytest.raises(DatasetError, match="other settings or another model"):
         scan(
             tiny_covidx,
             tiny_model.checkpoint,
             out,
-            ScanConfig(split="test", **{**FAST, "mask_size": 4}),
+            config=scan_config(split="test", **{**FAST, "mask_size": 4}),
         )
 
 
@@ -89,7 +94,7 @@ def test_shards_split_the_dataset(tiny_model, tiny_covidx: Path, tmp_path: Path)
             tiny_covidx,
             tiny_model.checkpoint,
             tmp_path / f"s{i}",
-            ScanConfig(shard=(i, 2), split="test", **FAST),
+            config=scan_config(shard=(i, 2), split="test", **FAST),
         )
         paths.append(set(result.table["path"]))
     assert not paths[0] & paths[1] and len(paths[0] | paths[1]) == 18
@@ -101,7 +106,9 @@ def test_bad_images_become_error_rows(tiny_model, tiny_covidx: Path, tmp_path: P
     (data / "test" / "test_normal_0.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with open(data / "test.txt", "a") as handle:
         handle.write("PX missing.png normal site-a\nPY test_normal_1.png cholera\n")
-    result = scan(data, tiny_model.checkpoint, tmp_path / "scan", ScanConfig(split="test", **FAST))
+    result = scan(
+        data, tiny_model.checkpoint, tmp_path / "scan", config=scan_config(split="test", **FAST)
+    )
     table = result.table.set_index("path")
     assert table.loc["test/test_normal_0.png", "status"] == "error"
     assert table.loc["test/missing.png", "error"] == "file not found"
@@ -111,14 +118,14 @@ def test_bad_images_become_error_rows(tiny_model, tiny_covidx: Path, tmp_path: P
 
 def test_scan_refuses_output_inside_data(tiny_model, tiny_covidx: Path):
     with pytest.raises(ValueError, match="inside the input dataset"):
-        scan(tiny_covidx, tiny_model.checkpoint, tiny_covidx / "scan", ScanConfig(**FAST))
+        scan(tiny_covidx, tiny_model.checkpoint, tiny_covidx / "scan", config=scan_config(**FAST))
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="valid names"):
-        ScanConfig(method="lime")
+        scan_config(method="lime")
     with pytest.raises(ValueError, match="shard"):
-        ScanConfig(shard=(2, 2))
+        scan_config(shard=(2, 2))
     assert parse_shard("1/4") == (1, 4)
     with pytest.raises(ValueError, match="i/n"):
         parse_shard("x")
@@ -141,8 +148,6 @@ def test_cli_scan(tiny_model, tiny_covidx: Path, tmp_path: Path):
         "3",
         "--limit",
         "3",
-        "--text-long-side",
-        "128",
         "--device",
         "cpu",
     ]

@@ -13,7 +13,7 @@ from xraydebug.cli import app
 from xraydebug.errors import CheckpointError
 from xraydebug.models import train as train_module
 from xraydebug.models.checkpoint import load_model, read_checkpoint
-from xraydebug.models.evaluate import evaluate
+from xraydebug.models.evaluate import EvaluateConfig, evaluate
 from xraydebug.models.train import TrainConfig, class_weight_tensor, train
 
 FAST = TINY_TRAIN
@@ -64,7 +64,11 @@ def test_bad_checkpoints(tmp_path: Path, trained):
 
 def test_evaluate_writes_contract_files(trained, tiny_covidx: Path, tmp_path: Path):
     result = evaluate(
-        tiny_covidx, trained.checkpoint, "test", tmp_path / "eval", n_boot=50, device="cpu"
+        tiny_covidx,
+        trained.checkpoint,
+        "test",
+        tmp_path / "eval",
+        config=EvaluateConfig(n_boot=50, device="cpu"),
     )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "per_source", "ci"):
@@ -92,7 +96,7 @@ def test_training_learns_the_tiny_task(trained):
 
 def test_deterministic_and_resumable(tiny_covidx: Path, tmp_path: Path, monkeypatch):
     config = TrainConfig(arch="tiny", epochs=3, batch_size=8, lr=3e-3, device="cpu")
-    reference = train(tiny_covidx, tmp_path / "a.pt", config)
+    reference = train(tiny_covidx, tmp_path / "a.pt", config=config)
     real = train_module.summary_metrics
     calls = {"n": 0}
 
@@ -104,10 +108,10 @@ def test_deterministic_and_resumable(tiny_covidx: Path, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(train_module, "summary_metrics", interrupt_on_third)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_covidx, tmp_path / "b.pt", config)
+        train(tiny_covidx, tmp_path / "b.pt", config=config)
     assert (tmp_path / ".b.resume.pt").exists()
     monkeypatch.setattr(train_module, "summary_metrics", real)
-    resumed = train(tiny_covidx, tmp_path / "b.pt", config)
+    resumed = train(tiny_covidx, tmp_path / "b.pt", config=config)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     a = read_checkpoint(reference.checkpoint)["state_dict"]
     b = read_checkpoint(resumed.checkpoint)["state_dict"]

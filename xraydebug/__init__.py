@@ -1,7 +1,7 @@
 """xraydebug: find and fix shortcut bugs (burned-in text) in chest X-ray classifiers.
 
 Every CLI command is a plain function here too (imported lazily, so ``import xraydebug`` is
-fast)::
+fast). Stages return their tables; the audit report is built by the caller::
 
     import xraydebug
     xraydebug.synthesize("demo-data")
@@ -9,8 +9,11 @@ fast)::
     result = xraydebug.train("demo-data", "models/covidnet.pt")
     metrics = xraydebug.evaluate("demo-data", "models/covidnet.pt").metrics
     loaded = xraydebug.load_model("models/covidnet.pt")
-    scan = xraydebug.scan("demo-data", "models/covidnet.pt", "runs/scan")
-    xraydebug.clean_dataset("demo-data", "demo-data-clean", xraydebug.CleanConfig(scan="runs/scan"))
+    config = xraydebug.ScanConfig.from_options({"mask_size": 28, "detector": "craft"})
+    scan = xraydebug.scan("demo-data", "models/covidnet.pt", "runs/scan", config=config)
+    xraydebug.build_report("runs/scan")
+    clean = xraydebug.CleanConfig.from_options({"scan": "runs/scan"})
+    xraydebug.clean_dataset("demo-data", "demo-data-clean", config=clean)
     result = xraydebug.retrain("demo-data-clean", "models/covidnet.pt", run_dir="runs/retrain")
     xraydebug.build_report("runs/retrain", config=xraydebug.ReportConfig(show_ids=True))
 """
@@ -36,16 +39,25 @@ _LAZY = {
     "TrainConfig": "xraydebug.models.train",
     "evaluate": "xraydebug.models.evaluate",
     "load_model": "xraydebug.models.checkpoint",
-    "scan": "xraydebug.audit.scan",
-    "ScanConfig": "xraydebug.audit.scan",
-    "clean_dataset": "xraydebug.audit.clean",
-    "CleanConfig": "xraydebug.audit.clean",
+    "EvaluateConfig": "xraydebug.models.evaluate",
+    "scan": "xraydebug.stages.scan",
+    "ScanConfig": "xraydebug.stages.scan",
+    "clean_dataset": "xraydebug.stages.clean",
+    "CleanConfig": "xraydebug.stages.clean",
+    "detect_dataset": "xraydebug.stages.text",
+    "TextConfig": "xraydebug.stages.text",
+    "text_sensitivity": "xraydebug.audit.text_sensitivity",
+    "TextSensitivityConfig": "xraydebug.audit.text_sensitivity",
+    "detect_text": "xraydebug.text",
+    "detector_config": "xraydebug.text",
+    "register_detector": "xraydebug.text",
+    "get_explainer": "xraydebug.saliency",
+    "register_explainer": "xraydebug.saliency",
     "retrain": "xraydebug.audit.retrain",
     "RetrainConfig": "xraydebug.audit.retrain",
     "build_report": "xraydebug.audit.report",
     "ReportConfig": "xraydebug.audit.report",
     "run_demo": "xraydebug.demo",
-    "detect_dataset": "xraydebug.text.dataset",
     "ExecutorConfig": "xraydebug.executor",
 }
 

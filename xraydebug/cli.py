@@ -1,12 +1,17 @@
 """The ``xraydebug`` command line: a thin Typer layer over the library functions.
 
-Each command parses its options, calls one library function and prints a short summary. Usage
-and data errors print one red line and exit 1 (``--debug`` shows the traceback).
+Each command parses its options, builds its config and calls one library function, then prints a
+short summary. Options are named like the config fields they set and are routed to them by name
+(:mod:`xraydebug.settings`): no command copies a field by hand, and a default lives only in its
+config (an option left unset is None: "the config's default"). Every nested setting the options
+do not name is reachable with ``--set a.b=VALUE``. Choices come from the registries. Usage and
+data errors print one red line and exit 1 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +24,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from xraydebug.errors import XrayDebugError
+from xraydebug.executor import EXECUTORS, ExecutorConfig, import_ray
 from xraydebug.progress import progress_bar as _progress_bar
 from xraydebug.progress import tracked
+from xraydebug.saliency import explainer_names
+from xraydebug.settings import build_config, default_of, parse_assignments
+from xraydebug.stages.scan import DEFAULT_MASK_SIZE, ScanConfig, parse_shard
+from xraydebug.text import CraftGlobalConfig, detector_descriptions
 
 app = typer.Typer(
     name="xraydebug",
@@ -32,58 +42,128 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-PrecisionOpt = Annotated[
-    str, typer.Option(help="CRAFT precision: fp32 | bf16 | auto (bf16 where native; faster).")
-]
-SeedOpt = Annotated[int, typer.Option(help="Random seed (results are deterministic per seed).")]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
-
 
 def _detector_help() -> str:
-    from xraydebug.text.detect import DETECTORS
+    described = "; ".join(f"{name} ({text})" for name, text in detector_descriptions().items())
+    return f"Text detector: {described}. \\[default: auto]"
 
-    return "Text detector: " + "; ".join(f"{k} ({v})" for k, v in DETECTORS.items()) + "."
 
-
-DetectorOpt = Annotated[str, typer.Option(help=_detector_help())]
-BatchOpt = Annotated[int | None, typer.Option(help="Images per batch (default: per command).")]
-ExecutorOpt = Annotated[
-    str,
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed. \\[default: 0]")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N \\[default: auto]")]
+ManifestOpt = Annotated[
+    Path | None, typer.Option(help="CSV manifest: path,label[,split,patient_id,source].")
+]
+DetectorOpt = Annotated[
+    str | None,
+    typer.Option(help=_detector_help()),
+]
+LongSideOpt = Annotated[
+    int | None,
     typer.Option(
-        help="local (this process) | ray (Ray actors, one model/detector each: a local Ray "
-        "with this machine's cores, or the cluster of --ray-address; pip install "
-        "'xraydebug[ray]')."
+        help="craft-global: the film's long side at the network's input. \\[default: "
+        + f"{default_of(CraftGlobalConfig, 'long_side')}]"
     ),
 ]
-RayAddressOpt = Annotated[
+PrecisionOpt = Annotated[
     str | None,
-    typer.Option(help="Join this Ray cluster: auto | HOST:6379 (implies --executor ray)."),
+    typer.Option(
+        help="Text networks' precision: fp32 | bf16 | auto (bf16 where native). \\[default: "
+        + f"{ScanConfig.precision}]"
+    ),
 ]
-ActorsOpt = Annotated[
-    int | None,
-    typer.Option(help="Ray actors [default: one per GPU, else one per CPU / --threads-per-actor]."),
-]
-ThreadsPerActorOpt = Annotated[
-    int | None, typer.Option(help="Torch threads (Ray CPUs) per actor [default: 1 on CPU].")
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any other setting, by its dotted path in the config (repeatable), e.g. "
+        "--set second_look.min_contrast=0.03 --set flags.min_mass=0.1 "
+        "--set detector.verify_threshold=0.4. The whole resolved config is in the run folder.",
+    ),
 ]
 
 
-def _executor(kind: str, address: str | None, actors: int | None, threads: int | None) -> Any:
-    """The ExecutorConfig of the --executor options (--ray-address or --actors imply ray)."""
-    from xraydebug.executor import ExecutorConfig, import_ray
-
-    if address or actors or threads:
-        kind = "ray"
-    config = ExecutorConfig(kind=kind, address=address, actors=actors, threads=threads)
-    if config.kind == "ray":
-        import_ray()  # without the extra: one line now, before any work
-    return config
+def _options(params: dict[str, Any], *skip: str) -> dict[str, Any]:
+    """A command's parameters that are config settings: all but ``skip`` and ``debug``."""
+    return {k: v for k, v in params.items() if k not in {*skip, "debug"}}
 
 
 def _fail(message: str) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
+
+
+_EXECUTOR_OPTIONS = [
+    inspect.Parameter(
+        "executor",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default="local",
+        annotation=Annotated[
+            str,
+            typer.Option(
+                help=" | ".join(EXECUTORS) + ": this process, or Ray actors (one model/detector "
+                "each: a local Ray with this machine's cores, or the cluster of --ray-address; "
+                "pip install 'xraydebug[ray]')."
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "ray_address",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=None,
+        annotation=Annotated[
+            str | None,
+            typer.Option(help="Join this Ray cluster: auto | HOST:6379 (implies --executor ray)."),
+        ],
+    ),
+    inspect.Parameter(
+        "actors",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=None,
+        annotation=Annotated[
+            int | None,
+            typer.Option(
+                help="Ray actors \\[default: one per GPU, else one per CPU / --threads-per-actor]."
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "threads_per_actor",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=None,
+        annotation=Annotated[
+            int | None,
+            typer.Option(help="Torch threads (Ray CPUs) per actor \\[default: 1 on CPU]."),
+        ],
+    ),
+]
+
+
+def with_executor(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the executor options (declared once, here) and hand it one
+    ``executor: ExecutorConfig`` in their place (--ray-address, --actors or
+    --threads-per-actor imply ray)."""
+    signature = inspect.signature(func, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "executor"]
+    last = own.pop()  # --debug stays last
+    params = [*own, *_EXECUTOR_OPTIONS, last]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kind = kwargs.pop("executor")
+        address, actors, threads = (
+            kwargs.pop(k) for k in ("ray_address", "actors", "threads_per_actor")
+        )
+        if address or actors or threads:
+            kind = "ray"
+        config = ExecutorConfig(kind=kind, address=address, actors=actors, threads=threads)
+        if config.kind == "ray":
+            import_ray()  # without the extra: one line now, before any work
+        return func(*args, **kwargs, executor=config)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 def check_paths(
@@ -117,7 +197,13 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (XrayDebugError, ValueError, FileNotFoundError, NotImplementedError) as exc:
+        except (
+            XrayDebugError,
+            ValueError,
+            TypeError,
+            FileNotFoundError,
+            NotImplementedError,
+        ) as exc:
             if kwargs.get("debug"):
                 raise
             raise _fail(escape(str(exc))) from None  # "[ray]" and paths are not markup
@@ -133,13 +219,16 @@ def progress_bar() -> Progress:
 @handle_errors
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (must be new or empty).")],
-    n_train: Annotated[int, typer.Option(help="Training images.")] = 600,
-    n_test: Annotated[int, typer.Option(help="Test images.")] = 300,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 512,
-    seed: SeedOpt = 0,
+    n_train: Annotated[int | None, typer.Option(help="Training images. \\[default: 600]")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Test images. \\[default: 300]")] = None,
+    size: Annotated[int | None, typer.Option(help="Image side in pixels. \\[default: 512]")] = None,
+    seed: SeedOpt = None,
     shortcut: Annotated[
-        float, typer.Option(help="Train P(text | COVID-19); P(text | other) = 1 - shortcut.")
-    ] = 0.9,
+        float | None,
+        typer.Option(
+            help="Train P(text | COVID-19); P(text | other) = 1 - shortcut. \\[default: 0.9]"
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -147,9 +236,10 @@ def synth(
 
     Example: [bold]xraydebug synth demo-data/ --n-train 600 --n-test 300[/]
     """
+    options = _options(locals(), "out", "overwrite")
     from xraydebug.data.synth import SynthConfig, synthesize
 
-    config = SynthConfig(n_train=n_train, n_test=n_test, size=size, seed=seed, shortcut=shortcut)
+    config = build_config(SynthConfig, options)
     with progress_bar() as progress:
         summary = synthesize(out, config, progress=tracked(progress, "synth"), overwrite=overwrite)
     table = Table(title="Synthetic images (with burned-in text)")
@@ -164,10 +254,10 @@ def synth(
         table.add_row(split, *cells)
     console.print(table)
     console.print(
-        f"Wrote {n_train + n_test} images to [bold]{out}[/] in {summary.seconds:.1f} s: "
-        f"label files {out}/train.txt and {out}/test.txt, ground truth {out}/ground_truth.json. "
-        f"In train, text marks {shortcut:.0%} of COVID-19 images and {1 - shortcut:.0%} of the "
-        "others; in test it is independent of the class."
+        f"Wrote {config.n_train + config.n_test} images to [bold]{out}[/] in "
+        f"{summary.seconds:.1f} s: label files {out}/train.txt and {out}/test.txt, ground truth "
+        f"{out}/ground_truth.json. In train, text marks {config.shortcut:.0%} of COVID-19 images "
+        f"and {1 - config.shortcut:.0%} of the others; in test it is independent of the class."
     )
 
 
@@ -189,7 +279,9 @@ def inspect_cmd(
     from xraydebug.data.inspect import inspect_dataset, summarize_counts
 
     with progress_bar() as progress:
-        result = inspect_dataset(data, out, manifest, progress=tracked(progress, "reading"))
+        result = inspect_dataset(
+            data, out, manifest=manifest, progress=tracked(progress, "reading")
+        )
     table = result.table
     ok = table[table["status"] != "error"]
     counts = summarize_counts(table)
@@ -241,37 +333,43 @@ def train(
         Path, typer.Argument(help="Dataset folder (COVIDx, class folders or manifest).")
     ],
     arch: Annotated[
-        str, typer.Option(help="Architecture: covidnext | covidnet | small | tiny.")
-    ] = "small",
+        str | None, typer.Option(help="Architecture: covidnext | covidnet | small | tiny.")
+    ] = None,
     epochs: Annotated[
         int | None,
-        typer.Option(help="Maximum epochs (early stopping may end sooner). [default: recipe]"),
+        typer.Option(help="Maximum epochs (early stopping may end sooner). \\[default: recipe]"),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Images per batch. [default: recipe]")
+        int | None, typer.Option(help="Images per batch. \\[default: recipe]")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate. [default: recipe]")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate. \\[default: recipe]")
+    ] = None,
     weight_decay: Annotated[
-        float | None, typer.Option(help="Adam weight decay. [default: recipe]")
+        float | None, typer.Option(help="Adam weight decay. \\[default: recipe]")
     ] = None,
     class_weights: Annotated[
-        str, typer.Option(help="auto (inverse frequency) | none | w1,w2,w3 in class order.")
-    ] = "auto",
-    val_fraction: Annotated[
-        float, typer.Option(help="Patient-grouped share of train used for validation.")
-    ] = 0.1,
-    patience: Annotated[
-        int | None, typer.Option(help="Early-stopping patience in epochs. [default: recipe]")
+        str | None,
+        typer.Option(help="auto (inverse frequency) | none | w1,w2,w3 in class order."),
     ] = None,
-    augment: Annotated[bool, typer.Option(help="Small affine + intensity jitter.")] = True,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="Patient-grouped share of train used for validation. \\[default: 0.1]"),
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Early-stopping patience in epochs. \\[default: recipe]")
+    ] = None,
+    augment: Annotated[
+        bool | None, typer.Option(help="Small affine + intensity jitter. \\[default: augment]")
+    ] = None,
     init_weights: Annotated[
         Path | None, typer.Option(help="Local state_dict to start from (no downloads).")
     ] = None,
-    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
+    manifest: ManifestOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run.")] = True,
     out: Annotated[Path, typer.Option(help="Checkpoint path.")] = Path("models/covidnet.pt"),
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Train a COVID-Net-style classifier; best epoch by validation macro-F1.
@@ -282,29 +380,26 @@ def train(
 
     Example: [bold]xraydebug train covidx/ --arch covidnext --epochs 20[/]
     """
+    options = _options(locals(), "data", "init_weights", "manifest", "resume", "out")
     check_paths({"DATA": data}, {"--manifest": manifest, "--init-weights": init_weights})
     from xraydebug.models.architectures import get_arch
     from xraydebug.models.train import TrainConfig
     from xraydebug.models.train import train as train_model
 
-    get_arch(arch)  # unknown names fail before any data is read
-    config = TrainConfig(
-        arch=arch,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        class_weights=class_weights,
-        val_fraction=val_fraction,
-        patience=patience,
-        seed=seed,
-        augment=augment,
-        device=device,
+    config = build_config(TrainConfig, options)
+    get_arch(config.arch)  # unknown names fail before any data is read
+    result = train_model(
+        data,
+        out,
+        config=config,
+        manifest=manifest,
+        init_weights=init_weights,
+        resume=resume,
+        console=console,
     )
-    result = train_model(data, out, config, manifest, init_weights, resume, console)
     m = result.val_metrics
     console.print(
-        f"Trained {arch} in {result.seconds:.0f} s; best epoch {result.best_epoch} "
+        f"Trained {config.arch} in {result.seconds:.0f} s; best epoch {result.best_epoch} "
         f"(validation accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}). "
         f"Checkpoint: [bold]{result.checkpoint}[/]; model card: {result.card_json}, "
         f"{result.card_md}. Next: xraydebug evaluate {data} --model {result.checkpoint}"
@@ -318,9 +413,13 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Checkpoint.")] = Path("models/covidnet.pt"),
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/eval"),
-    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    manifest: ManifestOpt = None,
+    n_boot: Annotated[
+        int | None, typer.Option(help="Bootstrap resamples for the 95% CIs. \\[default: 1000]")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per batch. \\[default: 64]")
+    ] = None,
     text_sensitivity: Annotated[
         bool,
         typer.Option(
@@ -338,12 +437,14 @@ def evaluate(
             dir_okay=False,
         ),
     ] = None,
-    detector: Annotated[str, typer.Option(help="Text detector when --boxes is not given.")] = (
-        "auto"
+    detector: DetectorOpt = None,
+    long_side: LongSideOpt = None,
+    precision: PrecisionOpt = None,
+    draws: Annotated[int | None, typer.Option(help="Pastes per text-free film. \\[default: 2]")] = (
+        None
     ),
-    draws: Annotated[int, typer.Option(help="Pastes per text-free film.")] = 2,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Per-class and per-source metrics with patient-level bootstrap CIs; with
@@ -351,11 +452,20 @@ def evaluate(
 
     Example: [bold]xraydebug evaluate covidx/ --model models/covidnet.pt --text-sensitivity[/]
     """
+    options = _options(locals(), "data", "model", "split", "out", "manifest", "boxes")
     check_paths({"DATA": data}, {"--model": model, "--manifest": manifest}, {"--out": out})
+    from xraydebug.audit.text_sensitivity import TextSensitivityConfig
+    from xraydebug.models.evaluate import EvaluateConfig, print_metrics
     from xraydebug.models.evaluate import evaluate as evaluate_model
-    from xraydebug.models.evaluate import print_metrics
+    from xraydebug.stages.text import TextConfig
 
-    result = evaluate_model(data, model, split, out, manifest, batch_size, device, n_boot, seed)
+    test_text = options.pop("text_sensitivity")
+    text_options = {k: options.pop(k) for k in ("detector", "long_side", "precision")}
+    shared = {k: options[k] for k in ("n_boot", "batch_size", "seed", "device")}
+    settings = build_config(TextSensitivityConfig, options) if test_text else None
+    options.pop("draws")
+    evaluation = build_config(EvaluateConfig, options)
+    result = evaluate_model(data, model, split, out, manifest=manifest, config=evaluation)
     print_metrics(result.metrics, console, f"{model} on {data} [{split}]")
     for _rec, message in result.skipped:
         console.print(f"[yellow]skipped[/] {message}", highlight=False)
@@ -363,117 +473,134 @@ def evaluate(
         f"Evaluated {result.metrics['n']} images. Metrics: [bold]{result.metrics_path}[/]; "
         f"predictions: {result.predictions_path}."
     )
-    if text_sensitivity:
-        from xraydebug.audit.text_sensitivity import TextSensitivityConfig, print_text_sensitivity
-        from xraydebug.audit.text_sensitivity import text_sensitivity as run_text_sensitivity
+    if settings is not None:
+        text = TextConfig.from_options({**text_options, "device": shared["device"]})
+        _text_sensitivity(data, model, out, split, boxes, settings, manifest, text)
 
-        config = TextSensitivityConfig(
-            draws=draws, n_boot=n_boot, seed=seed, batch_size=batch_size, device=device
+
+def _text_sensitivity(
+    data: Path,
+    model: Path,
+    out: Path,
+    split: str,
+    boxes: Path | None,
+    settings: Any,
+    manifest: Path | None,
+    text: Any,
+) -> None:
+    from xraydebug.audit.text_sensitivity import print_text_sensitivity, text_sensitivity
+
+    with progress_bar() as progress:
+        (found,) = text_sensitivity(
+            data,
+            model,
+            out,
+            split=split,
+            boxes=boxes,
+            config=settings,
+            manifest=manifest,
+            text=text,
+            progress=tracked(progress, "detecting text"),
         )
-        with progress_bar() as progress:
-            (found,) = run_text_sensitivity(
-                data,
-                model,
-                out,
-                split,
-                boxes,
-                config,
-                manifest,
-                detector,
-                progress=tracked(progress, "detecting text"),
-            )
-        print_text_sensitivity(found.summary, console)
-        console.print(f"Text sensitivity: [bold]{found.path}[/]")
+    print_text_sensitivity(found.summary, console)
+    console.print(f"Text sensitivity: [bold]{found.path}[/]")
 
 
 @app.command()
 @handle_errors
+@with_executor
 def scan(
     data: Annotated[Path, typer.Argument(help="Dataset folder.")],
     model: Annotated[Path, typer.Option(help="Checkpoint.")] = Path("models/covidnet.pt"),
     out: Annotated[Path, typer.Option(help="Output folder (resumes if it holds a scan).")] = Path(
         "runs/scan"
     ),
-    method: Annotated[str, typer.Option(help="igospp | igos | gradcam.")] = "igospp",
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Explainer: {' | '.join(explainer_names())}. \\[default: {ScanConfig.method}]",
+        ),
+    ] = None,
     preset: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="iGOS++ settings: balanced (the paper's deletion/insertion quality for about "
             "a ninth of its gradient passes), fast (triage: loses some deletion quality at "
-            "mask 56+) or paper (20 iterations, 15 IG points)."
+            "mask 56+) or paper (20 iterations, 15 IG points). "
+            f"\\[default: {default_of(ScanConfig, 'saliency').preset_name}]",
         ),
-    ] = "balanced",  # = saliency.config.DEFAULT_PRESET (tested; not imported: no torch at start-up)
-    mask_size: Annotated[int, typer.Option(help="Mask side (28, 56, 112 or the input size).")] = 56,
+    ] = None,
+    mask_size: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Mask side (28, 56, 112 or the input size). \\[default: {DEFAULT_MASK_SIZE}]"
+        ),
+    ] = None,
     iterations: Annotated[
-        int | None, typer.Option(help="Optimisation iterations [default: the preset's].")
+        int | None, typer.Option(help="Optimisation iterations \\[default: the preset's].")
     ] = None,
     ig_steps: Annotated[
-        int | None, typer.Option(help="Integrated-gradient points [default: the preset's].")
+        int | None, typer.Option(help="Integrated-gradient points \\[default: the preset's].")
     ] = None,
     explain: Annotated[
-        str, typer.Option(help="Explain the predicted (pred) or labelled class.")
-    ] = ("pred"),
-    split: Annotated[str, typer.Option(help="all, or splits separated by commas.")] = "all",
-    shard: Annotated[str, typer.Option(help="i/n: every n-th image from the i-th (0-based).")] = (
-        "0/1"
-    ),
+        str | None,
+        typer.Option(
+            help=f"Explain the predicted (pred) or labelled class (label). \\[default: "
+            f"{ScanConfig.explain}]"
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="all, or splits separated by commas. \\[default: all]")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: every n-th image from the i-th (0-based).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Scan at most N images.")] = None,
     text: Annotated[bool, typer.Option(help="Detect text and flag shortcuts.")] = True,
-    text_detector: DetectorOpt = "auto",
-    text_long_side: Annotated[
-        int, typer.Option(help="craft-global: input long side in pixels.")
-    ] = 1280,
-    text_precision: PrecisionOpt = "fp32",
-    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
+    detector: DetectorOpt = None,
+    long_side: LongSideOpt = None,
+    precision: PrecisionOpt = None,
+    set_: SetOpt = None,
+    manifest: ManifestOpt = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Images explained together [default: 8 CPU, 64 CUDA].")
+        int | None, typer.Option(help="Images explained together \\[default: 8 CPU, 64 CUDA].")
     ] = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    executor: ExecutorOpt = "local",
-    ray_address: RayAddressOpt = None,
-    actors: ActorsOpt = None,
-    threads_per_actor: ThreadsPerActorOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    text_detector: Annotated[str | None, typer.Option(hidden=True)] = None,
+    text_long_side: Annotated[int | None, typer.Option(hidden=True)] = None,
+    text_precision: Annotated[str | None, typer.Option(hidden=True)] = None,
+    executor: ExecutorConfig = ExecutorConfig(),
     debug: DebugOpt = False,
 ) -> None:
     """Explain every image with iGOS++, detect burned-in text and flag text shortcuts.
 
     Example: [bold]xraydebug scan covidx/ --model models/covidnet.pt --mask-size 56[/]
     """
-    check_paths({"DATA": data}, {"--model": model, "--manifest": manifest}, {"--out": out})
-    from xraydebug.audit.scan import ScanConfig, parse_shard
-    from xraydebug.audit.scan import scan as run_scan
-    from xraydebug.saliency.registry import describe_saliency
-
-    config = ScanConfig(
-        method=method,
-        preset=preset,
-        mask_size=mask_size,
-        iterations=iterations,
-        ig_steps=ig_steps,
-        explain=explain,
-        split=split,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        shard=parse_shard(shard),
-        limit=limit,
-        detect_text=text,
-        text_detector=text_detector,
-        text_long_side=text_long_side,
-        text_precision=text_precision,
+    options = _renamed(
+        _options(locals(), "data", "model", "out", "manifest", "executor", "set_"),
+        text_detector="detector",
+        text_long_side="long_side",
+        text_precision="precision",
     )
-    where = _executor(executor, ray_address, actors, threads_per_actor)
+    check_paths({"DATA": data}, {"--model": model, "--manifest": manifest}, {"--out": out})
+    from xraydebug.audit.report import build_report
+    from xraydebug.saliency import describe_saliency
+    from xraydebug.stages.scan import scan as run_scan
+
+    options["shard"] = parse_shard(shard) if shard else None
+    config = ScanConfig.from_options(options, parse_assignments(set_ or []))
     with progress_bar() as progress:
         result = run_scan(
             data,
             model,
             out,
-            config,
-            manifest,
-            tracked(progress, "explaining"),
-            executor=where,
+            config=config,
+            manifest=manifest,
+            progress=tracked(progress, "explaining"),
+            executor=executor,
         )
+    report = build_report(out)
     for message in result.errors:
         console.print(f"[yellow]skipped[/] {message}", highlight=False)
     run = result.run
@@ -483,7 +610,7 @@ def scan(
         f"{run['n_errors']} unreadable) in {run['seconds']:.0f} s"
         + (f" ({speed:.2f} images/s)" if speed else "")
         + f". Results: [bold]{out / 'scan.csv'}[/]; masks: {out / 'masks'}; "
-        f"run record: {out / 'run.json'}; report: [bold]{result.report}[/]."
+        f"run record: {out / 'run.json'}; report: [bold]{report}[/]."
     )
     cost = run.get("cost_per_image")
     if cost:
@@ -496,8 +623,22 @@ def scan(
         )
 
 
+def _renamed(options: dict[str, Any], **old_to_new: str) -> dict[str, Any]:
+    """``options`` with the values of hidden old option names moved to their new names (the
+    new name wins when both are given)."""
+    for old, new in old_to_new.items():
+        value = options.pop(old)
+        if value is not None and options.get(new) is None:
+            err_console.print(
+                f"[yellow]note:[/] --{old.replace('_', '-')} is now --{new.replace('_', '-')}"
+            )
+            options[new] = value
+    return options
+
+
 @app.command()
 @handle_errors
+@with_executor
 def clean(
     data: Annotated[Path, typer.Argument(help="Dataset folder (read only).")],
     inpaint: Annotated[bool, typer.Option(help="Inpaint text boxes (OpenCV Telea).")] = True,
@@ -507,58 +648,61 @@ def clean(
     scan: Annotated[
         Path | None, typer.Option(help="Reuse the text boxes (and flags) of this scan folder.")
     ] = None,
-    only_flagged: Annotated[bool, typer.Option(help="Clean only images the scan flagged.")] = False,
-    dilate: Annotated[int, typer.Option(help="Grow each box by this many pixels.")] = 3,
-    radius: Annotated[float, typer.Option(help="Telea inpainting radius in pixels.")] = 10.0,
-    detector: DetectorOpt = "auto",
-    long_side: Annotated[int, typer.Option(help="craft-global: input long side.")] = 1280,
-    precision: PrecisionOpt = "fp32",
+    only_flagged: Annotated[
+        bool | None, typer.Option(help="Clean only images the scan flagged.")
+    ] = None,
+    dilate: Annotated[
+        int | None, typer.Option(help="Grow each box by this many pixels. \\[default: 3]")
+    ] = None,
+    radius: Annotated[
+        float | None, typer.Option(help="Telea inpainting radius in pixels. \\[default: 10]")
+    ] = None,
     second_pass: Annotated[
-        bool, typer.Option(help="Inpaint again, wider, where the re-check still finds text.")
-    ] = True,
-    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
+        bool | None,
+        typer.Option(
+            help="Inpaint again, wider, where the re-check still finds text. "
+            "\\[default: second-pass]"
+        ),
+    ] = None,
+    detector: DetectorOpt = None,
+    long_side: LongSideOpt = None,
+    precision: PrecisionOpt = None,
+    set_: SetOpt = None,
+    manifest: ManifestOpt = None,
     dry_run: Annotated[bool, typer.Option(help="List what would change; write nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Images handed to a worker at a time.")] = 8,
-    device: DeviceOpt = "auto",
-    executor: ExecutorOpt = "local",
-    ray_address: RayAddressOpt = None,
-    actors: ActorsOpt = None,
-    threads_per_actor: ThreadsPerActorOpt = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images handed to a worker at a time. \\[default: 8]")
+    ] = None,
+    device: DeviceOpt = None,
+    executor: ExecutorConfig = ExecutorConfig(),
     debug: DebugOpt = False,
 ) -> None:
     """Remove burned-in text into a NEW dataset with the same layout and label files.
 
     Example: [bold]xraydebug clean covidx/ --inpaint --scan runs/scan --out covidx-clean[/]
     """
+    options = _options(
+        locals(), "data", "inpaint", "out", "manifest", "dry_run", "force", "executor", "set_"
+    )
     check_paths({"DATA": data, "--scan": scan}, {"--manifest": manifest}, {"--out": out})
-    from xraydebug.audit.clean import CleanConfig, clean_dataset
+    from xraydebug.audit.report import build_report
+    from xraydebug.stages.clean import CleanConfig, clean_dataset
 
     if not inpaint:
         raise _fail("only --inpaint cleaning exists; nothing to do without it")
-    config = CleanConfig(
-        dilate=dilate,
-        radius=radius,
-        only_flagged=only_flagged,
-        scan=str(scan) if scan else None,
-        detector=detector,
-        long_side=long_side,
-        device=device,
-        precision=precision,
-        second_pass=second_pass,
-        batch_size=batch_size,
-    )
-    where = _executor(executor, ray_address, actors, threads_per_actor)
+    options["scan"] = str(scan) if scan else None
+    config = CleanConfig.from_options(options, parse_assignments(set_ or []))
     with progress_bar() as progress:
         result = clean_dataset(
             data,
             out,
-            config,
-            manifest,
-            force,
-            dry_run,
-            tracked(progress, "cleaning"),
-            executor=where,
+            config=config,
+            manifest=manifest,
+            force=force,
+            dry_run=dry_run,
+            progress=tracked(progress, "cleaning"),
+            executor=executor,
         )
     for message in result.errors:
         console.print(f"[yellow]skipped[/] {message}", highlight=False)
@@ -567,51 +711,52 @@ def clean(
             console.print(f"would inpaint {row.n_boxes} box(es) in {row.path}", highlight=False)
         console.print(f"Dry run: {result.n_changed} image(s) would change; nothing written.")
         return
+    report = build_report(result.out)
     console.print(
         f"Cleaned dataset: [bold]{result.out}[/] ({result.n_changed} image(s) inpainted, "
         f"{result.n_copied} copied unchanged); per-image record: {result.out / 'cleaning.csv'}; "
-        f"report: {result.report}. Next: xraydebug retrain {result.out}"
+        f"report: {report}. Next: xraydebug retrain {result.out}"
     )
 
 
 @app.command("text")
 @handle_errors
+@with_executor
 def text_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder.")],
     out: Annotated[Path, typer.Option(help="Output folder for text.csv.")] = Path("runs/text"),
-    detector: DetectorOpt = "auto",
-    long_side: Annotated[int, typer.Option(help="craft-global: input long side.")] = 1280,
-    precision: PrecisionOpt = "fp32",
-    split: Annotated[str, typer.Option(help="all, or splits separated by commas.")] = "all",
-    manifest: Annotated[Path | None, typer.Option(help="CSV manifest instead of a layout.")] = None,
-    device: DeviceOpt = "auto",
-    executor: ExecutorOpt = "local",
-    ray_address: RayAddressOpt = None,
-    actors: ActorsOpt = None,
-    threads_per_actor: ThreadsPerActorOpt = None,
+    detector: DetectorOpt = None,
+    long_side: LongSideOpt = None,
+    precision: PrecisionOpt = None,
+    set_: SetOpt = None,
+    split: Annotated[
+        str | None, typer.Option(help="all, or splits separated by commas. \\[default: all]")
+    ] = None,
+    manifest: ManifestOpt = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images handed to a worker at a time. \\[default: 8]")
+    ] = None,
+    device: DeviceOpt = None,
+    executor: ExecutorConfig = ExecutorConfig(),
     debug: DebugOpt = False,
 ) -> None:
     """Detect burned-in text in every image (no classifier needed); boxes -> text.csv.
 
     Example: [bold]xraydebug text covidx/ --out runs/text[/]
     """
+    options = _options(locals(), "data", "out", "manifest", "executor", "set_")
     check_paths({"DATA": data}, {"--manifest": manifest}, {"--out": out})
-    from xraydebug.text.dataset import detect_dataset
-    from xraydebug.text.detect import TextDetectConfig
+    from xraydebug.stages.text import TextConfig, detect_dataset
 
-    config = TextDetectConfig(
-        detector=detector, long_side=long_side, device=device, precision=precision
-    )
-    where = _executor(executor, ray_address, actors, threads_per_actor)
+    config = TextConfig.from_options(options, parse_assignments(set_ or []))
     with progress_bar() as progress:
         table = detect_dataset(
             data,
             out,
-            config,
-            split,
-            manifest,
-            tracked(progress, "text"),
-            executor=where,
+            config=config,
+            manifest=manifest,
+            progress=tracked(progress, "text"),
+            executor=executor,
         )
     ok = table[table["status"] == "ok"]
     with_text = int((ok["n_boxes"].astype(int) > 0).sum())
@@ -642,34 +787,38 @@ def retrain(
         Path, typer.Option(help="Folder for before_after.json/.csv and the report.")
     ] = Path("runs/retrain"),
     repeats: Annotated[
-        int, typer.Option(help="Train N seeds for both sides to measure seed noise.")
-    ] = 1,
+        int | None, typer.Option(help="Train N seeds for both sides to measure seed noise.")
+    ] = None,
     scan: Annotated[
         Path | None, typer.Option(help="Scan folder shown in the report (default: clean's).")
     ] = None,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    n_boot: Annotated[
+        int | None, typer.Option(help="Bootstrap resamples for the 95% CIs. \\[default: 1000]")
+    ] = None,
     text_sensitivity: Annotated[
-        bool,
-        typer.Option(help="Test both models for a reaction to pasted text (vs placebo pastes)."),
-    ] = True,
-    decorrelate_text: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--decorrelate-text",
-            help="While retraining, paste the text clean found onto films of every class "
-            "alike (share: --decorrelate-share), so text says little about the label.",
+            help="Test both models for a reaction to pasted text (vs placebo pastes). "
+            "\\[default: text-sensitivity]"
         ),
-    ] = False,
-    decorrelate_share: Annotated[
-        float, typer.Option(help="Share of training films given pasted text.", min=0.0, max=1.0)
-    ] = 0.5,
-    device: DeviceOpt = "auto",
+    ] = None,
+    decorrelate_text: Annotated[
+        float | None,
+        typer.Option(
+            help="While retraining, paste the text clean found onto this share of the training "
+            "films of every class alike, so text says little about the label. \\[default: 0]",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Retrain the baseline's recipe on cleaned data; compare both models before/after.
 
     Example: [bold]xraydebug retrain covidx-clean/ --baseline models/covidnet.pt --test covidx/[/]
     """
+    options = _options(locals(), "data", "baseline", "test", "out", "run_dir", "scan")
     check_paths(
         {"DATA": data, "--test": test, "--scan": scan},
         {"--baseline": baseline},
@@ -678,14 +827,17 @@ def retrain(
     from xraydebug.audit.retrain import RetrainConfig, print_before_after
     from xraydebug.audit.retrain import retrain as run_retrain
 
-    config = RetrainConfig(
-        repeats=repeats,
-        n_boot=n_boot,
-        device=device,
-        text_sensitivity=text_sensitivity,
-        decorrelate_text=decorrelate_share if decorrelate_text else 0.0,
+    config = build_config(RetrainConfig, options)
+    result = run_retrain(
+        data,
+        baseline,
+        test_data=test,
+        out=out,
+        run_dir=run_dir,
+        config=config,
+        scan_dir=scan,
+        console=console,
     )
-    result = run_retrain(data, baseline, test, out, run_dir, config, scan, console)
     print_before_after(result, console)
     console.print(
         f"Retrained model: [bold]{result.checkpoint}[/]. Before/after: {result.json_path}, "
@@ -700,22 +852,30 @@ def report(
     out: Annotated[Path | None, typer.Option(help="HTML file (default: RUN_DIR/report.html).")] = (
         None
     ),
-    show_ids: Annotated[bool, typer.Option(help="Show patient ids (hidden by default).")] = False,
+    show_ids: Annotated[
+        bool | None, typer.Option(help="Show patient ids (hidden by default).")
+    ] = None,
     max_gallery: Annotated[
-        int, typer.Option(help="Flagged cases shown with pictures; the rest are listed.")
-    ] = 50,
-    thumb_px: Annotated[int, typer.Option(help="Long side of each picture in pixels.")] = 320,
+        int | None,
+        typer.Option(
+            help="Flagged cases shown with pictures; the rest are listed. \\[default: 50]"
+        ),
+    ] = None,
+    thumb_px: Annotated[
+        int | None, typer.Option(help="Long side of each picture in pixels. \\[default: 320]")
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Rebuild the self-contained HTML audit report of a run folder.
 
     Example: [bold]xraydebug report runs/retrain --show-ids[/]
     """
+    options = _options(locals(), "run_dir", "out")
     check_paths({"RUN_DIR": run_dir})
     from xraydebug.audit.report import ReportConfig, build_report
 
-    config = ReportConfig(show_ids=show_ids, max_gallery=max_gallery, thumb_px=thumb_px)
-    path = build_report(run_dir, out, config)
+    config = build_config(ReportConfig, options)
+    path = build_report(run_dir, out, config=config)
     size = path.stat().st_size / 1e6
     console.print(f"Report: [bold]{path}[/] ({size:.1f} MB, self-contained; open in any browser).")
 
@@ -727,8 +887,10 @@ def demo(
         "demo-run"
     ),
     quick: Annotated[bool, typer.Option(help="Smaller data, about 1.5-3 minutes.")] = False,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
+    seed: Annotated[
+        int, typer.Option(help="Random seed (results are deterministic per seed).")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     debug: DebugOpt = False,
 ) -> None:
     """Run the whole loop on synthetic data: synth, train, scan, clean, retrain, report.

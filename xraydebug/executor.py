@@ -1,4 +1,4 @@
-"""Run a per-image stage (``scan``, ``text``, ``clean``) over batches: here, or on Ray actors.
+"""Run the batches of a per-image stage (``scan``, ``text``, ``clean``): here, or on Ray actors.
 
 Every stage has two halves:
 
@@ -6,8 +6,9 @@ Every stage has two halves:
   returns a callable ``step(batch) -> BatchResult``. The step holds the heavy state (classifier,
   text detector), reads its inputs from the dataset path and returns result rows and output
   files as bytes. It never writes into the output folder.
-- a **driver** (:func:`run_stage`): selects the work, hands batches to an executor, writes the
-  returned files atomically, merges the rows, resumes and reports.
+- a **driver** (:func:`xraydebug.stages.driver.run`): selects the work, hands batches to an
+  executor's :meth:`Executor.map`, writes the returned files atomically, merges the rows,
+  resumes and reports.
 
 Executors:
 
@@ -31,15 +32,16 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
 from xraydebug.errors import XrayDebugError
-from xraydebug.fsutil import atomic_write_bytes
 
 EXECUTORS = ("local", "ray")
 RAY_EXTRA_HINT = "--executor ray needs Ray: pip install 'xraydebug[ray]'"
@@ -70,7 +72,13 @@ class BatchFailure:
 
 
 class StepSpec(Protocol):
-    """A picklable recipe for a worker step, built once per worker."""
+    """A picklable recipe for a worker step, built once per worker.
+
+    ``device``: the ``--device`` setting the step computes with (``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``); an executor gives GPUs only to steps that use them."""
+
+    @property
+    def device(self) -> str: ...
 
     def build(self) -> Callable[[list[Any]], BatchResult]: ...
 
@@ -111,6 +119,16 @@ class Executor(Protocol):
         """Whether steps built with the ``--device`` setting ``device`` run on CUDA."""
         ...
 
+    def compute_device(self, device: str) -> torch.device:
+        """The device the steps built with the setting ``device`` compute on, as the driver
+        sees it (to size batches): here, the resolved device; on Ray, ``cuda`` or ``cpu``."""
+        ...
+
+    def model_home(self, device: str) -> torch.device:
+        """Where the driver keeps its copy of a model it hands to the steps: the compute
+        device when the steps run in this process, the CPU when the model is shipped."""
+        ...
+
     def map(
         self, spec: StepSpec, batches: Sequence[list[Any]]
     ) -> Iterator[tuple[int, BatchResult | BatchFailure]]:
@@ -131,9 +149,15 @@ class LocalExecutor:
         self._workers: list[dict[str, Any]] = []
 
     def uses_gpu(self, device: str) -> bool:
+        return self.compute_device(device).type == "cuda"
+
+    def compute_device(self, device: str) -> torch.device:
         from xraydebug.device import resolve_device
 
-        return resolve_device(device).type == "cuda"
+        return resolve_device(device)
+
+    def model_home(self, device: str) -> torch.device:
+        return self.compute_device(device)
 
     def map(
         self, spec: StepSpec, batches: Sequence[list[Any]]
@@ -153,11 +177,9 @@ class LocalExecutor:
 def worker_facts(spec: StepSpec, step: Any) -> dict[str, Any]:
     """The device and torch threads a built step runs with: ``step.device`` where it has one,
     else what the spec's ``device`` setting resolves to in this process."""
-    import torch
-
     from xraydebug.device import resolve_device
 
-    device = getattr(step, "device", None) or resolve_device(getattr(spec, "device", "auto"))
+    device = getattr(step, "device", None) or resolve_device(spec.device)
     return {"device": str(device), "threads": torch.get_num_threads()}
 
 
@@ -188,7 +210,6 @@ class _StepActor:
 
     def __init__(self, spec: StepSpec, threads: int) -> None:
         import cv2
-        import torch
 
         torch.set_num_threads(threads)  # ONNX Runtime sessions follow torch's count
         cv2.setNumThreads(threads)
@@ -239,6 +260,12 @@ class RayExecutor:
     def uses_gpu(self, device: str) -> bool:
         return self.gpus > 0 and not device.strip().lower().startswith("cpu")
 
+    def compute_device(self, device: str) -> torch.device:
+        return torch.device("cuda" if self.uses_gpu(device) else "cpu")
+
+    def model_home(self, device: str) -> torch.device:
+        return torch.device("cpu")  # pickled into the actors, which move it to their device
+
     def _plan(self, gpu: bool) -> tuple[int, int]:
         """(actors, threads per actor)."""
         config = self.config
@@ -250,7 +277,7 @@ class RayExecutor:
 
     def _start(self, spec: StepSpec) -> None:
         ray = self._ray
-        gpu = self.uses_gpu(getattr(spec, "device", "auto"))
+        gpu = self.uses_gpu(spec.device)
         n_actors, threads = self._plan(gpu)
         remote = ray.remote(_StepActor).options(
             num_cpus=threads, num_gpus=1 if gpu else 0, max_restarts=0, max_task_retries=0
@@ -361,44 +388,3 @@ def open_executor(executor: ExecutorConfig | Executor | None) -> Iterator[Execut
         yield built
     finally:
         built.close()
-
-
-def run_stage(
-    executor: Executor,
-    spec: StepSpec,
-    todo: Sequence[Any],
-    batch_size: int,
-    out: Path | None,
-    on_result: Callable[[list[Any], BatchResult], None],
-    on_failure: Callable[[list[Any], str], None],
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, float]:
-    """Feed ``todo`` to ``spec``'s workers in batches of ``batch_size``; the driver's half.
-
-    For every finished batch: write its files under ``out`` atomically, then call
-    ``on_result(batch, result)`` (merge and write the rows) or, for a batch whose worker kept
-    dying, ``on_failure(batch, message)``; then ``progress(done, total)``. Returns the batches'
-    ``stats`` summed.
-    """
-    batches = [list(todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
-    stats: dict[str, float] = defaultdict(float)
-    done = 0
-    if progress:
-        progress(0, len(todo))
-    if not batches:
-        return dict(stats)
-    for index, result in executor.map(spec, batches):
-        batch = batches[index]
-        if isinstance(result, BatchFailure):
-            on_failure(batch, result.message)
-        else:
-            for name, data in result.files.items():
-                assert out is not None, "a step returned files but the stage has no output folder"
-                atomic_write_bytes(out / name, data)
-            for key, value in result.stats.items():
-                stats[key] += value
-            on_result(batch, result)
-        done += len(batch)
-        if progress:
-            progress(done, len(todo))
-    return dict(stats)

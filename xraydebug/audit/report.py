@@ -33,18 +33,27 @@ import numpy as np
 import pandas as pd
 
 from xraydebug.audit import figures
-from xraydebug.audit.files import CLEAN_STATE, EXAMPLES_FILE
-from xraydebug.audit.flagging import saliency_to_original
-from xraydebug.audit.scan_table import read_scan_csv
 from xraydebug.data.imageio import read_image
 from xraydebug.data.layouts import load_index
 from xraydebug.errors import DatasetError, ImageReadError
+from xraydebug.flagging import saliency_to_original
 from xraydebug.fsutil import atomic_write_text, resolves_inside
 from xraydebug.models.architectures import Preprocessing
 from xraydebug.models.metrics import confusion_matrix
-from xraydebug.saliency.registry import describe_saliency
+from xraydebug.runfolder import (
+    BEFORE_AFTER_JSON,
+    CLEAN_STATE,
+    CLEANING_CSV,
+    EXAMPLES_FILE,
+    REPORT_HTML,
+    RUN_JSON,
+    SCAN_CSV,
+    read_scan_csv,
+    read_table,
+)
+from xraydebug.saliency import describe_saliency
 
-REPORT_NAME = "report.html"
+REPORT_NAME = REPORT_HTML
 METRIC_NAMES = {"f1": "F1", "macro_f1": "macro-F1", "recall": "recall (sensitivity)"}
 
 
@@ -86,17 +95,17 @@ class RunParts:
 def find_parts(run_dir: Path) -> RunParts:
     """Which stage wrote ``run_dir`` and the folders it links to."""
     parts = RunParts()
-    if (run_dir / "before_after.json").exists():
+    if (run_dir / BEFORE_AFTER_JSON).exists():
         parts.retrain = run_dir
-        comparison = json.loads((run_dir / "before_after.json").read_text())
+        comparison = json.loads((run_dir / BEFORE_AFTER_JSON).read_text())
         cleaned = comparison.get("data", {}).get("cleaned")
-        if cleaned and (Path(cleaned) / "cleaning.csv").exists():
+        if cleaned and (Path(cleaned) / CLEANING_CSV).exists():
             parts.clean = Path(cleaned)
         if comparison.get("scan_dir"):
             parts.scan = Path(comparison["scan_dir"])
-    elif (run_dir / "cleaning.csv").exists():
+    elif (run_dir / CLEANING_CSV).exists():
         parts.clean = run_dir
-    elif (run_dir / "scan.csv").exists():
+    elif (run_dir / SCAN_CSV).exists():
         parts.scan = run_dir
     else:
         raise DatasetError(
@@ -108,7 +117,7 @@ def find_parts(run_dir: Path) -> RunParts:
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         scan_dir = state.get("config", {}).get("scan")
         parts.scan = Path(scan_dir) if scan_dir else None
-    if parts.scan is not None and not (parts.scan / "scan.csv").exists():
+    if parts.scan is not None and not (parts.scan / SCAN_CSV).exists():
         parts.scan = None
     return parts
 
@@ -117,8 +126,8 @@ def find_parts(run_dir: Path) -> RunParts:
 
 
 def _read_scan(scan_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    table = read_scan_csv(scan_dir / "scan.csv")
-    run_path = scan_dir / "run.json"
+    table = read_scan_csv(scan_dir / SCAN_CSV)
+    run_path = scan_dir / RUN_JSON
     run = json.loads(run_path.read_text()) if run_path.exists() else {}
     return table, run
 
@@ -230,11 +239,7 @@ def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
         "run": run,
         "config": config,
         "method": _describe_method(run),
-        "rule": {
-            "min_mass": config.get("flag_min_mass"),
-            "min_ratio": config.get("flag_min_ratio"),
-            "min_reveal_prob": config.get("flag_min_reveal_prob"),
-        },
+        "rule": config.get("flags") or {},
     }
 
 
@@ -243,8 +248,9 @@ def _describe_method(run: dict[str, Any]) -> str:
     config = run.get("config", {})
     saliency = run.get("saliency") or {"method": config.get("method", "igospp")}
     text = describe_saliency(saliency)
-    if "preset" not in saliency:
-        text += f", mask {config.get('mask_size', '?')}"
+    if not saliency.get("preset"):
+        settings = saliency.get("settings") or {}
+        text += f", mask {settings.get('mask_size', '?')}" if "mask_size" in settings else ""
     cost = run.get("cost_per_image")
     if cost:
         text += (
@@ -398,7 +404,7 @@ def _gallery(
 
 
 def _clean_summary(clean_dir: Path) -> dict[str, Any]:
-    table = pd.read_csv(clean_dir / "cleaning.csv", dtype=str, keep_default_na=False)
+    table = read_table(clean_dir / CLEANING_CSV)
     state_path = clean_dir / CLEAN_STATE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     changed = table["changed"].str.lower() == "true"
@@ -419,7 +425,7 @@ def _clean_summary(clean_dir: Path) -> dict[str, Any]:
 
 
 def _retrain_summary(retrain_dir: Path) -> dict[str, Any]:
-    comparison = json.loads((retrain_dir / "before_after.json").read_text())
+    comparison = json.loads((retrain_dir / BEFORE_AFTER_JSON).read_text())
     classes = comparison["classes"]
     sets = []
     for name, result in comparison["test_sets"].items():
@@ -475,7 +481,7 @@ def _environment() -> jinja2.Environment:
 
 
 def build_report(
-    run_dir: Path | str, out: Path | str | None = None, config: ReportConfig = ReportConfig()
+    run_dir: Path | str, out: Path | str | None = None, *, config: ReportConfig = ReportConfig()
 ) -> Path:
     """Write the audit report of ``run_dir`` to ``out`` (default ``run_dir/report.html``)."""
     run_dir = Path(run_dir)

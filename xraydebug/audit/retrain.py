@@ -27,7 +27,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from xraydebug.audit.files import CLEAN_STATE
 from xraydebug.audit.report import build_report, has_detected_text
 from xraydebug.audit.text_sensitivity import (
     TextSensitivityConfig,
@@ -48,6 +47,7 @@ from xraydebug.models.metrics import (
     summary_metrics,
 )
 from xraydebug.models.train import TrainConfig, checkpoint_is_current, train
+from xraydebug.runfolder import BEFORE_AFTER_CSV, BEFORE_AFTER_JSON, CLEAN_STATE, CLEANING_CSV
 
 TEST_SETS = ("original", "cleaned")
 """``original``: the test split of the data the baseline saw; ``cleaned``: the cleaned copy."""
@@ -300,7 +300,7 @@ def comparison_table(comparison: dict[str, Any]) -> pd.DataFrame:
 
 def _text_paths(clean_data: Path) -> set[str] | None:
     """Paths in which ``clean`` found (and removed) text, from its ``cleaning.csv``."""
-    csv_path = clean_data / "cleaning.csv"
+    csv_path = clean_data / CLEANING_CSV
     if not csv_path.exists():
         return None
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
@@ -410,6 +410,7 @@ def _write_predictions(path: Path, merged: pd.DataFrame) -> None:
 def retrain(
     clean_data: Path | str,
     baseline: Path | str = "models/covidnet.pt",
+    *,
     test_data: Path | str | None = None,
     out: Path | str | None = None,
     run_dir: Path | str = "runs/retrain",
@@ -428,6 +429,64 @@ def retrain(
     reused on a rerun. With ``report`` the audit report ``run_dir/report.html`` is written.
     """
     console = console or Console()
+    inputs = _resolve_inputs(
+        clean_data, baseline, test_data=test_data, out=out, run_dir=run_dir, config=config
+    )
+    warnings = _baseline_warnings(inputs)
+    scan_dir = _scan_dir(inputs.clean_data, scan_dir)
+    text_paths = _text_paths(inputs.clean_data)
+    seeds = [inputs.recipe.seed + k for k in range(config.repeats)]
+    pairs = _train_pairs(inputs, seeds, console=console)
+    comparison = _new_comparison(inputs, config, scan_dir=scan_dir)
+    per_seed = _score_pairs(
+        inputs, pairs, comparison, config=config, text_paths=text_paths, warnings=warnings
+    )
+    comparison["baseline"]["sha256"] = file_sha256(inputs.baseline)
+    comparison["retrained"]["sha256"] = file_sha256(inputs.out)
+    comparison["repeats"] = _repeats_record(seeds, pairs, per_seed, tuple(comparison["classes"]))
+    if config.text_sensitivity:
+        _add_text_sensitivity(
+            comparison, warnings, inputs=inputs, pair=pairs[0], config=config, console=console
+        )
+    comparison["warnings"] = warnings
+    return _write_results(inputs, comparison, warnings, report=report)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What :func:`retrain` works from, resolved and checked."""
+
+    clean_data: Path
+    baseline: Path
+    out: Path  # the retrained model
+    run_dir: Path
+    original: Path  # the dataset ``clean_data`` was cleaned from
+    before_data: Path  # the baseline's training data, else ``original``
+    recipe: TrainConfig  # the baseline's
+    after_recipe: TrainConfig  # the recipe on the cleaned data
+    device: torch.device
+
+    @property
+    def cleaning_csv(self) -> Path:
+        return self.clean_data / CLEANING_CSV
+
+    @property
+    def test_sets(self) -> dict[str, Path]:
+        """The datasets whose test split both models are scored on, by :data:`TEST_SETS` name."""
+        return {"original": self.original, "cleaned": self.clean_data}
+
+
+def _resolve_inputs(
+    clean_data: Path | str,
+    baseline: Path | str,
+    *,
+    test_data: Path | str | None,
+    out: Path | str | None,
+    run_dir: Path | str,
+    config: RetrainConfig,
+) -> _Inputs:
+    """The paths and recipes of :func:`retrain`; errors where an output would land inside a
+    dataset or overwrite the baseline."""
     clean_data, baseline, run_dir = Path(clean_data), Path(baseline), Path(run_dir)
     out = Path(out) if out is not None else baseline.with_name(f"{baseline.stem}-clean.pt")
     meta = read_checkpoint(baseline)
@@ -440,73 +499,117 @@ def retrain(
     recipe = baseline_train_config(meta, config.device)
     device = resolve_device(config.device)
     train_data = Path(meta["data"]) if meta.get("data") and Path(meta["data"]).is_dir() else None
-    warnings: list[str] = []
-    if not checkpoint_is_current(baseline, train_data or original, recipe):
-        warnings.append(
-            f"the baseline {baseline} was not trained on the training split of "
-            f"{train_data or original} with its recorded settings (other data or files changed): "
-            "the comparison mixes the effect of cleaning with that difference"
-        )
-    if scan_dir is None and (clean_data / CLEAN_STATE).exists():
-        scan_dir = json.loads((clean_data / CLEAN_STATE).read_text()).get("config", {}).get("scan")
-
-    text_paths = _text_paths(clean_data)
-    cleaning_csv = clean_data / "cleaning.csv"
     after_recipe = replace(recipe, decorrelate_text=config.decorrelate_text)
+    cleaning_csv = clean_data / CLEANING_CSV
     if config.decorrelate_text > 0 and cleaning_csv.exists():
         after_recipe = replace(
             after_recipe,
             text_data=str(original.resolve()),
             text_boxes=str(cleaning_csv.resolve()),
         )
-    seeds = [recipe.seed + k for k in range(config.repeats)]
+    return _Inputs(
+        clean_data,
+        baseline,
+        out,
+        run_dir,
+        original,
+        train_data or original,
+        recipe,
+        after_recipe,
+        device,
+    )
+
+
+def _baseline_warnings(inputs: _Inputs) -> list[str]:
+    """A warning where the baseline is not what its recorded recipe gives on its data."""
+    if checkpoint_is_current(inputs.baseline, inputs.before_data, inputs.recipe):
+        return []
+    return [
+        f"the baseline {inputs.baseline} was not trained on the training split of "
+        f"{inputs.before_data} with its recorded settings (other data or files changed): "
+        "the comparison mixes the effect of cleaning with that difference"
+    ]
+
+
+def _scan_dir(clean_data: Path, scan_dir: Path | str | None) -> Path | str | None:
+    """``scan_dir``, else the scan ``clean`` reused (recorded in its state file), if any."""
+    if scan_dir is None and (clean_data / CLEAN_STATE).exists():
+        return json.loads((clean_data / CLEAN_STATE).read_text()).get("config", {}).get("scan")
+    return scan_dir
+
+
+def _train_pairs(
+    inputs: _Inputs, seeds: list[int], *, console: Console
+) -> list[tuple[int, Path, Path]]:
+    """(seed, before model, after model) per seed; the first pair's before is the baseline,
+    the other models are trained (or reused) here."""
     pairs: list[tuple[int, Path, Path]] = []
     for k, seed in enumerate(seeds):
-        recipe_k = replace(recipe, seed=seed)
         console.rule(f"retrain seed {seed} ({k + 1}/{len(seeds)}) on the cleaned data")
-        after_path = out if k == 0 else run_dir / "models" / f"after-seed{seed}.pt"
-        _fit(clean_data, after_path, replace(after_recipe, seed=seed), console)
+        after_path = inputs.out if k == 0 else inputs.run_dir / "models" / f"after-seed{seed}.pt"
+        _fit(inputs.clean_data, after_path, replace(inputs.after_recipe, seed=seed), console)
         if k == 0:
-            before_path = baseline
+            before_path = inputs.baseline
         else:
             console.rule(f"baseline recipe, seed {seed}, on the original data")
-            before_path = run_dir / "models" / f"before-seed{seed}.pt"
-            _fit(train_data or original, before_path, recipe_k, console)
+            before_path = inputs.run_dir / "models" / f"before-seed{seed}.pt"
+            _fit(inputs.before_data, before_path, replace(inputs.recipe, seed=seed), console)
         pairs.append((seed, before_path, after_path))
+    return pairs
 
-    test_sets = {"original": original, "cleaned": clean_data}
-    comparison: dict[str, Any] = {
+
+def _new_comparison(
+    inputs: _Inputs, config: RetrainConfig, *, scan_dir: Path | str | None
+) -> dict[str, Any]:
+    """The head of ``before_after.json``: what was compared, with which settings."""
+    return {
         "classes": [],
-        "baseline": {"path": str(baseline)},
-        "retrained": {"path": str(out)},
-        "train_config": {k: v for k, v in recipe.to_dict().items() if k != "device"},
-        "data": {"original": str(original.resolve()), "cleaned": str(clean_data.resolve())},
+        "baseline": {"path": str(inputs.baseline)},
+        "retrained": {"path": str(inputs.out)},
+        "train_config": {k: v for k, v in inputs.recipe.to_dict().items() if k != "device"},
+        "data": {
+            "original": str(inputs.original.resolve()),
+            "cleaned": str(inputs.clean_data.resolve()),
+        },
         "scan_dir": str(Path(scan_dir).resolve()) if scan_dir else None,
         "n_boot": config.n_boot,
         "machine": machine_info(),
         "test_sets": {},
         "skipped": {},
     }
+
+
+def _score_pairs(
+    inputs: _Inputs,
+    pairs: list[tuple[int, Path, Path]],
+    comparison: dict[str, Any],
+    *,
+    config: RetrainConfig,
+    text_paths: set[str] | None,
+    warnings: list[str],
+) -> list[dict[str, Any]]:
+    """Score every pair on every test set; the first pair in full (into ``comparison``, its
+    predictions files and ``warnings``), the others as point estimates. Returns the per-seed
+    ``{"seed", test_set: {"before", "after"}}``."""
     per_seed: list[dict[str, Any]] = []
     for k, (seed, before_path, after_path) in enumerate(pairs):
         entry: dict[str, Any] = {"seed": seed}
-        for name, data in test_sets.items():
+        for name, data in inputs.test_sets.items():
             before, after, classes, skipped = _predict_pair(
-                before_path, after_path, data, device, config.batch_size
+                before_path, after_path, data, inputs.device, config.batch_size
             )
             if k == 0:
                 comparison["classes"] = list(classes)
-                result = compare_predictions(before, after, classes, config.n_boot, recipe.seed)
-                comparison["test_sets"][name] = {"data": str(data), **result}
-                comparison["skipped"][name] = skipped
-                *_, merged = _arrays(before, after, classes)
-                _write_predictions(run_dir / f"predictions_{name}.csv", merged)
-                entry[name] = {"before": result["before"], "after": result["after"]}
-                if text_paths is not None:
-                    breakdown = text_breakdown(merged, text_paths, classes)
-                    comparison["test_sets"][name]["by_text"] = breakdown
-                    comparison["test_sets"][name]["shortcut_check"] = shortcut_check(breakdown)
-                    warnings += residual_shortcut_warnings(breakdown, name)
+                entry[name] = _compare_test_set(
+                    name,
+                    data,
+                    (before, after, classes, skipped),
+                    comparison,
+                    inputs=inputs,
+                    config=config,
+                    text_paths=text_paths,
+                    warnings=warnings,
+                )
             else:
                 labels, preds_before, preds_after, _, _ = _arrays(before, after, classes)
                 entry[name] = {
@@ -514,9 +617,45 @@ def retrain(
                     for side, preds in (("before", preds_before), ("after", preds_after))
                 }
         per_seed.append(entry)
-    comparison["baseline"]["sha256"] = file_sha256(baseline)
-    comparison["retrained"]["sha256"] = file_sha256(out)
-    comparison["repeats"] = {
+    return per_seed
+
+
+def _compare_test_set(
+    name: str,
+    data: Path,
+    predicted: tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], list[str]],
+    comparison: dict[str, Any],
+    *,
+    inputs: _Inputs,
+    config: RetrainConfig,
+    text_paths: set[str] | None,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The full comparison of the first pair on one test set into ``comparison`` (with the
+    text breakdown and its ``warnings``), its predictions file; returns before/after metrics."""
+    before, after, classes, skipped = predicted
+    result = compare_predictions(before, after, classes, config.n_boot, inputs.recipe.seed)
+    comparison["test_sets"][name] = {"data": str(data), **result}
+    comparison["skipped"][name] = skipped
+    *_, merged = _arrays(before, after, classes)
+    _write_predictions(inputs.run_dir / f"predictions_{name}.csv", merged)
+    if text_paths is not None:
+        breakdown = text_breakdown(merged, text_paths, classes)
+        comparison["test_sets"][name]["by_text"] = breakdown
+        comparison["test_sets"][name]["shortcut_check"] = shortcut_check(breakdown)
+        warnings += residual_shortcut_warnings(breakdown, name)
+    return {"before": result["before"], "after": result["after"]}
+
+
+def _repeats_record(
+    seeds: list[int],
+    pairs: list[tuple[int, Path, Path]],
+    per_seed: list[dict[str, Any]],
+    classes: tuple[str, ...],
+) -> dict[str, Any]:
+    """``before_after.json``'s ``repeats``: the seeds, their models, point estimates and
+    their summary over seeds."""
+    return {
         "seeds": seeds,
         "models": [{"seed": s, "before": str(b), "after": str(a)} for s, b, a in pairs],
         "per_seed": [
@@ -524,32 +663,50 @@ def retrain(
                 "seed": entry["seed"],
                 **{
                     name: {side: _point(entry[name][side]) for side in ("before", "after")}
-                    for name in test_sets
+                    for name in TEST_SETS
                 },
             }
             for entry in per_seed
         ],
-        "summary": summarise_repeats(per_seed, tuple(comparison["classes"])),
+        "summary": summarise_repeats(per_seed, classes),
     }
-    if config.text_sensitivity:
-        try:
-            found = _text_sensitivity_pair(
-                original, pairs[0][1], pairs[0][2], cleaning_csv, run_dir, config, console
-            )
-        except DatasetError as exc:  # e.g. too few text-free test films
-            warnings.append(f"text-sensitivity test not run: {exc}")
-        else:
-            comparison["text_sensitivity"] = found
-            if found["after"]["reacts"]:
-                warnings.append(found["sentence"])
-    comparison["warnings"] = warnings
-    json_path = atomic_write_json(run_dir / "before_after.json", comparison)
+
+
+def _add_text_sensitivity(
+    comparison: dict[str, Any],
+    warnings: list[str],
+    *,
+    inputs: _Inputs,
+    pair: tuple[int, Path, Path],
+    config: RetrainConfig,
+    console: Console,
+) -> None:
+    """Run the text-sensitivity test of the first pair into ``comparison``; a warning where
+    it cannot run or the retrained model still reacts to text."""
+    _seed, before, after = pair
+    try:
+        found = _text_sensitivity_pair(
+            inputs.original, before, after, inputs.cleaning_csv, inputs.run_dir, config, console
+        )
+    except DatasetError as exc:  # e.g. too few text-free test films
+        warnings.append(f"text-sensitivity test not run: {exc}")
+    else:
+        comparison["text_sensitivity"] = found
+        if found["after"]["reacts"]:
+            warnings.append(found["sentence"])
+
+
+def _write_results(
+    inputs: _Inputs, comparison: dict[str, Any], warnings: list[str], *, report: bool
+) -> RetrainResult:
+    """Write ``before_after.json``/``.csv`` (and the report) into the run folder."""
+    json_path = atomic_write_json(inputs.run_dir / BEFORE_AFTER_JSON, comparison)
     table = comparison_table(comparison)
-    csv_path = run_dir / "before_after.csv"
+    csv_path = inputs.run_dir / BEFORE_AFTER_CSV
     with atomic_open(csv_path, "w", newline="", encoding="utf-8") as handle:
         table.to_csv(handle, index=False)
-    report_path = build_report(run_dir) if report else None
-    return RetrainResult(out, comparison, table, json_path, csv_path, report_path, warnings)
+    report_path = build_report(inputs.run_dir) if report else None
+    return RetrainResult(inputs.out, comparison, table, json_path, csv_path, report_path, warnings)
 
 
 def _text_sensitivity_pair(

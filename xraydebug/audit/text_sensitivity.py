@@ -22,6 +22,7 @@ per film. Pastes are deterministic per ``seed``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,11 +36,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from xraydebug.audit.files import EXAMPLES_FILE
 from xraydebug.data.layouts import load_index
-from xraydebug.data.records import ImageRecord
+from xraydebug.data.records import DatasetIndex, ImageRecord
 from xraydebug.data.text_pool import (
     Box,
+    Donor,
     boxes_from_table,
     detected_donors,
     paste,
@@ -53,6 +54,9 @@ from xraydebug.fsutil import atomic_write_bytes, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.evaluate import patient_groups
 from xraydebug.models.inference import predict_probs
+from xraydebug.runfolder import EXAMPLES_FILE, TEXT_PASS_DIR, TEXT_SENSITIVITY_JSON
+from xraydebug.stages import driver
+from xraydebug.stages.text import TextConfig, TextStage
 
 __all__ = [
     "TextSensitivityConfig",
@@ -61,8 +65,9 @@ __all__ = [
     "text_sensitivity",
 ]
 
-RESULT_FILE = "text_sensitivity.json"
+RESULT_FILE = TEXT_SENSITIVITY_JSON
 _CHUNK = 256  # films pasted and scored at a time
+_DETECT_CHUNK = 32  # films decoded and searched for text at a time
 
 
 @dataclass(frozen=True)
@@ -96,29 +101,20 @@ class TextSensitivityConfig:
 
 
 def detected_boxes(
-    root: Path,
+    index: DatasetIndex,
     records: Sequence[ImageRecord],
-    classes: Sequence[str],
-    detector: str = "auto",
-    chunk: int = 32,
+    *,
+    text: TextConfig | None = None,
+    out: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[Box]]:
-    """Run the text detector over ``records`` (original resolution, ``chunk`` films decoded at a
-    time); unreadable films are left out."""
-    from xraydebug.text import TextDetectConfig, detect_text
-
-    config = TextDetectConfig(detector=detector)
-    out: dict[str, list[Box]] = {}
-    for start in range(0, len(records), chunk):
-        part = records[start : start + chunk]
-        cache = ImageCache.build(root, part, classes, 8, keep_originals=True, workers=2)
-        for rec, found in zip(
-            cache.records, detect_text(cache.originals or [], config), strict=True
-        ):
-            out[rec.path] = found
-        if progress:
-            progress(min(start + chunk, len(records)), len(records))
-    return out
+    """The text boxes of ``records`` by path: the text stage
+    (:class:`~xraydebug.stages.text.TextStage`) over just those films, resumed from and
+    written to ``out`` (None: kept in memory); unreadable films are left out."""
+    stage = TextStage(index, text or TextConfig(batch_size=_DETECT_CHUNK), records=list(records))
+    table = driver.run(stage, out, progress=progress).table
+    ok = table[table["status"] == "ok"]
+    return {row.path: json.loads(row.boxes) for row in ok.itertuples()}
 
 
 def _bootstrap_ci(
@@ -238,7 +234,7 @@ def text_sensitivity(
     boxes: Path | str | dict[str, list[Box]] | None = None,
     config: TextSensitivityConfig = TextSensitivityConfig(),
     manifest: Path | str | None = None,
-    detector: str = "auto",
+    text: TextConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     names: Sequence[str] | None = None,
 ) -> list[TextSensitivityResult]:
@@ -252,39 +248,118 @@ def text_sensitivity(
     """
     began = time.perf_counter()
     device = resolve_device(config.device)
-    many = [model] if isinstance(model, (str, Path, LoadedModel)) else list(model)
-    models = [m if isinstance(m, LoadedModel) else load_model(m, device) for m in many]
+    models = _load_models(model, device)
     first = models[0]
-    prep = first.preprocessing
-    for other in models[1:]:
-        if other.classes != first.classes or other.preprocessing != prep:
-            raise ValueError(f"{other.path}: classes or input frame differ from {first.path}'s")
     index = load_index(data, manifest, first.classes)
     tested = index.usable(split)
     if not tested:
         raise DatasetError(f"{index.root}: no readable labelled images in split {split!r}")
-    if boxes is None:
-        found = detected_boxes(index.root, tested, first.classes, detector, progress=progress)
-        source = f"detector {detector} on split {split}"
-    elif isinstance(boxes, dict):
-        found, source = boxes, "boxes given"
-    else:
-        found, source = boxes_from_table(boxes), str(boxes)
-    free = [r for r in tested if r.path in found and not found[r.path]]
+    found, source = _find_boxes(
+        index, tested, boxes, out=out, split=split, text=text, progress=progress
+    )
     rng = np.random.default_rng([config.seed, 0])
+    cache = _text_free_films(index, tested, found, first, rng=rng, split=split, config=config)
+    films = cache.images[:, 0].float().numpy()
+    donors, kind = _choose_donors(index, found, films, first, config=config)
+    pastes = _Pastes.draw(films, donors, rng, config.draws)
+    probs = _score(pastes, models, device=device, config=config)
+    groups = _patient_groups(cache)
+    header = {
+        "data": str(index.root),
+        "split": split,
+        "boxes_from": source,
+        "donors": kind,
+        "n_donors": len(donors),
+        "n_films": len(films),
+    }
+    results = []
+    for k, loaded in enumerate(models):
+        summary = _model_summary(
+            loaded, probs[k], header, cache=cache, groups=groups, config=config, began=began
+        )
+        path = None
+        if out is not None:
+            name = str(names[k]) if names else str(k)
+            folder = Path(out) if len(models) == 1 else Path(out) / name
+            path = _write_result(folder, summary, pastes)
+        results.append(TextSensitivityResult(summary, path))
+    return results
+
+
+def _load_models(
+    model: Path | str | LoadedModel | Sequence[LoadedModel], device: torch.device
+) -> list[LoadedModel]:
+    """The models to test, loaded on ``device``; all must share the first one's classes and
+    input frame."""
+    many = [model] if isinstance(model, (str, Path, LoadedModel)) else list(model)
+    models = [m if isinstance(m, LoadedModel) else load_model(m, device) for m in many]
+    first = models[0]
+    for other in models[1:]:
+        if other.classes != first.classes or other.preprocessing != first.preprocessing:
+            raise ValueError(f"{other.path}: classes or input frame differ from {first.path}'s")
+    return models
+
+
+def _find_boxes(
+    index: DatasetIndex,
+    tested: Sequence[ImageRecord],
+    boxes: Path | str | dict[str, list[Box]] | None,
+    *,
+    out: Path | str | None,
+    split: str,
+    text: TextConfig | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[dict[str, list[Box]], str]:
+    """The text boxes by path and where they came from: ``boxes`` as given or read from a
+    table, else the detector over the ``tested`` films."""
+    if boxes is None:
+        folder = Path(out) / TEXT_PASS_DIR if out is not None else None
+        found = detected_boxes(index, tested, text=text, out=folder, progress=progress)
+        name = (text or TextConfig()).text_detector().name
+        return found, f"detector {name} on split {split}"
+    if isinstance(boxes, dict):
+        return boxes, "boxes given"
+    return boxes_from_table(boxes), str(boxes)
+
+
+def _text_free_films(
+    index: DatasetIndex,
+    tested: Sequence[ImageRecord],
+    found: dict[str, list[Box]],
+    first: LoadedModel,
+    *,
+    rng: np.random.Generator,
+    split: str,
+    config: TextSensitivityConfig,
+) -> ImageCache:
+    """The decoded films of ``tested`` without text (a seeded sample of ``max_films``)."""
+    free = [r for r in tested if r.path in found and not found[r.path]]
     if config.max_films and len(free) > config.max_films:
         free = [free[i] for i in sorted(rng.choice(len(free), config.max_films, False))]
+    prep = first.preprocessing
     cache = ImageCache.build(index.root, free, first.classes, prep.input_size, prep.crop_top)
     if len(cache) < 2:
         raise DatasetError(
             f"{index.root}: {len(cache)} readable text-free film(s) in split {split!r}; "
             "the text-sensitivity test needs at least 2"
         )
-    films = cache.images[:, 0].float().numpy()
-    donor_records = [r for r in index.usable() if found.get(r.path)]
+    return cache
+
+
+def _choose_donors(
+    index: DatasetIndex,
+    found: dict[str, list[Box]],
+    films: np.ndarray,
+    first: LoadedModel,
+    *,
+    config: TextSensitivityConfig,
+) -> tuple[list[Donor], str]:
+    """The text to paste and its kind: the detected boxes of every film with text, else
+    markers rendered on the text-free ``films``."""
+    prep = first.preprocessing
     donors = detected_donors(
         index.root,
-        donor_records,
+        [r for r in index.usable() if found.get(r.path)],
         found,
         first.classes,
         prep.input_size,
@@ -292,84 +367,127 @@ def text_sensitivity(
         config.max_donors,
         config.seed,
     )
-    kind = "detected"
-    if not donors:
-        donors = rendered_donors(films, min(config.max_donors, 64), config.seed)
-        kind = "rendered"
+    if donors:
+        return donors, "detected"
+    donors = rendered_donors(films, min(config.max_donors, 64), config.seed)
     if not donors:
         raise DatasetError(
             f"{index.root}: no text to paste (none detected, none could be rendered)"
         )
-    n = len(films)
-    picks = rng.integers(0, len(donors), size=(config.draws, n))
-    # placebo source: another text-free film, never the film itself
-    sources = (np.arange(n)[None] + rng.integers(1, n, size=(config.draws, n))) % n
+    return donors, "rendered"
 
-    def variants(rows: slice) -> np.ndarray:
+
+@dataclass(frozen=True)
+class _Pastes:
+    """The text-free ``films`` (N, S, S) and, per draw, the donor each one gets (``picks``)
+    and the other film its placebo is cut from (``sources``), both (draws, N)."""
+
+    films: np.ndarray
+    donors: list[Donor]
+    picks: np.ndarray
+    sources: np.ndarray
+
+    @classmethod
+    def draw(
+        cls, films: np.ndarray, donors: list[Donor], rng: np.random.Generator, draws: int
+    ) -> _Pastes:
+        """Draw donors and placebo sources from ``rng``."""
+        n = len(films)
+        picks = rng.integers(0, len(donors), size=(draws, n))
+        # placebo source: another text-free film, never the film itself
+        sources = (np.arange(n)[None] + rng.integers(1, n, size=(draws, n))) % n
+        return cls(films, donors, picks, sources)
+
+    @property
+    def draws(self) -> int:
+        return len(self.picks)
+
+    def variants(self, rows: slice) -> np.ndarray:
         """(1 + 2 draws, m, S, S): the films of ``rows`` unchanged, with text, with placebo."""
-        part = films[rows]
-        with_text = [paste(part, donors, picks[d, rows]) for d in range(config.draws)]
+        part = self.films[rows]
+        picks, sources = self.picks[:, rows], self.sources[:, rows]
+        with_text = [paste(part, self.donors, picks[d]) for d in range(self.draws)]
         with_placebo = [
             paste(
                 part,
-                placebo_donors([donors[int(k)] for k in picks[d, rows]], films, sources[d, rows]),
+                placebo_donors([self.donors[int(k)] for k in picks[d]], self.films, sources[d]),
                 np.arange(len(part)),
             )
-            for d in range(config.draws)
+            for d in range(self.draws)
         ]
         return np.stack([part, *with_text, *with_placebo])
 
-    probs = [np.zeros((1 + 2 * config.draws, n, len(first.classes))) for _ in models]
+
+def _score(
+    pastes: _Pastes,
+    models: Sequence[LoadedModel],
+    *,
+    device: torch.device,
+    config: TextSensitivityConfig,
+) -> list[np.ndarray]:
+    """Each model's probabilities (1 + 2 draws, N, K) on the films unchanged and pasted."""
+    films, draws = pastes.films, pastes.draws
+    n, prep = len(films), models[0].preprocessing
+    probs = [np.zeros((1 + 2 * draws, n, len(models[0].classes))) for _ in models]
     for start in range(0, n, _CHUNK):  # memory: (1 + 2 draws) x _CHUNK films at a time
         rows = slice(start, min(start + _CHUNK, n))
-        stacked = torch.from_numpy(variants(rows).reshape(-1, 1, *films.shape[1:]))
+        stacked = torch.from_numpy(pastes.variants(rows).reshape(-1, 1, *films.shape[1:]))
         for k, loaded in enumerate(models):
             out_k = predict_probs(loaded.model, prep, stacked, device, config.batch_size)
-            probs[k][:, rows] = out_k.numpy().reshape(1 + 2 * config.draws, rows.stop - start, -1)
-    labels = cache.labels.numpy()
+            probs[k][:, rows] = out_k.numpy().reshape(1 + 2 * draws, rows.stop - start, -1)
+    return probs
+
+
+def _patient_groups(cache: ImageCache) -> np.ndarray:
+    """The bootstrap group (patient) of each film of ``cache``."""
     table = pd.DataFrame(
         {
             "path": [r.path for r in cache.records],
             "patient_id": [r.patient_id for r in cache.records],
         }
     )
-    groups = patient_groups(table)
-    results = []
-    for k, loaded in enumerate(models):
-        base = probs[k][0]
-        text = probs[k][1 : 1 + config.draws].transpose(1, 0, 2)
-        placebo = probs[k][1 + config.draws :].transpose(1, 0, 2)
-        summary = {
-            "classes": list(first.classes),
-            "model": str(loaded.path) if loaded.path else None,
-            "model_sha256": loaded.sha256,
-            "data": str(index.root),
-            "split": split,
-            "boxes_from": source,
-            "donors": kind,
-            "n_donors": len(donors),
-            "n_films": n,
-            "seconds": round(time.perf_counter() - began, 2),  # all models so far, with decoding
-            "machine": machine_info(),
-            "skipped": [{"path": r.path, "error": m} for r, m in cache.failed],
-            "config": {k2: v for k2, v in asdict(config).items() if k2 != "device"},
-            **summarise(base, text, placebo, labels, groups, first.classes, config),
-        }
-        examples = _examples(base, text, placebo, cache)
-        summary["examples"] = examples
-        path = None
-        if out is not None:
-            name = str(names[k]) if names else str(k)
-            folder = Path(out) if len(models) == 1 else Path(out) / name
-            sheet = [
-                variants(slice(e["index"], e["index"] + 1))[[0, 1, 1 + config.draws], 0]
-                for e in examples
-            ]
+    return patient_groups(table)
 
-            atomic_write_bytes(folder / EXAMPLES_FILE, _example_sheet(sheet))
-            path = atomic_write_json(folder / RESULT_FILE, summary)
-        results.append(TextSensitivityResult(summary, path))
-    return results
+
+def _model_summary(
+    loaded: LoadedModel,
+    probs: np.ndarray,
+    header: dict[str, Any],
+    *,
+    cache: ImageCache,
+    groups: np.ndarray,
+    config: TextSensitivityConfig,
+    began: float,
+) -> dict[str, Any]:
+    """The ``text_sensitivity.json`` of one model from its probabilities (1 + 2 draws, N, K)."""
+    base = probs[0]
+    text = probs[1 : 1 + config.draws].transpose(1, 0, 2)
+    placebo = probs[1 + config.draws :].transpose(1, 0, 2)
+    classes = loaded.classes
+    labels = cache.labels.numpy()
+    summary = {
+        "classes": list(classes),
+        "model": str(loaded.path) if loaded.path else None,
+        "model_sha256": loaded.sha256,
+        **header,
+        "seconds": round(time.perf_counter() - began, 2),  # all models so far, with decoding
+        "machine": machine_info(),
+        "skipped": [{"path": r.path, "error": m} for r, m in cache.failed],
+        "config": {k: v for k, v in asdict(config).items() if k != "device"},
+        **summarise(base, text, placebo, labels, groups, classes, config),
+    }
+    summary["examples"] = _examples(base, text, placebo, cache)
+    return summary
+
+
+def _write_result(folder: Path, summary: dict[str, Any], pastes: _Pastes) -> Path:
+    """Write the example sheet and ``text_sensitivity.json`` of one model into ``folder``."""
+    sheet = [
+        pastes.variants(slice(e["index"], e["index"] + 1))[[0, 1, 1 + pastes.draws], 0]
+        for e in summary["examples"]
+    ]
+    atomic_write_bytes(folder / EXAMPLES_FILE, _example_sheet(sheet))
+    return atomic_write_json(folder / RESULT_FILE, summary)
 
 
 def _example_sheet(rows: Sequence[tuple[np.ndarray, ...]], gap: int = 4) -> bytes:

@@ -103,6 +103,7 @@ def _dataset_checks(records: list[ImageRecord]) -> list[str]:
 def inspect_dataset(
     data: Path | str,
     out: Path | str | None = None,
+    *,
     manifest: Path | str | None = None,
     classes: tuple[str, ...] = DEFAULT_CLASSES,
     workers: int = 4,

@@ -65,6 +65,29 @@ class DatasetIndex:
         wanted = {splits} if isinstance(splits, str) else set(splits) if splits else None
         return [r for r in self.records if r.usable and (wanted is None or r.split in wanted)]
 
+    def select(
+        self,
+        *,
+        split: str = "all",
+        shard: tuple[int, int] = (0, 1),
+        limit: int | None = None,
+        with_errors: bool = True,
+    ) -> list[ImageRecord]:
+        """The records a per-image stage works on, sorted by path: labelled ones (and, with
+        ``with_errors``, the broken ones, so that they become error rows), of ``split`` (``all``
+        or names separated by commas), every n-th from the i-th of ``shard=(i, n)``, at most
+        ``limit``."""
+        chosen = sorted(
+            (r for r in self.records if r.usable or (with_errors and r.status == STATUS_ERROR)),
+            key=lambda r: r.path,
+        )
+        if split != "all":
+            wanted = set(split.split(","))
+            chosen = [r for r in chosen if r.split in wanted]
+        index, count = shard
+        chosen = chosen[index::count]
+        return chosen[:limit] if limit is not None else chosen
+
     @property
     def splits(self) -> list[str]:
         order = {"train": 0, "val": 1, "test": 2}

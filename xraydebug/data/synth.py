@@ -382,21 +382,14 @@ def _vessels(rng: np.random.Generator, size: int, hila: list[tuple[float, float]
     return _blur(img, 0.8 * scale)
 
 
-def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
-    """A chest-radiograph-like image without text, float32 ``(size, size)`` in [0, 1].
+def _silhouette(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Body silhouette (neck, sloping shoulders, chest wall) and its soft-tissue thickness.
 
-    ``label`` selects the class signal in the lungs: ``normal`` (none), ``pneumonia`` (one lobar
-    consolidation) or ``COVID-19`` (bilateral peripheral lower-zone ground-glass opacities).
+    Returns ``(body, thick)``, float32 ``(size, size)``: a soft body mask in [0, 1] and the
+    thickness of tissue the beam crosses, 0 outside the body.
     """
-    if label not in _KNOWN_LABELS:
-        raise ValueError(f"label must be one of {list(_KNOWN_LABELS)}; got {label!r}")
-    # the lesion has its own stream: the same rng gives the same anatomy and pose for every label
-    lesion_rng = np.random.default_rng(rng.integers(2**63))
     u, v = _grid(size)
     au = np.abs(u)
-    px = size / 2.0  # pixels per canonical unit
-
-    # body silhouette: neck, sloping shoulders, chest wall; thickness-weighted soft tissue
     neck = rng.uniform(0.18, 0.25)
     chest = rng.uniform(0.86, 0.95)
     shoulder_v = rng.uniform(-0.97, -0.87)
@@ -410,22 +403,26 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
     body = _blur(body_hard, size * 0.006)
     thick = np.sqrt(np.clip(1.0 - (u / half_w) ** 2, 0.0, 1.0))
     thick = _blur(thick.astype(np.float32), size * 0.01) * body
-    background = rng.uniform(0.02, 0.07)
-    img = background + (0.2 + 0.22 * thick) * body
-    abdomen = rng.uniform(0.1, 0.16)
+    return body, thick
 
-    # humeral heads at the top corners
+
+def _humeral_heads(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Humeral heads at the top corners, blurred, float32 ``(size, size)`` in [0, 1]."""
+    px = size / 2.0
     bones = np.zeros((size, size), np.float32)
     for side in (-1, 1):
         cx, cy = _to_px(size, side * rng.uniform(0.9, 1.0), rng.uniform(-0.8, -0.68))
         r = rng.uniform(0.1, 0.14) * px
         cv2.circle(bones, (int(cx * 16), int(cy * 16)), int(r * 16), 1.0, -1, cv2.LINE_AA, 4)
-    img += 0.12 * _blur(bones, size * 0.008) * body
+    return _blur(bones, size * 0.008)
 
-    # lungs, mediastinum, heart (bulging to image right)
-    lungs = [_lung(rng, size, -1), _lung(rng, size, 1)]
-    diaphragm = np.where(u < 0, lungs[0].diaphragm, lungs[1].diaphragm)
-    below = _blur(_smoothstep(v - diaphragm, -0.01, 0.1), size * 0.004) * (0.3 + 0.7 * thick)
+
+def _mediastinum(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mediastinum with aortic knob, and the heart bulging to image right.
+
+    Returns ``(med, heart)``, float32 ``(size, size)`` in [0, 1]; ``med`` includes the heart.
+    """
+    px = size / 2.0
     med = np.zeros((size, size), np.float32)
     med_w = rng.uniform(0.08, 0.1)
     med_poly = [
@@ -459,31 +456,48 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
     )
     heart = _blur(heart, size * 0.01)
     med = np.maximum(_blur(med, size * 0.006), heart)
-    img += abdomen * np.maximum(heart, below) * body  # heart as dense as the abdomen below it
+    return med, heart
+
+
+def _below_diaphragm(size: int, lungs: list[_Lung], thick: np.ndarray) -> np.ndarray:
+    """Abdominal density below both hemidiaphragms, float32 ``(size, size)``, by thickness."""
+    u, v = _grid(size)
+    diaphragm = np.where(u < 0, lungs[0].diaphragm, lungs[1].diaphragm)
+    return _blur(_smoothstep(v - diaphragm, -0.01, 0.1), size * 0.004) * (0.3 + 0.7 * thick)
+
+
+def _lung_fields(lungs: list[_Lung], med: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lung_total, lucency)``: both lungs outside the mediastinum, and how dark each point
+    gets (darker laterally, lighter towards the bases)."""
     lung_total = np.clip(lungs[0].mask + lungs[1].mask, 0, 1) * (1.0 - med)
     lucency = (0.8 + 0.2 * _smoothstep(np.minimum(lungs[0].h, lungs[1].h), -0.2, 0.8)) * (
         1.0 - 0.2 * _smoothstep(np.maximum(lungs[0].t, lungs[1].t), 0.65, 1.1)
     )
-    img -= rng.uniform(0.24, 0.3) * lung_total * lucency
+    return lung_total, lucency
 
-    # ribs: clearest over the lungs, hidden by mediastinum and abdomen
-    rib_vis = (0.25 + 0.75 * lung_total) * (1.0 - 0.8 * med) * body
-    img += rng.uniform(0.06, 0.09) * _ribs(rng, size) * rib_vis
 
-    # vascular markings and hila
+def _hila(rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Canonical (u, v) of the two hila, the left one slightly lower."""
     hila = [(-rng.uniform(0.15, 0.2), rng.uniform(-0.18, -0.06)) for _ in range(2)]
     hila[1] = (-hila[1][0] + 0.02, hila[1][1] - 0.04)
-    vessels = _vessels(rng, size, hila)
-    img += 0.08 * vessels * np.clip(lung_total * 1.3, 0, 1)
-    img += 0.025 * _lowfreq_noise(rng, size, 16) * lung_total  # parenchymal mottling
+    return hila
 
-    # spine (vertebral bodies, disc spaces) seen through the mediastinum, and the trachea
+
+def _spine(rng: np.random.Generator, size: int, med: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """The brightness the spine (vertebral bodies, disc spaces) adds through the mediastinum."""
+    u, v = _grid(size)
+    au = np.abs(u)
     spine_w = rng.uniform(0.05, 0.065)
     spine = 1.0 - _smoothstep(au, spine_w, spine_w + 0.025)
     discs = 0.75 + 0.25 * _smoothstep(
         np.abs(np.sin((v + rng.uniform(0, 1)) * math.pi / 0.085)), 0.1, 0.4
     )
-    img += 0.045 * spine * discs * (0.5 + 0.5 * med) * _smoothstep(v, -0.75, -0.3) * body
+    return 0.045 * spine * discs * (0.5 + 0.5 * med) * _smoothstep(v, -0.75, -0.3) * body
+
+
+def _trachea(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Trachea and main bronchi, blurred, float32 ``(size, size)`` in [0, 1]."""
+    px = size / 2.0
     trachea = np.zeros((size, size), np.float32)
     tw = max(1, round(0.06 * px))
     carina = _to_px(size, 0.0, rng.uniform(-0.3, -0.22))
@@ -494,9 +508,12 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
         cv2.line(
             trachea, (int(carina[0]), int(carina[1])), (int(end[0]), int(end[1])), 0.7, tw - tw // 3
         )
-    img -= 0.07 * _blur(trachea, size * 0.008) * body
+    return _blur(trachea, size * 0.008)
 
-    # clavicles: S-shaped bars from the sternal notch towards the shoulders
+
+def _clavicles(rng: np.random.Generator, size: int) -> np.ndarray:
+    """S-shaped clavicles from the sternal notch towards the shoulders, blurred, float32."""
+    px = size / 2.0
     clav = np.zeros((size, size), np.float32)
     for side in (-1, 1):
         y0 = rng.uniform(-0.7, -0.62)
@@ -509,53 +526,71 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
         cv2.polylines(
             clav, [_poly_px(size, pts)], False, 1.0, max(1, int(0.045 * px)), cv2.LINE_AA, 4
         )
-    img += 0.14 * _blur(clav, size * 0.005) * body
+    return _blur(clav, size * 0.005)
 
-    # class signal, inside the lungs
+
+def _consolidation(rng: np.random.Generator, lungs: list[_Lung], med: np.ndarray) -> np.ndarray:
+    """One lobar consolidation in a random lung, mostly middle/lower zone, float32 in [0, 1]."""
+    size = med.shape[0]
+    u, v = _grid(size)
+    px = size / 2.0
+    lung = lungs[int(rng.integers(2))]
+    zone_t = rng.uniform(0.45, 0.9)
+    zone_h = rng.uniform(0.25, 0.75)
+    cand = (
+        (np.abs(lung.t - zone_t) < 0.05)
+        & (np.abs(lung.h - zone_h) < 0.05)
+        & (lung.mask * (1.0 - med) > 0.7)
+    )
+    ys, xs = np.nonzero(cand)
+    if len(ys):
+        j = int(rng.integers(len(ys)))
+        cy, cx = float(ys[j]), float(xs[j])
+    else:
+        cy, cx = _to_px(size, 0.0, 0.0)[1], _to_px(size, lung.side * 0.4, 0.0)[0]
+    gx, gy = (u + 1) * px - 0.5, (v + 1) * px - 0.5
+    sx, sy = rng.uniform(0.15, 0.22) * px, rng.uniform(0.12, 0.19) * px
+    blob = np.exp(-0.5 * (((gx - cx) / sx) ** 2 + ((gy - cy) / sy) ** 2))
+    texture = 0.7 + 0.3 * _lowfreq_noise(rng, size, 14)
+    fissure_y = cy - sy * rng.uniform(0.8, 1.4)  # a sharp upper border in half of the cases
+    fissure = _smoothstep(gy - fissure_y, 0.0, (0.02 if rng.random() < 0.5 else 0.3) * px)
+    return np.clip(blob * 1.4, 0, 1) * texture * fissure * lung.mask * (1.0 - med)
+
+
+def _add_class_signal(
+    img: np.ndarray, rng: np.random.Generator, label: str, lungs: list[_Lung], med: np.ndarray
+) -> None:
+    """Add ``label``'s lesion to ``img`` in place, drawing only from ``rng`` (the lesion stream).
+
+    ``pneumonia``: one consolidation; ``COVID-19``: peripheral lower-zone ground glass in both
+    lungs; ``normal``: nothing.
+    """
     if label == "pneumonia":
-        lung = lungs[int(lesion_rng.integers(2))]
-        zone_t = lesion_rng.uniform(0.45, 0.9)
-        zone_h = lesion_rng.uniform(0.25, 0.75)
-        cand = (
-            (np.abs(lung.t - zone_t) < 0.05)
-            & (np.abs(lung.h - zone_h) < 0.05)
-            & (lung.mask * (1.0 - med) > 0.7)
-        )
-        ys, xs = np.nonzero(cand)
-        if len(ys):
-            j = int(lesion_rng.integers(len(ys)))
-            cy, cx = float(ys[j]), float(xs[j])
-        else:
-            cy, cx = _to_px(size, 0.0, 0.0)[1], _to_px(size, lung.side * 0.4, 0.0)[0]
-        gx, gy = (u + 1) * px - 0.5, (v + 1) * px - 0.5
-        sx, sy = lesion_rng.uniform(0.15, 0.22) * px, lesion_rng.uniform(0.12, 0.19) * px
-        blob = np.exp(-0.5 * (((gx - cx) / sx) ** 2 + ((gy - cy) / sy) ** 2))
-        texture = 0.7 + 0.3 * _lowfreq_noise(lesion_rng, size, 14)
-        fissure_y = cy - sy * lesion_rng.uniform(
-            0.8, 1.4
-        )  # a sharp upper border in half of the cases
-        fissure = _smoothstep(
-            gy - fissure_y, 0.0, (0.02 if lesion_rng.random() < 0.5 else 0.3) * px
-        )
-        consolidation = np.clip(blob * 1.4, 0, 1) * texture * fissure * lung.mask * (1.0 - med)
-        img += lesion_rng.uniform(0.36, 0.46) * consolidation
+        consolidation = _consolidation(rng, lungs, med)
+        img += rng.uniform(0.36, 0.46) * consolidation
     elif label == "COVID-19":
-        texture = 0.6 + 0.4 * _lowfreq_noise(lesion_rng, size, 20)
+        size = med.shape[0]
+        texture = 0.6 + 0.4 * _lowfreq_noise(rng, size, 20)
         for lung in lungs:
-            periph = _smoothstep(lung.h, lesion_rng.uniform(0.2, 0.35), 0.8)
-            lower = _smoothstep(lung.t, lesion_rng.uniform(0.25, 0.4), 0.75)
-            patches = np.clip(0.5 + 0.8 * _lowfreq_noise(lesion_rng, size, 5), 0, 1)
+            periph = _smoothstep(lung.h, rng.uniform(0.2, 0.35), 0.8)
+            lower = _smoothstep(lung.t, rng.uniform(0.25, 0.4), 0.75)
+            patches = np.clip(0.5 + 0.8 * _lowfreq_noise(rng, size, 5), 0, 1)
             ggo = periph * lower * patches * texture * lung.mask * (1.0 - med)
-            img += lesion_rng.uniform(0.3, 0.4) * ggo
+            img += rng.uniform(0.3, 0.4) * ggo
 
-    # exposure: global gradient, gamma, contrast
-    img += 0.04 * _lowfreq_noise(rng, size, 2)
+
+def _exposure(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Global exposure gradient, gamma and contrast window; returns a new image in [0, 1]."""
+    img = img + 0.04 * _lowfreq_noise(rng, img.shape[0], 2)
     img = np.clip(img, 0.0, 1.0)
     img = np.power(img, rng.uniform(0.8, 1.25))
     lo, hi = rng.uniform(0.0, 0.06), rng.uniform(0.82, 1.0)
-    img = np.clip((img - lo) / (hi - lo), 0.0, 1.0) * rng.uniform(0.85, 1.0)
+    return np.clip((img - lo) / (hi - lo), 0.0, 1.0) * rng.uniform(0.85, 1.0)
 
-    # pose: small rotation, scale and shift
+
+def _pose(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Small random rotation, scale and shift, then sometimes a slight blur (float32)."""
+    size = img.shape[0]
     angle = rng.uniform(-5.0, 5.0)
     scale = rng.uniform(0.9, 1.06)
     mat = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale)
@@ -569,12 +604,61 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
     )
     if rng.random() < 0.3:
         img = _blur(img, rng.uniform(0.5, 1.4) * size / 512.0)
+    return img
 
-    # film grain: fine noise plus a little correlated noise
+
+def _film_grain(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Fine noise plus a little correlated noise, clipped to [0, 1] float32."""
+    size = img.shape[0]
     grain = rng.standard_normal((size, size)).astype(np.float32) * rng.uniform(0.008, 0.02)
     coarse = _blur(rng.standard_normal((size, size)).astype(np.float32), 1.2) * 0.02
     img = img + grain + coarse
     return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
+    """A chest-radiograph-like image without text, float32 ``(size, size)`` in [0, 1].
+
+    ``label`` selects the class signal in the lungs: ``normal`` (none), ``pneumonia`` (one lobar
+    consolidation) or ``COVID-19`` (bilateral peripheral lower-zone ground-glass opacities).
+    The layers are drawn from ``rng`` in a fixed order; changing that order changes every image.
+    """
+    if label not in _KNOWN_LABELS:
+        raise ValueError(f"label must be one of {list(_KNOWN_LABELS)}; got {label!r}")
+    # the lesion has its own stream: the same rng gives the same anatomy and pose for every label
+    lesion_rng = np.random.default_rng(rng.integers(2**63))
+
+    body, thick = _silhouette(rng, size)
+    background = rng.uniform(0.02, 0.07)
+    img = background + (0.2 + 0.22 * thick) * body
+    abdomen = rng.uniform(0.1, 0.16)
+    img += 0.12 * _humeral_heads(rng, size) * body
+
+    # lungs, mediastinum, heart (as dense as the abdomen below it)
+    lungs = [_lung(rng, size, -1), _lung(rng, size, 1)]
+    below = _below_diaphragm(size, lungs, thick)
+    med, heart = _mediastinum(rng, size)
+    img += abdomen * np.maximum(heart, below) * body
+    lung_total, lucency = _lung_fields(lungs, med)
+    img -= rng.uniform(0.24, 0.3) * lung_total * lucency
+
+    # ribs: clearest over the lungs, hidden by mediastinum and abdomen
+    rib_vis = (0.25 + 0.75 * lung_total) * (1.0 - 0.8 * med) * body
+    img += rng.uniform(0.06, 0.09) * _ribs(rng, size) * rib_vis
+
+    # vascular markings from the hila, parenchymal mottling
+    vessels = _vessels(rng, size, _hila(rng))
+    img += 0.08 * vessels * np.clip(lung_total * 1.3, 0, 1)
+    img += 0.025 * _lowfreq_noise(rng, size, 16) * lung_total
+
+    img += _spine(rng, size, med, body)
+    img -= 0.07 * _trachea(rng, size) * body
+    img += 0.14 * _clavicles(rng, size) * body
+
+    _add_class_signal(img, lesion_rng, label, lungs, med)
+    img = _exposure(rng, img)
+    img = _pose(rng, img)
+    return _film_grain(rng, img)
 
 
 # --------------------------------------------------------------------------------------------
@@ -815,6 +899,7 @@ def _iter_results(
 def synthesize(
     out_dir: Path | str,
     config: SynthConfig = SynthConfig(),
+    *,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
     workers: int | None = None,

@@ -26,6 +26,7 @@ from xraydebug.fsutil import atomic_open, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.inference import predict_probs
 from xraydebug.models.metrics import evaluate_predictions
+from xraydebug.runfolder import METRICS_JSON, PREDICTIONS_CSV
 
 
 @dataclass
@@ -116,18 +117,29 @@ def metrics_from_predictions(
     )
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Settings of :func:`evaluate`: ``batch_size`` images per forward pass, the ``device``,
+    ``n_boot`` patient-level bootstrap resamples for the 95% CIs and their ``seed``."""
+
+    batch_size: int = 64
+    device: str = "auto"
+    n_boot: int = 1000
+    seed: int = 0
+
+
 def evaluate(
     data: Path | str,
     model: Path | str | LoadedModel = "models/covidnet.pt",
     split: str = "test",
     out: Path | str | None = "runs/eval",
+    *,
     manifest: Path | str | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    n_boot: int = 1000,
-    seed: int = 0,
+    config: EvaluateConfig | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` of ``data``; write ``out/metrics.json`` and predictions."""
+    config = config or EvaluateConfig()
+    batch_size, device, n_boot, seed = config.batch_size, config.device, config.n_boot, config.seed
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, dev)
     index = load_index(data, manifest, loaded.classes)
@@ -151,8 +163,8 @@ def evaluate(
     metrics_path = predictions_path = None
     if out is not None:
         out = Path(out)
-        metrics_path = atomic_write_json(out / "metrics.json", metrics)
-        predictions_path = out / "predictions.csv"
+        metrics_path = atomic_write_json(out / METRICS_JSON, metrics)
+        predictions_path = out / PREDICTIONS_CSV
         with atomic_open(predictions_path, "w", newline="", encoding="utf-8") as handle:
             table.drop(columns=["patient_id"]).to_csv(handle, index=False)
     return EvalResult(metrics, table, metrics_path, predictions_path, skipped)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
 
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import DatasetIndex, ImageRecord
@@ -267,9 +268,268 @@ def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+@dataclass
+class _Fit:
+    """The model being trained and everything a resume file restores.
+
+    ``state`` is the early-stopping bookkeeping (``epoch``, ``best_f1``, ``best_epoch``,
+    ``bad_epochs``, ``history`` and, once an epoch improved, ``best_metrics``), stored as a plain
+    dict in the resume file; ``best_state`` the weights of the best epoch so far.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    best_state: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every epoch of one run uses: the resolved config, preprocessing, class names,
+    device, class weights (None: unweighted), text donors (empty: no pasting) and augmentation
+    (None: off)."""
+
+    config: TrainConfig
+    prep: Preprocessing
+    classes: tuple[str, ...]
+    device: torch.device
+    weights: torch.Tensor | None
+    pool: list[Donor]
+    augment: AugmentConfig | None
+
+
+def _decode_caches(
+    index: DatasetIndex,
+    splits: tuple[list[ImageRecord], list[ImageRecord]],
+    prep: Preprocessing,
+    *,
+    console: Console,
+) -> tuple[ImageCache, ImageCache, list[tuple[ImageRecord, str]]]:
+    """Decode the (train, val) records into caches at the model's input size, with one progress
+    bar; returns both caches and the images that could not be read (printed as skipped)."""
+    with _progress(console) as progress:
+        task = progress.add_task("decoding images", total=sum(map(len, splits)), status="")
+        caches = []
+        for records in splits:
+            done0 = progress.tasks[task].completed
+
+            def tick(done: int, _total: int, base: float = done0) -> None:
+                progress.update(task, completed=base + done)
+
+            caches.append(
+                ImageCache.build(
+                    index.root,
+                    records,
+                    index.classes,
+                    prep.input_size,
+                    prep.crop_top,
+                    progress=tick,
+                )
+            )
+    train_cache, val_cache = caches
+    skipped = train_cache.failed + val_cache.failed
+    for _rec, message in skipped:
+        console.print(f"[yellow]skipped[/] {message}", highlight=False)
+    if len(train_cache) == 0 or len(val_cache) == 0:
+        raise DatasetError(f"{index.root}: no readable images left for training/validation")
+    return train_cache, val_cache, skipped
+
+
+def _new_fit(
+    config: TrainConfig,
+    num_classes: int,
+    *,
+    init_weights: Path | str | None,
+    device: torch.device,
+) -> _Fit:
+    """A freshly built model (from the global torch seed) with its optimizer, before epoch 1."""
+    model = build_model(config.arch, num_classes=num_classes, init_weights=init_weights)
+    model.to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    return _Fit(model, optimizer, copy.deepcopy(model.state_dict()), state)
+
+
+def _resume_fit(
+    fit: _Fit, resume_path: Path, identity: dict[str, Any], *, out: Path, console: Console
+) -> None:
+    """Restore ``fit`` and the global torch RNG from ``resume_path`` if it was written for the
+    same config and data (``identity``); otherwise say that it is ignored."""
+    saved = torch.load(resume_path, map_location="cpu", weights_only=True)
+    if saved.get("identity") != json.loads(json.dumps(identity)):
+        console.print(f"[yellow]Ignoring {resume_path}: other config or data.[/]")
+        return
+    fit.model.load_state_dict(saved["model"])
+    fit.optimizer.load_state_dict(saved["optimizer"])
+    fit.best_state = saved["best_state"]
+    fit.state = saved["state"]
+    torch.set_rng_state(saved["torch_rng"])
+    console.print(f"Resuming {out} after epoch {fit.state['epoch']}.")
+
+
+def _shuffle_generator(seed: int, epochs_done: int, n: int) -> torch.Generator:
+    """The generator of the per-epoch shuffles, advanced past ``epochs_done`` epochs so a
+    resumed run draws the same orders as an uninterrupted one."""
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs_done):
+        torch.randperm(n, generator=generator)
+    return generator
+
+
+def _train_epoch(
+    fit: _Fit,
+    setup: _Setup,
+    *,
+    train_cache: ImageCache,
+    order: torch.Tensor,
+    paste_gen: torch.Generator,
+    aug_gen: torch.Generator,
+) -> float:
+    """One pass over ``train_cache`` in ``order``, pasting text from ``setup.pool`` and
+    augmenting (unless ``setup.augment`` is None); returns the mean training loss."""
+    model, optimizer = fit.model, fit.optimizer
+    config, prep, device, pool = setup.config, setup.prep, setup.device, setup.pool
+    model.train()
+    total_loss, seen = 0.0, 0
+    for start in range(0, len(order), config.batch_size):
+        batch = order[start : start + config.batch_size]
+        if len(batch) < 2 and len(order) > 1:
+            continue  # BatchNorm needs more than one sample
+        gray = train_cache.images[batch].to(device).float()
+        if pool:
+            gray = paste_random(gray, pool, config.decorrelate_text, paste_gen)
+        if setup.augment is not None:
+            gray = augment_batch(gray, setup.augment, aug_gen)
+        x = prep.normalize(gray).contiguous(memory_format=torch.channels_last)
+        y = train_cache.labels[batch].to(device)
+        with autocast(device, config.amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, weight=setup.weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += float(loss.detach()) * len(batch)
+        seen += len(batch)
+    return total_loss / max(seen, 1)
+
+
+def _record_epoch(
+    fit: _Fit, epoch: int, train_loss: float, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """Early-stopping bookkeeping after ``epoch``: append its history row, keep its weights if
+    validation macro-F1 improved, else count one more bad epoch. Returns the history row."""
+    state = fit.state
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_accuracy": metrics["accuracy"],
+        "val_macro_f1": metrics["macro_f1"],
+    }
+    state["history"].append(record)
+    if metrics["macro_f1"] > state["best_f1"]:
+        state.update(best_f1=metrics["macro_f1"], best_epoch=epoch, bad_epochs=0)
+        state["best_metrics"] = metrics
+        fit.best_state = copy.deepcopy(fit.model.state_dict())
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch
+    return record
+
+
+def _run_epochs(
+    fit: _Fit,
+    setup: _Setup,
+    *,
+    caches: tuple[ImageCache, ImageCache],
+    generator: torch.Generator,
+    resume_path: Path,
+    identity: dict[str, Any],
+    console: Console,
+) -> None:
+    """Train from ``fit.state['epoch'] + 1`` to ``config.epochs`` or until early stopping,
+    validating on the (train, val) ``caches``' second and writing the resume file after every
+    epoch."""
+    config, prep, device = setup.config, setup.prep, setup.device
+    train_cache, val_cache = caches
+    with _progress(console) as progress:
+        epoch_task = progress.add_task("training", total=config.epochs, status="")
+        progress.update(epoch_task, completed=fit.state["epoch"])
+        for epoch in range(fit.state["epoch"] + 1, config.epochs + 1):
+            aug_gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            paste_gen = torch.Generator().manual_seed(config.seed * 100_019 + epoch)
+            order = torch.randperm(len(train_cache), generator=generator)
+            train_loss = _train_epoch(
+                fit,
+                setup,
+                train_cache=train_cache,
+                order=order,
+                paste_gen=paste_gen,
+                aug_gen=aug_gen,
+            )
+            fit.model.eval()
+            probs = predict_probs(fit.model, prep, val_cache.images, device, amp=config.amp)
+            metrics = summary_metrics(
+                val_cache.labels.numpy(), probs.argmax(1).numpy(), list(setup.classes)
+            )
+            record = _record_epoch(fit, epoch, train_loss, metrics)
+            state = fit.state
+            _save_resume(resume_path, fit.model, fit.optimizer, fit.best_state, state, identity)
+            progress.update(
+                epoch_task,
+                completed=epoch,
+                status=f"loss {record['train_loss']:.3f} val acc {metrics['accuracy']:.3f} "
+                f"macro-F1 {metrics['macro_f1']:.3f} (best {state['best_f1']:.3f} "
+                f"@{state['best_epoch']})",
+            )
+            if state["bad_epochs"] >= config.patience:
+                console.print(
+                    f"Early stop after epoch {epoch}: no val macro-F1 gain in "
+                    f"{config.patience} epochs."
+                )
+                break
+
+
+def _checkpoint_meta(
+    setup: _Setup,
+    fit: _Fit,
+    *,
+    caches: tuple[ImageCache, ImageCache],
+    recipe_lines: list[str],
+    pool_info: dict[str, Any] | None,
+    data: Path | str,
+    fingerprint: dict[str, Any],
+    seconds: float,
+    init_weights: Path | str | None,
+) -> dict[str, Any]:
+    """Everything the checkpoint and its model card record besides the weights."""
+    config, state = setup.config, fit.state
+    return {
+        "arch": config.arch,
+        "classes": list(setup.classes),
+        "preprocessing": setup.prep.to_dict(),
+        "train_config": config.to_dict(),
+        "recipe": recipe_lines,
+        "augment": setup.augment.to_dict() if setup.augment is not None else None,
+        "text_pool": pool_info,
+        "data": str(Path(data)),
+        "data_fingerprint": fingerprint,
+        "best_epoch": state["best_epoch"],
+        "val_metrics": state["best_metrics"],
+        "history": state["history"],
+        "n_train": len(caches[0]),
+        "n_val": len(caches[1]),
+        "seconds": seconds,
+        "device": str(setup.device),
+        "machine": machine_info(),
+        "init_weights": str(init_weights) if init_weights else None,
+        "torch_version": str(torch.__version__),
+    }
+
+
 def train(
     data: Path | str,
     out: Path | str = "models/covidnet.pt",
+    *,
     config: TrainConfig = TrainConfig(),
     manifest: Path | str | None = None,
     init_weights: Path | str | None = None,
@@ -290,168 +550,73 @@ def train(
     console.print(f"Training {config.arch}: " + ", ".join(recipe_lines), highlight=False)
     out = Path(out)
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    spec = get_arch(config.arch)
-    prep = spec.preprocessing
+    torch.manual_seed(config.seed)  # before anything draws: the model's initial weights
+    prep = get_arch(config.arch).preprocessing
     index = load_index(data, manifest)
     classes = index.classes
     train_records, val_records = _split_records(index, config)
     fingerprint = data_fingerprint(index, train_records)
+    train_cache, val_cache, skipped = _decode_caches(
+        index, (train_records, val_records), prep, console=console
+    )
 
-    with _progress(console) as progress:
-        task = progress.add_task(
-            "decoding images", total=len(train_records) + len(val_records), status=""
-        )
-        caches = []
-        for records in (train_records, val_records):
-            done0 = progress.tasks[task].completed
-
-            def tick(done: int, _total: int, base: float = done0) -> None:
-                progress.update(task, completed=base + done)
-
-            caches.append(
-                ImageCache.build(
-                    index.root, records, classes, prep.input_size, prep.crop_top, progress=tick
-                )
-            )
-    train_cache, val_cache = caches
-    skipped = train_cache.failed + val_cache.failed
-    for _rec, message in skipped:
-        console.print(f"[yellow]skipped[/] {message}", highlight=False)
-    if len(train_cache) == 0 or len(val_cache) == 0:
-        raise DatasetError(f"{index.root}: no readable images left for training/validation")
-
-    model = build_model(config.arch, num_classes=len(classes), init_weights=init_weights)
-    model.to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fit = _new_fit(config, len(classes), init_weights=init_weights, device=device)
     weights = class_weight_tensor(config.class_weights, train_cache.labels, len(classes))
-    weights = weights.to(device) if weights is not None else None
-
     resume_path = out.parent / f".{out.stem}.resume.pt"
-    state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
-    best_state = copy.deepcopy(model.state_dict())
     identity = {"train_config": config.to_dict(), "data_fingerprint": fingerprint}
     if resume and resume_path.exists():
-        saved = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if saved.get("identity") == json.loads(json.dumps(identity)):
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            best_state = saved["best_state"]
-            state = saved["state"]
-            torch.set_rng_state(saved["torch_rng"])
-            console.print(f"Resuming {out} after epoch {state['epoch']}.")
-        else:
-            console.print(f"[yellow]Ignoring {resume_path}: other config or data.[/]")
-
-    generator = torch.Generator().manual_seed(config.seed)
-    generator_epochs = state["epoch"]
-    for _ in range(generator_epochs):  # keep the random stream identical after a resume
-        torch.randperm(len(train_cache), generator=generator)
-    augment_cfg = AugmentConfig()
+        _resume_fit(fit, resume_path, identity, out=out, console=console)
+    generator = _shuffle_generator(config.seed, fit.state["epoch"], len(train_cache))
+    augment = AugmentConfig() if config.augment else None
     pool, pool_info = _text_pool(config, classes, prep, train_cache)
-    images = train_cache.images
-    labels = train_cache.labels
-    with _progress(console) as progress:
-        epoch_task = progress.add_task("training", total=config.epochs, status="")
-        progress.update(epoch_task, completed=state["epoch"])
-        for epoch in range(state["epoch"] + 1, config.epochs + 1):
-            aug_gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            paste_gen = torch.Generator().manual_seed(config.seed * 100_019 + epoch)
-            model.train()
-            order = torch.randperm(len(train_cache), generator=generator)
-            total_loss, seen = 0.0, 0
-            for start in range(0, len(order), config.batch_size):
-                batch = order[start : start + config.batch_size]
-                if len(batch) < 2 and len(order) > 1:
-                    continue  # BatchNorm needs more than one sample
-                gray = images[batch].to(device).float()
-                if pool:
-                    gray = paste_random(gray, pool, config.decorrelate_text, paste_gen)
-                if config.augment:
-                    gray = augment_batch(gray, augment_cfg, aug_gen)
-                x = prep.normalize(gray).contiguous(memory_format=torch.channels_last)
-                y = labels[batch].to(device)
-                with autocast(device, config.amp):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, weight=weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += float(loss.detach()) * len(batch)
-                seen += len(batch)
-            model.eval()
-            probs = predict_probs(model, prep, val_cache.images, device, amp=config.amp)
-            metrics = summary_metrics(
-                val_cache.labels.numpy(), probs.argmax(1).numpy(), list(classes)
-            )
-            record = {
-                "epoch": epoch,
-                "train_loss": total_loss / max(seen, 1),
-                "val_accuracy": metrics["accuracy"],
-                "val_macro_f1": metrics["macro_f1"],
-            }
-            state["history"].append(record)
-            if metrics["macro_f1"] > state["best_f1"]:
-                state.update(best_f1=metrics["macro_f1"], best_epoch=epoch, bad_epochs=0)
-                state["best_metrics"] = metrics
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            _save_resume(resume_path, model, optimizer, best_state, state, identity)
-            progress.update(
-                epoch_task,
-                completed=epoch,
-                status=f"loss {record['train_loss']:.3f} val acc {metrics['accuracy']:.3f} "
-                f"macro-F1 {metrics['macro_f1']:.3f} (best {state['best_f1']:.3f} "
-                f"@{state['best_epoch']})",
-            )
-            if state["bad_epochs"] >= config.patience:
-                console.print(
-                    f"Early stop after epoch {epoch}: no val macro-F1 gain in "
-                    f"{config.patience} epochs."
-                )
-                break
+    weights = weights.to(device) if weights is not None else None
+    setup = _Setup(config, prep, classes, device, weights, pool, augment)
+    _run_epochs(
+        fit,
+        setup,
+        caches=(train_cache, val_cache),
+        generator=generator,
+        resume_path=resume_path,
+        identity=identity,
+        console=console,
+    )
 
-    model.load_state_dict(best_state)
+    fit.model.load_state_dict(fit.best_state)
     seconds = time.perf_counter() - start_time
-    meta = {
-        "arch": config.arch,
-        "classes": list(classes),
-        "preprocessing": prep.to_dict(),
-        "train_config": config.to_dict(),
-        "recipe": recipe_lines,
-        "augment": augment_cfg.to_dict() if config.augment else None,
-        "text_pool": pool_info,
-        "data": str(Path(data)),
-        "data_fingerprint": fingerprint,
-        "best_epoch": state["best_epoch"],
-        "val_metrics": state["best_metrics"],
-        "history": state["history"],
-        "n_train": len(train_cache),
-        "n_val": len(val_cache),
-        "seconds": seconds,
-        "device": str(device),
-        "machine": machine_info(),
-        "init_weights": str(init_weights) if init_weights else None,
-        "torch_version": str(torch.__version__),
-    }
-    save_checkpoint(out, model, **meta)
+    meta = _checkpoint_meta(
+        setup,
+        fit,
+        caches=(train_cache, val_cache),
+        recipe_lines=recipe_lines,
+        pool_info=pool_info,
+        data=data,
+        fingerprint=fingerprint,
+        seconds=seconds,
+        init_weights=init_weights,
+    )
+    save_checkpoint(out, fit.model, **meta)
     card_json, card_md = _write_card(out, meta)
     resume_path.unlink(missing_ok=True)
     return TrainResult(
         out,
         card_json,
         card_md,
-        state["best_epoch"],
-        state["best_metrics"],
-        state["history"],
+        meta["best_epoch"],
+        meta["val_metrics"],
+        meta["history"],
         seconds,
         skipped,
     )
 
 
-def _save_resume(path, model, optimizer, best_state, state, identity) -> None:
+def _save_resume(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    best_state: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    identity: dict[str, Any],
+) -> None:
     """Everything needed to continue after ``state['epoch']``, written atomically."""
     buffer = io.BytesIO()
     torch.save(

@@ -9,7 +9,7 @@ and goes to exactly one place (tested in ``tests/test_saliency.py``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -80,6 +80,9 @@ class IGOSConfig:
             ``BatchNorm2d`` in an ``nn.Sequential`` is merged into one convolution (same function
             up to rounding, eval mode; see :func:`~.runtime.fold_batchnorm`); the caller's model is
             never modified. ``False`` runs the model as given.
+        preset_name: the preset these settings started from (set by :meth:`preset`; ``None``:
+            none). A label for ``run.json`` and the report only: not a setting, so it is left
+            out of :meth:`to_dict` and of ``==`` / ``hash``, and never changes the masks.
     """
 
     mask_size: int = 28
@@ -110,6 +113,7 @@ class IGOSConfig:
     coarse: tuple[tuple[int, int], ...] = ()
     channels_last: bool = True
     fold_bn: bool = True
+    preset_name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         try:  # JSON gives lists: keep a hashable tuple of pairs
@@ -166,16 +170,22 @@ class IGOSConfig:
             "coarse",
             "a tuple of (side >= 1, iterations >= 1) pairs",
         )
+        need(
+            self.preset_name is None or self.preset_name in PRESETS,
+            "preset_name",
+            f"None or one of {sorted(PRESETS)}",
+        )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> IGOSConfig:
         """The settings of a named preset (:data:`PRESETS`), with ``overrides`` on top.
 
         ``mask_size`` is not part of a preset: pass it (28 in the papers, 56 in ``scan``).
+        The result remembers ``name`` in :attr:`preset_name`.
         """
         if name not in PRESETS:
             raise ValueError(f"unknown iGOS++ preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return cls(**{**PRESETS[name], **overrides, "preset_name": name})
 
     def step_ladder(self) -> list[float]:
         """The step sizes the line search may try: ``init_step * step_decay**n >= min_step``."""
@@ -185,7 +195,37 @@ class IGOSConfig:
         return steps
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form, e.g. for ``run.json``."""
+        """Plain-dict form of the settings, e.g. for ``run.json`` (without ``preset_name``)."""
+        out = asdict(self)
+        del out["preset_name"]
+        return out
+
+
+@dataclass(frozen=True)
+class GradCAMConfig:
+    """Settings of :func:`xraydebug.saliency.gradcam`.
+
+    Attributes:
+        layer: name (in ``model.named_modules()``) of the layer whose output is used; ``None``:
+            the last ``nn.Conv2d``.
+        batch_size: images per forward/backward; ``None``: about 16M input elements per chunk.
+    """
+
+    layer: str | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.layer is not None and not isinstance(self.layer, str):
+            raise ValueError(
+                "GradCAMConfig.layer: expected None or a module name (str), "
+                f"got {type(self.layer).__name__}"
+            )
+        if self.batch_size is not None and not (_is_int(self.batch_size) and self.batch_size >= 1):
+            raise ValueError(
+                f"GradCAMConfig.batch_size: expected None or an int >= 1, got {self.batch_size!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -226,7 +266,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_PRESET = "balanced"
 
-CONFIG_FIELDS: frozenset[str] = frozenset(f.name for f in fields(IGOSConfig))
+#: The settings of :class:`IGOSConfig` (its fields but the ``preset_name`` label).
+CONFIG_FIELDS: frozenset[str] = frozenset(
+    f.name for f in fields(IGOSConfig) if f.name != "preset_name"
+)
 
 
 def _is_int(value: object) -> bool:

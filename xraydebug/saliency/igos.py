@@ -8,7 +8,8 @@ Conventions (papers and the authors' code, github.com/khorrams/IGOS_pp):
 * deletion input ``del(M) = I*M + B*(1-M)``: salient pixels (M=0) are *removed* into the blur.
 * insertion input ``ins(M) = B*M + I*(1-M)``: only salient pixels are *revealed* from the image.
 * iGOS++ minimises over ``M_del``, ``M_ins`` (``M = M_del * M_ins``, ``f`` = softmax prob. of the
-  target class)::
+  target class, or with ``activation="sigmoid"`` the sigmoid of its logit, for multi-label
+  models)::
 
       f(del(M)) - f(ins(M)) + f(del(M_del)) - f(ins(M_ins)) + l1*mean|1-M| + l2*BTV(M)
 
@@ -85,13 +86,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .config import CONFIG_FIELDS, IGOSConfig
+from .config import CONFIG_FIELDS, DEFAULT_PRESET, IGOSConfig
 from .masks import (
     blur_baseline,
     btv_weights,
@@ -101,14 +102,16 @@ from .masks import (
     upsample_mask,
     weighted_tv,
 )
+from .registry import Explainer, Targets, check_keys, register_explainer
 from .result import SaliencyResult
 from .runtime import (
-    as_targets,
     autocast_context,
+    check_activation,
     check_images,
     fold_batchnorm,
     frozen_model,
     mix_seed,
+    pair_up,
     resolve_device,
     resolve_noise_seeds,
     sync,
@@ -137,6 +140,22 @@ _IGOSPP_TERMS = (
 _IGOS_TERMS = (_Term(insertion=False, uses=(0,), sign=1.0),)
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What tells iGOS++ and I-GOS apart: the classification terms, the number of optimised
+    masks (mask 1, when there is one, is the insertion mask), bilateral (iGOS++) or plain
+    (I-GOS) total variation, and the factor on the summed classification gradient."""
+
+    terms: tuple[_Term, ...]
+    n_masks: int
+    bilateral: bool
+    grad_scale: float
+
+
+IGOSPP_OBJECTIVE = Objective(_IGOSPP_TERMS, n_masks=2, bilateral=True, grad_scale=0.5)
+IGOS_OBJECTIVE = Objective(_IGOS_TERMS, n_masks=1, bilateral=False, grad_scale=1.0)
+
+
 def make_baseline(images: Tensor, baseline: Baseline, kernel: int, sigma: float) -> Tensor:
     """``"blur"`` -> :func:`blur_baseline`; a tensor broadcastable to ``images`` is used as is."""
     if isinstance(baseline, Tensor):
@@ -161,29 +180,30 @@ class _Optimizer:
         images: Tensor,
         baseline: Tensor,
         targets: Tensor,
-        terms: tuple[_Term, ...],
-        n_masks: int,
-        bilateral: bool,
-        grad_scale: float,
+        objective: Objective,
         cfg: IGOSConfig,
         seeds: list[int],
         device: torch.device,
         it_offset: int = 0,
+        activation: str = "softmax",
     ) -> None:
         self.model, self.cfg, self.device = model, cfg, device
         self.images, self.baseline, self.targets = images, baseline, targets
         self.diff = images - baseline
-        self.terms, self.n_masks, self.grad_scale = terms, n_masks, grad_scale
+        self.terms, self.n_masks = objective.terms, objective.n_masks
+        self.grad_scale, self.activation = objective.grad_scale, activation
         self.seeds, self.it_offset = seeds, it_offset
         self.size = (int(images.shape[-2]), int(images.shape[-1]))
         sample = images[0].numel()
         self.batch_size = cfg.batch_size or device_batch_size(sample, device, cfg.ig_steps)
         s = cfg.mask_size
         self.btv = (
-            btv_weights(images, (s, s), cfg.btv_sigma2, cfg.btv_normalize) if bilateral else None
+            btv_weights(images, (s, s), cfg.btv_sigma2, cfg.btv_normalize)
+            if objective.bilateral
+            else None
         )
-        self.signs = torch.tensor([t.sign for t in terms], device=device)
-        self.is_ins = torch.tensor([t.insertion for t in terms], device=device)
+        self.signs = torch.tensor([t.sign for t in self.terms], device=device)
+        self.is_ins = torch.tensor([t.insertion for t in self.terms], device=device)
         k = cfg.ig_steps
         self.alphas = torch.arange(1, k + 1, device=device, dtype=torch.float32) / k
         self.ladder = torch.tensor(cfg.step_ladder(), device=device)
@@ -243,12 +263,15 @@ class _Optimizer:
         return self.baseline[img] + self.diff[img] * m
 
     def probs(self, x: Tensor, img: Tensor, amp: bool) -> Tensor:
-        """Target-class probabilities (float32) of inputs ``x`` for the images ``img``;
-        ``amp``: under autocast (gradient passes only, see :class:`IGOSConfig`)."""
+        """Target-class probabilities (float32, softmax or sigmoid: ``activation``) of inputs
+        ``x`` for the images ``img``; ``amp``: under autocast (gradient passes only, see
+        :class:`IGOSConfig`)."""
         check, self.checked = not self.checked, True
         x = to_model_layout(x, self.device, self.cfg.channels_last)
         with autocast_context(self.device, amp and self.cfg.amp, cpu=True):
-            return target_probs(self.model, x, self.targets[img], check=check)
+            return target_probs(
+                self.model, x, self.targets[img], check=check, activation=self.activation
+            )
 
     # -- plain objective (line search) -----------------------------------------------------------
     @torch.no_grad()
@@ -484,29 +507,6 @@ class _Optimizer:
         return masks, stats
 
 
-def resolve_config(
-    config: IGOSConfig | None, explicit: dict[str, Any], more: dict[str, Any]
-) -> IGOSConfig:
-    """Merge ``config`` with keyword arguments.
-
-    Without ``config`` every keyword is used. With ``config``, keywords that differ from the
-    signature defaults (= the :class:`IGOSConfig` defaults) and every ``**more`` key override it.
-    Unknown keys raise ``TypeError`` listing the valid ones.
-    """
-    unknown = sorted(set(more) - CONFIG_FIELDS)
-    if unknown:
-        raise TypeError(
-            f"unknown IGOS setting(s) {unknown}; valid settings: {sorted(CONFIG_FIELDS)}"
-        )
-    if config is None:
-        return IGOSConfig(**explicit, **more)
-    if not isinstance(config, IGOSConfig):
-        raise TypeError(f"config: expected an IGOSConfig, got {type(config).__name__}")
-    defaults = {f.name: f.default for f in fields(IGOSConfig)}
-    changed = {k: v for k, v in explicit.items() if v != defaults[k]}
-    return replace(config, **changed, **more)
-
-
 def _merge_stage_stats(before: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
     """Per-image stats over coarse-to-fine stages: iterations, updates and step sizes add up;
     the objective (history, final value, convergence) is the last stage's, since a coarser
@@ -522,187 +522,257 @@ def _merge_stage_stats(before: dict[str, Any], stage: dict[str, Any]) -> dict[st
     return out
 
 
-def _explain(
-    method: str,
+def _optimise(
+    net: nn.Module,
+    x: Tensor,
+    base: Tensor,
+    targets: Tensor,
+    objective: Objective,
+    cfg: IGOSConfig,
+    seeds: list[int],
+    device: torch.device,
+    activation: str,
+) -> tuple[Tensor, dict[str, Any], dict[str, Any]]:
+    """Runs the coarse-to-fine stages (just ``mask_size`` without ``coarse``), each stage's masks
+    upsampled into the next -> masks ``(N, n_masks, 1, s, s)``, per-image stats (merged over
+    the stages) and the run's counts (stages, forward images, chunk rows)."""
+    masks, stats, stages = None, {}, []
+    ig_forwards = ls_forwards = it_offset = 0
+    opt = None
+    for side, iters in (*cfg.coarse, (cfg.mask_size, cfg.iterations)):
+        stage_cfg = replace(cfg, mask_size=side, iterations=iters, coarse=())
+        opt = _Optimizer(
+            net, x, base, targets, objective, stage_cfg, seeds, device, it_offset, activation
+        )
+        masks, stage = opt.run(masks)
+        stats = _merge_stage_stats(stats, stage)
+        stages.append({"mask_size": side, "iterations": stage["iterations"]})
+        ig_forwards, ls_forwards = ig_forwards + opt.ig_forwards, ls_forwards + opt.ls_forwards
+        it_offset += iters
+    counts = {"stages": stages, "ig": ig_forwards, "ls": ls_forwards, "rows": opt.batch_size}
+    return masks, stats, counts
+
+
+_CALL_OPTIONS = ("device", "activation", "baseline", "noise_seeds")
+
+
+class IGOSFamily(Explainer):
+    """iGOS++ and I-GOS as registered explainers: one optimiser, two :class:`Objective` s.
+
+    Settings come as an :class:`IGOSConfig`; :meth:`default_config` starts from a preset
+    (:data:`~.config.PRESETS`, default :data:`~.config.DEFAULT_PRESET`).
+    """
+
+    config_class = IGOSConfig
+    objective: ClassVar[Objective]
+
+    def default_config(self, preset: str | None = None, **overrides: Any) -> IGOSConfig:
+        """``IGOSConfig.preset(preset, **overrides)``: ``preset`` one of ``"paper"``,
+        ``"balanced"``, ``"fast"`` (``None``: the default preset); ``None`` overrides are
+        ignored; unknown keys raise ``TypeError`` listing the valid ones."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        check_keys(self.name, given, ["preset", *CONFIG_FIELDS])
+        return IGOSConfig.preset(preset or DEFAULT_PRESET, **given)
+
+    def describe(self, config: IGOSConfig) -> dict[str, Any]:
+        """``{"method", "preset" (the config's preset name or None), "settings"}``."""
+        cfg = self.checked(config)
+        return {"method": self.name, "preset": cfg.preset_name, "settings": cfg.to_dict()}
+
+    def explain(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        targets: Targets,
+        config: IGOSConfig | None = None,
+        *,
+        device: torch.device | str | None = None,
+        activation: str = "softmax",
+        baseline: Baseline = "blur",
+        noise_seeds: Sequence[int] | Tensor | None = None,
+    ) -> SaliencyResult:
+        """Optimised masks of every (image, target) pair (:meth:`Explainer.explain`).
+
+        Args:
+            model: classifier returning logits ``(N, num_classes)``; put in eval mode with
+                parameter gradients off for the call, both restored afterwards; never moved.
+            images: ``(B, C, H, W)`` float, already preprocessed for ``model``.
+            targets: ``(B,)`` class indices (an int = same class for all; ``None`` = the model's
+                predictions) or ``(B, T)``: every image is explained for each of its ``T``
+                classes, in ``B*T`` rows, image 0's targets first (each image is repeated ``T``
+                times; by default its repeats share its noise stream, see ``noise_seeds``).
+            config: an :class:`IGOSConfig` (``None``: :meth:`default_config`).
+            device: where to compute; default the model's device. Results come back on
+                ``images.device``.
+            activation: ``"softmax"`` (``f_c`` = softmax probability of class ``c``) or
+                ``"sigmoid"`` (``f_c = sigmoid(logit_c)``, per-finding multi-label logits).
+            baseline: ``"blur"`` (Gaussian, ``blur_kernel``/``blur_sigma``) or a tensor
+                broadcastable to ``images``.
+            noise_seeds: one int per image naming its noise stream; default a hash of ``seed``
+                and the image's pixels, so an image gets the same mask alone or in any batch.
+        """
+        cfg = self.checked(config)
+        check_activation(activation)
+        check_images(images)
+        start = time.perf_counter()
+        out_device = images.device
+        dev = resolve_device(model, images, device)
+        x = images.detach().to(dev, torch.float32)
+        with frozen_model(model), torch.no_grad():
+            base = make_baseline(x, baseline, cfg.blur_kernel, cfg.blur_sigma)
+            x, tgt, per_image = pair_up(model, x, targets)
+            if per_image > 1:
+                base = base.repeat_interleave(per_image, dim=0)
+            seeds = resolve_noise_seeds(x, cfg.seed, noise_seeds, per_image)
+            net, folded = fold_batchnorm(model) if cfg.fold_bn else (model, 0)
+            masks, stats, counts = _optimise(
+                net, x, base, tgt, self.objective, cfg, seeds, dev, activation
+            )
+        sync(dev)
+        counts.update(
+            seconds=time.perf_counter() - start,
+            device=str(dev),
+            folded=folded,
+            extra=x.shape[0] if targets is None else 0,
+            per_image=per_image,
+        )
+        return self._result(masks.detach().to(out_device), tgt.to(out_device), stats, counts, cfg)
+
+    def _result(
+        self,
+        masks: Tensor,
+        targets: Tensor,
+        stats: dict[str, Any],
+        counts: dict[str, Any],
+        cfg: IGOSConfig,
+    ) -> SaliencyResult:
+        b, seconds, ig_forwards = masks.shape[0], counts["seconds"], counts["ig"]
+        forwards = ig_forwards + counts["ls"] + counts["extra"]
+        has_insertion = self.objective.n_masks == 2
+        stats.update(
+            {
+                "method": self.name,
+                "images": b,
+                "stages": counts["stages"],
+                "forward_images": forwards,
+                "backward_images": ig_forwards,
+                "ig_forward_images": ig_forwards,
+                "line_search_forward_images": counts["ls"],
+                "forward_images_per_image": forwards / b,
+                "backward_images_per_image": ig_forwards / b,
+                "seconds": seconds,
+                "seconds_per_image": seconds / b,
+                "device": counts["device"],
+                "batch_size": counts["rows"],
+                "folded_batchnorms": counts["folded"],
+                "insertion_mask": has_insertion,
+                "targets_per_image": counts["per_image"],
+                "config": cfg.to_dict(),
+            }
+        )
+        deletion = masks[:, 0]
+        insertion = masks[:, 1] if has_insertion else None
+        combined = deletion * insertion if insertion is not None else deletion
+        return SaliencyResult(
+            deletion_mask=deletion,
+            insertion_mask=insertion,
+            mask=combined,
+            targets=targets,
+            method=self.name,
+            stats=stats,
+        )
+
+
+class IGOSPPExplainer(IGOSFamily):
+    """iGOS++: deletion and insertion masks optimised with bilateral total variation."""
+
+    name = "igospp"
+    title = "iGOS++"
+    objective = IGOSPP_OBJECTIVE
+
+
+class IGOSExplainer(IGOSFamily):
+    """I-GOS: one deletion mask, ``f(del(M)) + l1*mean|1-M| + l2*TV(M)`` (plain TV, as the
+    reference's ``IGOS``)."""
+
+    name = "igos"
+    title = "I-GOS"
+    objective = IGOS_OBJECTIVE
+
+
+IGOSPP = register_explainer(IGOSPPExplainer())
+IGOS = register_explainer(IGOSExplainer())
+
+
+def resolve_config(config: IGOSConfig | None, settings: dict[str, Any]) -> IGOSConfig:
+    """``config`` (default ``IGOSConfig()``) with every key of ``settings`` on top, whatever
+    its value: a keyword equal to its default overrides the config too. Unknown keys raise
+    ``TypeError`` listing the valid ones."""
+    check_keys("IGOS", settings, CONFIG_FIELDS)
+    if config is None:
+        return IGOSConfig(**settings)
+    if not isinstance(config, IGOSConfig):
+        raise TypeError(f"config: expected an IGOSConfig, got {type(config).__name__}")
+    return replace(config, **settings)
+
+
+def _call(
+    explainer: IGOSFamily,
     model: nn.Module,
     images: Tensor,
-    targets: Tensor | Sequence[int] | int | None,
-    cfg: IGOSConfig,
-    baseline: Baseline,
-    device: torch.device | str | None,
-    noise_seeds: Sequence[int] | Tensor | None,
+    targets: Targets,
+    config: IGOSConfig | None,
+    settings: dict[str, Any],
 ) -> SaliencyResult:
-    check_images(images)
-    start = time.perf_counter()
-    out_device = images.device
-    dev = resolve_device(model, images, device)
-    x = images.detach().to(dev, torch.float32)
-    seeds = resolve_noise_seeds(x, cfg.seed, noise_seeds)
-    with frozen_model(model), torch.no_grad():
-        extra_forwards = x.shape[0] if targets is None else 0
-        tgt = as_targets(model, x, targets)
-        base = make_baseline(x, baseline, cfg.blur_kernel, cfg.blur_sigma)
-        net, folded = fold_batchnorm(model) if cfg.fold_bn else (model, 0)
-        terms, n_masks, bilateral, scale = (
-            (_IGOSPP_TERMS, 2, True, 0.5) if method == "igospp" else (_IGOS_TERMS, 1, False, 1.0)
-        )
-        masks, stats, stages = None, {}, []
-        ig_forwards = ls_forwards = it_offset = 0
-        for side, iters in (*cfg.coarse, (cfg.mask_size, cfg.iterations)):
-            stage_cfg = replace(cfg, mask_size=side, iterations=iters, coarse=())
-            opt = _Optimizer(
-                net,
-                x,
-                base,
-                tgt,
-                terms,
-                n_masks,
-                bilateral,
-                scale,
-                stage_cfg,
-                seeds,
-                dev,
-                it_offset,
-            )
-            masks, stage = opt.run(masks)
-            stats = _merge_stage_stats(stats, stage)
-            stages.append({"mask_size": side, "iterations": stage["iterations"]})
-            ig_forwards, ls_forwards = ig_forwards + opt.ig_forwards, ls_forwards + opt.ls_forwards
-            it_offset += iters
-    sync(dev)
-    seconds = time.perf_counter() - start
-    b = x.shape[0]
-    forwards = ig_forwards + ls_forwards + extra_forwards
-    stats.update(
-        {
-            "method": method,
-            "images": b,
-            "stages": stages,
-            "forward_images": forwards,
-            "backward_images": ig_forwards,
-            "ig_forward_images": ig_forwards,
-            "line_search_forward_images": ls_forwards,
-            "forward_images_per_image": forwards / b,
-            "backward_images_per_image": ig_forwards / b,
-            "seconds": seconds,
-            "seconds_per_image": seconds / b,
-            "device": str(dev),
-            "batch_size": opt.batch_size,
-            "folded_batchnorms": folded,
-            "insertion_mask": method == "igospp",
-            "config": cfg.to_dict(),
-        }
-    )
-    masks = masks.detach().to(out_device)
-    deletion = masks[:, 0]
-    insertion = masks[:, 1] if method == "igospp" else None
-    combined = deletion * insertion if insertion is not None else deletion
-    return SaliencyResult(
-        deletion_mask=deletion,
-        insertion_mask=insertion,
-        mask=combined,
-        targets=tgt.to(out_device),
-        method=method,
-        stats=stats,
-    )
+    """The keyword form of :meth:`IGOSFamily.explain` behind :func:`igospp` and :func:`igos`."""
+    check_keys("IGOS", settings, [*CONFIG_FIELDS, *_CALL_OPTIONS])
+    options = {k: settings.pop(k) for k in _CALL_OPTIONS if k in settings}
+    cfg = resolve_config(config, settings)
+    return explainer.explain(model, images, targets, cfg, **options)
 
 
 def igospp(
     model: nn.Module,
     images: Tensor,
-    targets: Tensor | Sequence[int] | int | None,
+    targets: Targets,
     *,
-    mask_size: int = 28,
-    iterations: int = 20,
-    ig_steps: int = 15,
-    l1: float = 1.0,
-    l2: float = 20.0,
-    noise: float = 0.2,
-    baseline: Baseline = "blur",
-    batch_size: int | None = None,
-    device: torch.device | str | None = None,
-    seed: int = 0,
     config: IGOSConfig | None = None,
-    noise_seeds: Sequence[int] | Tensor | None = None,
-    **more: Any,
+    **settings: Any,
 ) -> SaliencyResult:
     """iGOS++ saliency: deletion and insertion masks optimised with bilateral perturbations.
 
+    The keyword form of ``get_explainer("igospp").explain`` (:meth:`IGOSFamily.explain`, which
+    documents ``model``, ``images``, ``targets`` and the call options).
+
     Args:
-        model: classifier returning logits ``(N, num_classes)``; put in eval mode with parameter
-            gradients off for the call, both restored afterwards; never moved.
-        images: ``(B, C, H, W)`` float, already preprocessed for ``model``.
-        targets: ``(B,)`` class indices to explain (an int = same class for all; ``None`` = the
-            model's predictions).
-        mask_size, iterations, ig_steps, l1, l2, noise, batch_size, seed: see :class:`IGOSConfig`.
-        baseline: ``"blur"`` (Gaussian, ``blur_kernel``/``blur_sigma``) or a tensor broadcastable
-            to ``images``.
-        device: where to compute; default the model's device. Results come back on
-            ``images.device``.
-        config: a whole :class:`IGOSConfig`; keywords that differ from their defaults override it.
-        noise_seeds: one int per image naming its noise stream; default a hash of ``seed`` and the
-            image's pixels, so an image gets the same mask alone or in any batch.
-        **more: any other :class:`IGOSConfig` field (``init_step``, ``ls_group``, ``amp``, ...).
+        config: a whole :class:`IGOSConfig` (default ``IGOSConfig()``, the reference's settings
+            with convergence stopping).
+        **settings: any :class:`IGOSConfig` field (``mask_size``, ``iterations``, ``ig_steps``,
+            ``l1``, ``l2``, ``noise``, ``batch_size``, ``seed``, ``init_step``, ``amp``, ...),
+            each overriding ``config`` whatever its value; and the call options ``device``,
+            ``activation``, ``baseline``, ``noise_seeds``.
 
     Returns:
         :class:`SaliencyResult` with ``deletion_mask``, ``insertion_mask`` and
-        ``mask = deletion_mask * insertion_mask``, each ``(B, 1, s, s)`` in [0, 1] (0 = salient).
+        ``mask = deletion_mask * insertion_mask``, each ``(N, 1, s, s)`` in [0, 1] (0 = salient),
+        ``N = B`` (or ``B*T`` for ``(B, T)`` targets).
     """
-    cfg = resolve_config(
-        config,
-        dict(
-            mask_size=mask_size,
-            iterations=iterations,
-            ig_steps=ig_steps,
-            l1=l1,
-            l2=l2,
-            noise=noise,
-            batch_size=batch_size,
-            seed=seed,
-        ),
-        more,
-    )
-    return _explain("igospp", model, images, targets, cfg, baseline, device, noise_seeds)
+    return _call(IGOSPP, model, images, targets, config, settings)
 
 
 def igos(
     model: nn.Module,
     images: Tensor,
-    targets: Tensor | Sequence[int] | int | None,
+    targets: Targets,
     *,
-    mask_size: int = 28,
-    iterations: int = 20,
-    ig_steps: int = 15,
-    l1: float = 1.0,
-    l2: float = 20.0,
-    noise: float = 0.2,
-    baseline: Baseline = "blur",
-    batch_size: int | None = None,
-    device: torch.device | str | None = None,
-    seed: int = 0,
     config: IGOSConfig | None = None,
-    noise_seeds: Sequence[int] | Tensor | None = None,
-    **more: Any,
+    **settings: Any,
 ) -> SaliencyResult:
     """I-GOS saliency: one deletion mask minimising ``f(del(M)) + l1*mean|1-M| + l2*TV(M)``
-    (plain TV, as the reference's ``IGOS``), same optimiser and arguments as :func:`igospp`.
+    (plain TV, as the reference's ``IGOS``); same optimiser and arguments as :func:`igospp`.
 
     Returns:
-        :class:`SaliencyResult` with ``deletion_mask = mask`` ``(B, 1, s, s)`` in [0, 1]
+        :class:`SaliencyResult` with ``deletion_mask = mask`` ``(N, 1, s, s)`` in [0, 1]
         (0 = salient) and ``insertion_mask = None``.
     """
-    cfg = resolve_config(
-        config,
-        dict(
-            mask_size=mask_size,
-            iterations=iterations,
-            ig_steps=ig_steps,
-            l1=l1,
-            l2=l2,
-            noise=noise,
-            batch_size=batch_size,
-            seed=seed,
-        ),
-        more,
-    )
-    return _explain("igos", model, images, targets, cfg, baseline, device, noise_seeds)
+    return _call(IGOS, model, images, targets, config, settings)

@@ -7,7 +7,8 @@ index, row-major, so results are deterministic). At step ``j`` of ``steps`` the 
 * removed from the image into the blurred baseline (deletion: ``I*(1-R) + B*R``), or
 * inserted from the image into the blurred baseline (insertion: ``B*(1-R) + I*R``),
 
-and the softmax probability of the target class is recorded at the ``steps + 1`` points. The score
+and the probability of the target class (softmax, or sigmoid of its logit for multi-label models:
+``activation``) is recorded at the ``steps + 1`` points. The score
 is the trapezoid area under that curve over the fraction of pixels in [0, 1]: low deletion and
 high insertion AUC mean a faithful saliency map.
 
@@ -18,19 +19,19 @@ nearest-cell ties and a finer one otherwise, and works for Grad-CAM maps of any 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
 from .igos import Baseline, make_baseline
 from .masks import default_batch_size, upsample_mask
+from .registry import Targets
 from .result import SaliencyResult
 from .runtime import (
-    as_targets,
     autocast_context,
+    check_activation,
     check_images,
     frozen_model,
+    pair_up,
     resolve_device,
     target_probs,
 )
@@ -39,7 +40,7 @@ from .runtime import (
 def deletion_insertion(
     model: nn.Module,
     images: Tensor,
-    targets: Tensor | Sequence[int] | int | None,
+    targets: Targets,
     saliency: SaliencyResult | Tensor,
     steps: int = 50,
     baseline: Baseline = "blur",
@@ -49,34 +50,60 @@ def deletion_insertion(
     blur_kernel: int = 51,
     blur_sigma: float = 50.0,
     amp: bool = False,
+    activation: str = "softmax",
 ) -> tuple[Tensor, Tensor]:
-    """Deletion and insertion AUC of a saliency map for each image.
+    """Deletion and insertion AUC of a saliency map for each (image, target) pair.
 
     Args:
         model: classifier returning logits; eval mode for the call, state restored afterwards.
         images: ``(B, C, H, W)`` float, preprocessed for ``model``.
-        targets: ``(B,)`` class indices (``None`` = the model's predictions).
+        targets: ``(B,)`` class indices (``None`` = the model's predictions), or ``(B, T)``:
+            ``T`` classes per image, scored against ``B*T`` saliency maps (image 0's first, as
+            the explainers return them).
         saliency: a :class:`SaliencyResult` (its :meth:`~SaliencyResult.saliency`) or a tensor
-            ``(B, 1, h, w)`` / ``(B, h, w)`` of saliency (higher = more salient), upsampled
-            bilinearly (``align_corners=True``) to ``H x W``.
+            ``(N, 1, h, w)`` / ``(N, h, w)`` of saliency (higher = more salient), upsampled
+            bilinearly (``align_corners=True``) to ``H x W``; ``N = B`` (``B*T``).
         steps: number of pixel groups (``N / steps`` pixels each); the curve has ``steps + 1``
             points.
         baseline: ``"blur"`` (``blur_kernel``, ``blur_sigma``) or a tensor broadcastable to
             ``images``.
         batch_size: images per forward; default about 16M input elements per chunk.
         amp: autocast on CUDA (off by default so scores are comparable across devices).
+        activation: ``"softmax"`` or ``"sigmoid"`` (probability of class ``c`` =
+            ``sigmoid(logit_c)``, for per-finding multi-label models).
 
     Returns:
-        ``(deletion_auc, insertion_auc)``, each ``(B,)`` float32 in [0, 1] on ``images.device``.
+        ``(deletion_auc, insertion_auc)``, each ``(N,)`` float32 in [0, 1] on ``images.device``.
     """
     check_images(images)
+    check_activation(activation)
     if steps < 1:
         raise ValueError(f"deletion_insertion: expected steps >= 1, got {steps}")
     out_device = images.device
     dev = resolve_device(model, images, device)
     x = images.detach().to(dev, torch.float32)
-    b, _, h, w = x.shape
-    n_pix = h * w
+    with frozen_model(model), torch.inference_mode():
+        base = make_baseline(x, baseline, blur_kernel, blur_sigma)
+        x, tgt, per_image = pair_up(model, x, targets)
+        if per_image > 1:
+            base = base.repeat_interleave(per_image, dim=0)
+        b, _, h, w = x.shape
+        n_pix = h * w
+        rank = _ranks(saliency, b, (h, w), dev)
+        counts = torch.arange(steps + 1, device=dev, dtype=torch.float64) * n_pix / steps
+        counts = torch.round(counts).long()
+        bs = batch_size or default_batch_size(x[0].numel())
+        probs = _curve_probs(model, x, base, tgt, rank, counts, bs, amp, activation)
+    fractions = counts.float() / n_pix
+    del_auc, ins_auc = _areas(probs, steps, fractions)
+    return del_auc.to(out_device), ins_auc.to(out_device)
+
+
+def _ranks(
+    saliency: SaliencyResult | Tensor, b: int, size: tuple[int, int], dev: torch.device
+) -> Tensor:
+    """``(b, 1, H, W)`` rank of every pixel by saliency (0 = most salient; ties by index)."""
+    h, w = size
     sal = saliency.saliency((h, w)) if isinstance(saliency, SaliencyResult) else saliency
     if not isinstance(sal, Tensor):
         raise TypeError(
@@ -91,39 +118,51 @@ def deletion_insertion(
     sal = upsample_mask(sal.detach().to(dev, torch.float32), (h, w))
     order = torch.sort(sal.flatten(1), dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(n_pix, device=dev).expand(b, -1).contiguous())
-    rank = rank.view(b, 1, h, w)
-    counts = torch.round(torch.arange(steps + 1, device=dev, dtype=torch.float64) * n_pix / steps)
-    counts = counts.long()
-    fractions = counts.float() / n_pix
-    bs = batch_size or default_batch_size(x[0].numel())
+    rank.scatter_(1, order, torch.arange(h * w, device=dev).expand(b, -1).contiguous())
+    return rank.view(b, 1, h, w)
 
-    with frozen_model(model), torch.inference_mode():
-        tgt = as_targets(model, x, targets)
-        base = make_baseline(x, baseline, blur_kernel, blur_sigma)
-        # Rows: per image, the inner points j = 1..steps-1 of both curves, plus the two end points
-        # shared by both curves (j=0 deletion = full image = j=steps insertion, and vice versa).
-        inner = steps - 1
-        per_image = 2 * inner + 2
-        total = b * per_image
-        probs = torch.empty(total, device=dev)
-        for r0 in range(0, total, bs):
-            r = torch.arange(r0, min(total, r0 + bs), device=dev)
-            img, slot = r // per_image, r % per_image
-            is_ins = (slot >= inner) & (slot < 2 * inner)
-            j = torch.where(slot < inner, slot + 1, slot - inner + 1).clamp_(max=steps)
-            removed = (rank[img] < counts[j].view(-1, 1, 1, 1)).float()
-            removed = torch.where(is_ins.view(-1, 1, 1, 1), 1.0 - removed, removed)
-            removed = torch.where((slot == 2 * inner).view(-1, 1, 1, 1), 0.0, removed)  # image
-            removed = torch.where((slot == 2 * inner + 1).view(-1, 1, 1, 1), 1.0, removed)  # blur
-            # ``removed`` is now the share of each pixel taken from the baseline.
-            xr = x[img] + (base[img] - x[img]) * removed
-            with autocast_context(dev, amp):
-                probs[r] = target_probs(model, xr, tgt[img], check=r0 == 0)
-    probs = probs.view(b, per_image)
+
+def _curve_probs(
+    model: nn.Module,
+    x: Tensor,
+    base: Tensor,
+    tgt: Tensor,
+    rank: Tensor,
+    counts: Tensor,
+    bs: int,
+    amp: bool,
+    activation: str,
+) -> Tensor:
+    """``(b, 2 * (steps - 1) + 2)`` target probabilities per image: the inner points
+    ``j = 1 .. steps - 1`` of the deletion curve, then of the insertion curve, then the two end
+    points shared by both curves (the image: j=0 deletion = j=steps insertion; and the blur)."""
+    dev, b, steps = x.device, x.shape[0], counts.numel() - 1
+    inner = steps - 1
+    per_image = 2 * inner + 2
+    total = b * per_image
+    probs = torch.empty(total, device=dev)
+    for r0 in range(0, total, bs):
+        r = torch.arange(r0, min(total, r0 + bs), device=dev)
+        img, slot = r // per_image, r % per_image
+        is_ins = (slot >= inner) & (slot < 2 * inner)
+        j = torch.where(slot < inner, slot + 1, slot - inner + 1).clamp_(max=steps)
+        removed = (rank[img] < counts[j].view(-1, 1, 1, 1)).float()
+        removed = torch.where(is_ins.view(-1, 1, 1, 1), 1.0 - removed, removed)
+        removed = torch.where((slot == 2 * inner).view(-1, 1, 1, 1), 0.0, removed)  # image
+        removed = torch.where((slot == 2 * inner + 1).view(-1, 1, 1, 1), 1.0, removed)  # blur
+        # ``removed`` is now the share of each pixel taken from the baseline.
+        xr = x[img] + (base[img] - x[img]) * removed
+        with autocast_context(dev, amp):
+            probs[r] = target_probs(model, xr, tgt[img], check=r0 == 0, activation=activation)
+    return probs.view(b, per_image)
+
+
+def _areas(probs: Tensor, steps: int, fractions: Tensor) -> tuple[Tensor, Tensor]:
+    """Trapezoid areas of the deletion and insertion curves laid out by :func:`_curve_probs`."""
+    inner = steps - 1
     p_image, p_blur = probs[:, -2:-1], probs[:, -1:]
     del_curve = torch.cat([p_image, probs[:, :inner], p_blur], dim=1)
     ins_curve = torch.cat([p_blur, probs[:, inner : 2 * inner], p_image], dim=1)
     del_auc = torch.trapezoid(del_curve, fractions, dim=1)
     ins_auc = torch.trapezoid(ins_curve, fractions, dim=1)
-    return del_auc.to(out_device), ins_auc.to(out_device)
+    return del_auc, ins_auc

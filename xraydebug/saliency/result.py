@@ -13,17 +13,18 @@ from .masks import upsample_mask
 
 @dataclass
 class SaliencyResult:
-    """Masks of one explainer call over a batch of ``B`` images.
+    """Masks of one explainer call over ``N`` (image, target) pairs: ``N = B`` images with one
+    target each, or ``B*T`` rows for ``(B, T)`` targets (image 0's ``T`` targets first).
 
     Mask convention: values in [0, 1], **0 = salient** (the pixel matters for the class).
 
     Attributes:
-        deletion_mask: ``(B, 1, s, s)`` deletion mask ``M_del`` (iGOS++, I-GOS), else ``None``.
-        insertion_mask: ``(B, 1, s, s)`` insertion mask ``M_ins`` (iGOS++ only), else ``None``.
-        mask: ``(B, 1, s, s)`` the method's mask: ``M_del * M_ins`` for ``igospp``, ``M_del`` for
+        deletion_mask: ``(N, 1, s, s)`` deletion mask ``M_del`` (iGOS++, I-GOS), else ``None``.
+        insertion_mask: ``(N, 1, s, s)`` insertion mask ``M_ins`` (iGOS++ only), else ``None``.
+        mask: ``(N, 1, s, s)`` the method's mask: ``M_del * M_ins`` for ``igospp``, ``M_del`` for
             ``igos``, ``1 - cam`` (cam normalised to [0, 1] per image) for ``gradcam``, where ``s``
             is the Grad-CAM layer's resolution.
-        targets: ``(B,)`` long, the explained class of each image.
+        targets: ``(N,)`` long, the explained class of each row.
         method: registry name of the explainer (``"igospp"``, ``"igos"``, ``"gradcam"``).
         stats: JSON-friendly facts about the run (per-image iterations, forward/backward image
             counts, seconds, the resolved config, ...).
@@ -40,12 +41,12 @@ class SaliencyResult:
         return int(self.mask.shape[0])
 
     def saliency(self, size: tuple[int, int] | None = None) -> Tensor:
-        """``(B, 1, H, W)`` saliency ``1 - mask``, bilinearly upsampled (``align_corners=True``)
+        """``(N, 1, H, W)`` saliency ``1 - mask``, bilinearly upsampled (``align_corners=True``)
         to ``size`` (default: the mask's own size), values in [0, 1]; higher = more salient."""
         return _to_saliency(self.mask, size)
 
     def insertion_saliency(self, size: tuple[int, int] | None = None) -> Tensor:
-        """``(B, 1, H, W)`` saliency of the insertion mask, ``1 - M_ins`` upsampled like
+        """``(N, 1, H, W)`` saliency of the insertion mask, ``1 - M_ins`` upsampled like
         :meth:`saliency`: the pixels whose *presence* keeps the class probability up (what the
         text-shortcut flagging measures). Methods without an insertion mask (``igos``,
         ``gradcam``) fall back to :meth:`saliency`; ``stats["insertion_mask"]`` says which."""

@@ -78,21 +78,50 @@ def check_images(images: Tensor, name: str = "images") -> None:
 def as_targets(
     model: nn.Module, images: Tensor, targets: Tensor | Sequence[int] | int | None
 ) -> Tensor:
-    """``(B,)`` long class indices on ``images.device``; ``None`` means the model's prediction."""
+    """``(B,)`` long class indices on ``images.device``; ``None`` means the model's prediction
+    (its highest logit, which is also the highest softmax or sigmoid probability)."""
     b = images.shape[0]
     if targets is None:
         with torch.no_grad():
             return model_logits(model, images).argmax(dim=1)
-    t = torch.as_tensor(targets, device=images.device)
+    t = _integer_targets(targets, images.device)
     if t.dim() == 0:
         t = t.expand(b)
-    if t.is_floating_point() or t.dtype == torch.bool:
-        raise TypeError(f"targets: expected integer class indices, got dtype {t.dtype}")
     if t.shape != (b,):
         raise ValueError(
-            f"targets: expected shape ({b},) to match the images, got {tuple(t.shape)}"
+            f"targets: expected shape ({b},) or ({b}, T) to match the images, got {tuple(t.shape)}"
         )
     return t.long()
+
+
+def _integer_targets(targets: Tensor | Sequence[Any] | int, device: torch.device) -> Tensor:
+    t = torch.as_tensor(targets, device=device)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"targets: expected integer class indices, got dtype {t.dtype}")
+    return t
+
+
+def pair_up(
+    model: nn.Module, images: Tensor, targets: Tensor | Sequence[Any] | int | None
+) -> tuple[Tensor, Tensor, int]:
+    """The (image, target) pairs to explain: ``(images, (N,) targets, T)``.
+
+    ``(B, T)`` targets (``T`` classes per image) give every image repeated ``T`` times, row-major
+    (image 0's targets first), ``N = B*T`` flat targets and ``T``; anything else is
+    :func:`as_targets` (``N = B``, ``T = 1``, the images themselves).
+    """
+    if targets is None or isinstance(targets, int):
+        return images, as_targets(model, images, targets), 1
+    t = _integer_targets(targets, images.device)
+    if t.dim() != 2:
+        return images, as_targets(model, images, t), 1
+    b, per_image = images.shape[0], t.shape[1]
+    if t.shape[0] != b or per_image == 0:
+        raise ValueError(
+            f"targets: expected shape ({b},) or ({b}, T) with T >= 1 to match the images, "
+            f"got {tuple(t.shape)}"
+        )
+    return images.repeat_interleave(per_image, dim=0), t.reshape(-1).long(), per_image
 
 
 def model_logits(model: nn.Module, x: Tensor) -> Tensor:
@@ -103,8 +132,26 @@ def model_logits(model: nn.Module, x: Tensor) -> Tensor:
     return out
 
 
-def target_probs(model: nn.Module, x: Tensor, targets: Tensor, check: bool = False) -> Tensor:
-    """Softmax probability (float32) of ``targets`` ``(N,)`` for inputs ``x`` ``(N, C, H, W)``.
+ACTIVATIONS = ("softmax", "sigmoid")
+"""How logits become the probability of class ``c``: ``softmax`` over the classes (one label
+per image) or ``sigmoid`` of the class's own logit (per-finding logits, multi-label)."""
+
+
+def check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+    return activation
+
+
+def target_probs(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    check: bool = False,
+    activation: str = "softmax",
+) -> Tensor:
+    """Probability (float32) of ``targets`` ``(N,)`` for inputs ``x`` ``(N, C, H, W)``: softmax
+    over the classes, or with ``activation="sigmoid"`` the sigmoid of the target's logit.
 
     ``check=True`` validates the class indices against the logits (a device sync: do it once).
     """
@@ -115,6 +162,8 @@ def target_probs(model: nn.Module, x: Tensor, targets: Tensor, check: bool = Fal
             f"targets: expected class indices in [0, {n_classes - 1}], "
             f"got values in [{int(targets.min())}, {int(targets.max())}]"
         )
+    if activation == "sigmoid":
+        return torch.sigmoid(logits.float().gather(1, targets.view(-1, 1)).squeeze(1))
     probs = torch.softmax(logits.float(), dim=1)
     return probs.gather(1, targets.view(-1, 1)).squeeze(1)
 
@@ -226,16 +275,20 @@ def image_seeds(images: Tensor, seed: int) -> list[int]:
 
 
 def resolve_noise_seeds(
-    images: Tensor, seed: int, noise_seeds: Sequence[int] | Tensor | None
+    images: Tensor, seed: int, noise_seeds: Sequence[int] | Tensor | None, per_image: int = 1
 ) -> list[int]:
+    """One noise seed per row of ``images``: by default :func:`image_seeds` (so a repeated
+    image -- several targets -- reuses its noise stream); else ``noise_seeds``, one per
+    original image, each repeated ``per_image`` times, mixed with ``seed``."""
     if noise_seeds is None:
         return image_seeds(images, seed)
     seeds = [int(s) for s in torch.as_tensor(noise_seeds).reshape(-1).tolist()]
-    if len(seeds) != images.shape[0]:
+    expected = images.shape[0] // per_image
+    if len(seeds) != expected:
         raise ValueError(
-            f"noise_seeds: expected {images.shape[0]} seeds (one per image), got {len(seeds)}"
+            f"noise_seeds: expected {expected} seeds (one per image), got {len(seeds)}"
         )
-    return [mix_seed(seed, s) for s in seeds]
+    return [mix_seed(seed, s) for s in seeds for _ in range(per_image)]
 
 
 def sync(device: torch.device) -> None:

@@ -26,8 +26,22 @@ from xraydebug.text.zoom import ZoomCrop
 __all__ = ["SIDE_LETTERS", "glyph_scores"]
 
 SIDE_LETTERS = ("L", "R")
+# Values below were chosen by hand on the synthetic benchmark (benchmarks/text_bench.py) and
+# the tests' letters unless a line says otherwise.
 _SIZE = 32  # templates and candidates are compared at this size
 _MIN_ASPECT_MATCH = 0.75  # width/height ratios must agree within this factor
+_TURN_STEP_DEG = 15.0  # candidates are turned in steps of this many degrees
+# templates: each letter drawn at this font size on a square canvas this wide, this far in
+_TEMPLATE_PT = 96
+_TEMPLATE_CANVAS = 128
+_TEMPLATE_OFFSET = 16
+# a candidate shape needs: at least this many region pixels and this much contrast inside the
+# region (grey levels) to binarise, and an ink component at least this many pixels (area) and
+# this wide and tall (px of the zoomed crop)
+_MIN_REGION_PIXELS = 16
+_MIN_INK_CONTRAST = 12
+_MIN_INK_AREA = 20
+_MIN_INK_SIDE = 4
 
 
 @lru_cache(maxsize=1)
@@ -35,10 +49,10 @@ def _templates() -> tuple[tuple[np.ndarray, float], ...]:
     """(mask (32, 32) bool, aspect w/h) of each side letter in each font."""
     out = []
     for path in font_paths():
-        font = ImageFont.truetype(str(path), 96)
+        font = ImageFont.truetype(str(path), _TEMPLATE_PT)
         for letter in SIDE_LETTERS:
-            canvas = Image.new("L", (128, 128), 0)
-            ImageDraw.Draw(canvas).text((16, 0), letter, font=font, fill=255)
+            canvas = Image.new("L", (_TEMPLATE_CANVAS, _TEMPLATE_CANVAS), 0)
+            ImageDraw.Draw(canvas).text((_TEMPLATE_OFFSET, 0), letter, font=font, fill=255)
             ink = np.asarray(canvas) > 127
             ys, xs = np.nonzero(ink)
             ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
@@ -52,7 +66,11 @@ def _ink_shape(crop: ZoomCrop) -> np.ndarray | None:
     """The crop's ink component that holds most of the region's stroke pixels, uint8 0/1."""
     u8 = to_u8(crop.image)
     inside = u8[crop.mask]
-    if inside.size < 16 or int(inside.max()) - int(inside.min()) < 12 or not crop.core.any():
+    if (
+        inside.size < _MIN_REGION_PIXELS
+        or int(inside.max()) - int(inside.min()) < _MIN_INK_CONTRAST
+        or not crop.core.any()
+    ):
         return None
     level, _ = cv2.threshold(inside.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     bright = (u8 > level) & crop.mask
@@ -66,24 +84,24 @@ def _ink_shape(crop: ZoomCrop) -> np.ndarray | None:
     votes[0] = 0
     k = int(np.argmax(votes))
     x, y, w, h, area = (int(v) for v in stats[k])
-    if k == 0 or min(w, h) < 4 or area < 20:
+    if k == 0 or min(w, h) < _MIN_INK_SIDE or area < _MIN_INK_AREA:
         return None
     return (labels[y : y + h, x : x + w] == k).astype(np.uint8)
 
 
 def _normalised(shape: np.ndarray) -> tuple[np.ndarray, float] | None:
     ys, xs = np.nonzero(shape)
-    if ys.size < 20:
+    if ys.size < _MIN_INK_AREA:
         return None
     cut = shape[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     h, w = cut.shape
-    if min(h, w) < 4:
+    if min(h, w) < _MIN_INK_SIDE:
         return None
     resized = cv2.resize(cut, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA) > 0
     return resized, w / h
 
 
-def _rotations(shape: np.ndarray, step: float = 15.0) -> list[tuple[np.ndarray, float]]:
+def _rotations(shape: np.ndarray, step: float = _TURN_STEP_DEG) -> list[tuple[np.ndarray, float]]:
     """The shape turned by every ``step`` degrees, each cut to its box and resized."""
     h, w = shape.shape
     side = int(np.ceil(np.hypot(h, w))) + 2

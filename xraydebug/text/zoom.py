@@ -27,6 +27,21 @@ __all__ = ["ZoomCrop", "batched_scores", "deskewed_crops", "pad_to_multiple"]
 # two readings (0 and 180 degrees) are tried; anything more compact (a letter, "AP", two
 # stacked letters) is tried in all four orientations
 _WORD_ASPECT = 3.0
+# Values below were chosen by hand on the synthetic benchmark (benchmarks/text_bench.py)
+# unless a line says otherwise.
+# a region's rectangle and glyph size count as at least this many pixels (degenerate strokes)
+_MIN_SIDE_PX = 3.0
+# the zoom of a region stays within these factors
+_MIN_SCALE, _MAX_SCALE = 0.125, 8.0
+_MIN_PAD_PX = 4.0  # context kept around a region at least (px of the crop)
+# contrast stretch: these percentiles of the crop are mapped to 0 and 1 ...
+_STRETCH_PERCENTILES = (1, 99)
+# ... unless they are closer than this (a flat crop is not stretched without bound)
+_MIN_SPREAD = 1e-3
+# the mask a region is scored in: its stroke pixels dilated by this many film pixels (scaled to
+# the crop), at least this many crop pixels; the network's peak sits between strokes
+_MASK_GROW_FILM_PX = 2
+_MASK_GROW_MIN_PX = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ def _axes(rect: tuple) -> tuple[np.ndarray, np.ndarray, float, float]:
 def deskewed_crops(
     gray: np.ndarray,
     regions: Sequence[Region],
+    *,
     glyph_px: float = 40.0,
     max_side: int = 512,
     margin: float = 0.5,
@@ -79,43 +95,70 @@ def deskewed_crops(
     gray = np.asarray(gray, dtype=np.float32)
     crops: list[ZoomCrop] = []
     for index, region in enumerate(regions):
-        (cx, cy), _, _ = region.rect
-        u, v, long_side, short_side = _axes(region.rect)
-        long_side, short_side = max(long_side, 3.0), max(short_side, 3.0)
-        scale = float(np.clip(glyph_px / max(region.glyph, 3.0), 0.125, 8.0))
-        pad = max(4.0, margin * short_side * scale)
-        if long_side * scale + 2 * pad > max_side:
-            scale = (max_side - 8.0) / (long_side * (1.0 + 2.0 * margin * short_side / long_side))
-            pad = max(4.0, margin * short_side * scale)
-        out_w = round(long_side * scale + 2 * pad)
-        out_h = round(short_side * scale + 2 * pad)
-        ox, oy = out_w / 2.0, out_h / 2.0
-        matrix = np.array(
-            [
-                [scale * u[0], scale * u[1], ox - scale * (u[0] * cx + u[1] * cy)],
-                [scale * v[0], scale * v[1], oy - scale * (v[0] * cx + v[1] * cy)],
-            ]
-        )
-        image = cv2.warpAffine(
-            gray, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        image, matrix, scale, elongated = _warp(
+            gray, region, glyph_px=glyph_px, max_side=max_side, margin=margin
         )
         if max_gain > 1.0:  # faint grey text: stretch the crop's 1-99th percentiles
-            lo, hi = np.percentile(image, [1, 99])
-            gain = min(max_gain, 1.0 / max(float(hi - lo), 1e-3))
-            image = np.clip((image - (lo + hi) / 2) * gain + 0.5, 0.0, 1.0).astype(np.float32)
-        pts = region.points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
-        pts = np.rint(pts).astype(np.int64)
-        ok = (pts[:, 0] >= 0) & (pts[:, 0] < out_w) & (pts[:, 1] >= 0) & (pts[:, 1] < out_h)
-        mask = np.zeros((out_h, out_w), np.uint8)
-        mask[pts[ok, 1], pts[ok, 0]] = 1
-        core = mask > 0
-        grow = max(3, round(scale * 2))
-        mask = cv2.dilate(mask, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) > 0
-        turns = (0, 2) if long_side >= _WORD_ASPECT * short_side else (0, 1, 2, 3)
-        for k in turns:
+            image = _stretch(image, max_gain)
+        mask, core = _region_masks(region, matrix, image.shape, scale)
+        for k in (0, 2) if elongated else (0, 1, 2, 3):
             view = np.ascontiguousarray(np.rot90(image, k))
             crops.append(ZoomCrop(index, view, np.rot90(mask, k), np.rot90(core, k)))
     return crops
+
+
+def _warp(
+    gray: np.ndarray, region: Region, *, glyph_px: float, max_side: int, margin: float
+) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """The region cut along its rotated rectangle, long side horizontal, glyphs ``glyph_px``
+    tall: ``(image, affine matrix film -> crop, scale, whether it is a line of text)``."""
+    (cx, cy), _, _ = region.rect
+    u, v, long_side, short_side = _axes(region.rect)
+    long_side, short_side = max(long_side, _MIN_SIDE_PX), max(short_side, _MIN_SIDE_PX)
+    scale = float(np.clip(glyph_px / max(region.glyph, _MIN_SIDE_PX), _MIN_SCALE, _MAX_SCALE))
+    pad = max(_MIN_PAD_PX, margin * short_side * scale)
+    if long_side * scale + 2 * pad > max_side:
+        fit = max_side - 2 * _MIN_PAD_PX
+        scale = fit / (long_side * (1.0 + 2.0 * margin * short_side / long_side))
+        pad = max(_MIN_PAD_PX, margin * short_side * scale)
+    out_w = round(long_side * scale + 2 * pad)
+    out_h = round(short_side * scale + 2 * pad)
+    ox, oy = out_w / 2.0, out_h / 2.0
+    matrix = np.array(
+        [
+            [scale * u[0], scale * u[1], ox - scale * (u[0] * cx + u[1] * cy)],
+            [scale * v[0], scale * v[1], oy - scale * (v[0] * cx + v[1] * cy)],
+        ]
+    )
+    image = cv2.warpAffine(
+        gray, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    return image, matrix, scale, long_side >= _WORD_ASPECT * short_side
+
+
+def _stretch(image: np.ndarray, max_gain: float) -> np.ndarray:
+    """The crop's percentiles :data:`_STRETCH_PERCENTILES` mapped to [0, 1], the gain at most
+    ``max_gain``, clipped."""
+    lo, hi = np.percentile(image, list(_STRETCH_PERCENTILES))
+    gain = min(max_gain, 1.0 / max(float(hi - lo), _MIN_SPREAD))
+    return np.clip((image - (lo + hi) / 2) * gain + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def _region_masks(
+    region: Region, matrix: np.ndarray, shape: tuple[int, int], scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask, core)`` bool in crop coordinates: the region's stroke pixels dilated, and the
+    stroke pixels themselves."""
+    out_h, out_w = shape
+    pts = region.points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    pts = np.rint(pts).astype(np.int64)
+    ok = (pts[:, 0] >= 0) & (pts[:, 0] < out_w) & (pts[:, 1] >= 0) & (pts[:, 1] < out_h)
+    mask = np.zeros((out_h, out_w), np.uint8)
+    mask[pts[ok, 1], pts[ok, 0]] = 1
+    core = mask > 0
+    grow = max(_MASK_GROW_MIN_PX, round(scale * _MASK_GROW_FILM_PX))
+    mask = cv2.dilate(mask, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) > 0
+    return mask, core
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
@@ -130,6 +173,7 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
 def batched_scores(
     crops: Sequence[ZoomCrop],
     score_maps: Callable[[np.ndarray], np.ndarray],
+    *,
     multiple: int = 32,
     max_pixels: int = 1 << 20,
 ) -> np.ndarray:
@@ -138,7 +182,8 @@ def batched_scores(
     ``score_maps`` takes a batch float32 ``(B, h, w)`` in [0, 1] (``h``, ``w`` multiples of
     ``multiple``) and returns text-probability maps ``(B, h', w')`` at any integer fraction of
     the input resolution. Crops of equal padded size share a call, at most ``max_pixels`` input
-    pixels at a time. Returns float ``(len(crops),)``.
+    pixels at a time (2**20: about 64 crops of 128 x 128 px; a memory bound, not tuned).
+    Returns float ``(len(crops),)``.
     """
     scores = np.zeros(len(crops), np.float32)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)

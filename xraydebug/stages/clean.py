@@ -14,82 +14,94 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from xraydebug.audit.files import CLEAN_STATE, CLEANING_CSV, SCAN_CSV
-from xraydebug.audit.report import build_report
-from xraydebug.audit.scan_table import read_scan_csv
 from xraydebug.data.imageio import ImageMeta, read_image, read_native
 from xraydebug.data.layouts import load_index
-from xraydebug.data.records import ImageRecord
+from xraydebug.data.records import STATUS_ERROR, DatasetIndex, ImageRecord
 from xraydebug.device import machine_info
 from xraydebug.errors import DatasetError, ImageReadError
-from xraydebug.executor import (
-    BatchResult,
-    Executor,
-    ExecutorConfig,
-    open_executor,
-    readable_root,
-    run_stage,
+from xraydebug.executor import BatchResult, Executor, ExecutorConfig, readable_root
+from xraydebug.fsutil import atomic_write_bytes, ensure_outside
+from xraydebug.runfolder import (
+    CLEAN_STATE,
+    CLEANING_COLUMNS,
+    CLEANING_CSV,
+    SCAN_CSV,
+    read_scan_csv,
 )
-from xraydebug.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, ensure_outside
-from xraydebug.text import TextDetectConfig, detect_text
-from xraydebug.text.detect import (
-    detect_in_windows,
-    detector_device,
-    load_detector,
+from xraydebug.stages import driver
+from xraydebug.stages.options import DetectingConfig
+from xraydebug.text import (
+    DetectorConfig,
+    TextDetector,
+    detector_config,
     merge_boxes,
-    resolve_detector,
 )
 from xraydebug.text.inpaint import encode_like, inpaint_boxes
 
-CLEANING_COLUMNS = [
-    "path",
-    "n_boxes",
-    "boxes",
-    "changed",
-    "status",
-    "error",
-    "text_remains",
-    "remaining_boxes",
-    "passes",
+__all__ = [
+    "CleanConfig",
+    "CleanResult",
+    "CleanStage",
+    "CleanStep",
+    "InpaintConfig",
+    "clean_dataset",
 ]
+
+RECHECK_MARGIN = 16  # px added around an inpainted box (beyond its own size) for the re-check
 
 
 @dataclass(frozen=True)
-class CleanConfig:
-    """Settings of one cleaning run (written to ``OUT/.xraydebug-clean.json``)."""
+class InpaintConfig:
+    """How text boxes are removed: each box grown by ``dilate`` px and filled by OpenCV's
+    Telea inpainting with ``radius`` px; with ``second_pass``, where the re-check still finds
+    text, the union of the first boxes and the remaining ones is inpainted again with twice
+    the dilation."""
 
     dilate: int = 3
     radius: float = 10.0
+    second_pass: bool = True
+
+
+@dataclass(frozen=True)
+class CleanConfig(DetectingConfig):
+    """Settings of one cleaning run (written whole to ``OUT/.xraydebug-clean.json``).
+
+    Attributes:
+        detector: the text detector's config (:func:`xraydebug.text.detector_config`); it
+            finds the boxes (unless ``scan`` gives them) and re-checks every cleaned film.
+        precision: the text networks' precision: ``fp32``, ``bf16`` or ``auto``.
+        inpaint: how boxes are removed (:class:`InpaintConfig`).
+        scan: a scan folder whose boxes are reused; None: detect here.
+        only_flagged: clean only the images that scan flagged.
+        batch_size: images handed to a worker at a time.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    groups: ClassVar[dict[str, type]] = {"inpaint": InpaintConfig}
+
+    detector: DetectorConfig = field(default_factory=detector_config)
+    precision: str = "fp32"
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)
+    scan: str | None = None
     only_flagged: bool = False
-    scan: str | None = None  # scan folder whose boxes are reused; None = detect here
-    detector: str = "auto"  # see xraydebug.text.DETECTORS
-    long_side: int = 1280  # craft-global only
+    batch_size: int = 8
     device: str = "auto"
-    precision: str = "fp32"  # CRAFT precision: fp32 | bf16 | auto (see TextDetectConfig)
-    second_pass: bool = True  # inpaint again where the re-check still finds text
-    batch_size: int = 8  # images handed to a worker at a time
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size")}
-
-    def detect_config(self) -> TextDetectConfig:
-        return TextDetectConfig(
-            detector=self.detector,
-            long_side=self.long_side,
-            device=self.device,
-            precision=self.precision,
-        )
+        """What makes two cleanings the same (not the device or the batch size)."""
+        out = self.resolved()
+        del out["device"], out["batch_size"]
+        return out
 
 
 @dataclass
@@ -100,7 +112,6 @@ class CleanResult:
     n_copied: int
     dry_run: bool = False
     errors: list[str] = field(default_factory=list)
-    report: Path | None = None
 
 
 def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[int]]]:
@@ -144,23 +155,6 @@ def _decoded_ahead(
             pending.append(pool.submit(_read_gray, path))
         while pending:
             yield pending.popleft().result()
-
-
-def _prepare_out(data: Path, out: Path, config: CleanConfig, force: bool) -> None:
-    ensure_outside(out, data, "--out")
-    if data.resolve().is_relative_to(out.resolve()):
-        raise ValueError(f"--out {out} contains the input dataset {data}; choose another")
-    state = out / CLEAN_STATE
-    if out.exists() and any(out.iterdir()):
-        resumable = state.exists() and json.loads(state.read_text()).get("config") == (
-            json.loads(json.dumps(config.identity()))
-        )
-        if not resumable and not force:
-            raise DatasetError(
-                f"{out}: exists and is not empty; choose a new --out or pass --force to replace it"
-            )
-        if not resumable and force:
-            shutil.rmtree(out)
 
 
 def _copy_label_files(data: Path, out: Path, layout: str, manifest: Path | None) -> None:
@@ -223,17 +217,19 @@ class _Cleaned:
     passes: int
 
 
-def _clean_one(source: Path, boxes: list[list[int]], config: CleanConfig) -> _Cleaned:
-    """Inpaint ``boxes`` (non-empty) of ``source`` and re-check the film for text; the cleaned
-    file is returned as bytes in the source's format."""
+def _clean_one(
+    source: Path, boxes: list[list[int]], config: InpaintConfig, detector: TextDetector
+) -> _Cleaned:
+    """Inpaint ``boxes`` (non-empty) of ``source`` and re-check the film for text with
+    ``detector``; the cleaned file is returned as bytes in the source's format."""
     pixels, meta = read_native(source)
     cleaned = inpaint_boxes(pixels, boxes, config.dilate, config.radius)
-    remaining = _remaining_text(cleaned, meta, boxes, config)
+    remaining = _remaining_text(cleaned, meta, boxes, detector)
     passes = 1
     if remaining and config.second_pass:
         wider = merge_boxes([*boxes, *remaining])
         cleaned = inpaint_boxes(pixels, wider, 2 * config.dilate, config.radius)
-        remaining = _remaining_text(cleaned, meta, wider, config)
+        remaining = _remaining_text(cleaned, meta, wider, detector)
         passes = 2
     if meta.format == "DICOM":
         encoded = write_derived_dicom(source, cleaned, boxes, bool(remaining))
@@ -259,20 +255,20 @@ def display_gray(pixels: np.ndarray, meta: ImageMeta) -> np.ndarray:
 
 
 def _remaining_text(
-    cleaned: np.ndarray, meta: ImageMeta, boxes: list[list[int]], config: CleanConfig
+    cleaned: np.ndarray, meta: ImageMeta, boxes: list[list[int]], detector: TextDetector
 ) -> list[list[int]]:
-    """Text boxes the detector still finds on a cleaned film (display orientation), searched
+    """Text boxes ``detector`` still finds on a cleaned film (display orientation), searched
     around each inpainted box (grown by its own size and 16 px): where the first pass found
     nothing, a second search of the same pixels would find nothing new."""
     gray = display_gray(cleaned, meta)
     height, width = gray.shape
     windows = []
     for x0, y0, x1, y1 in boxes:
-        grow = max(x1 - x0, y1 - y0) + 16
+        grow = max(x1 - x0, y1 - y0) + RECHECK_MARGIN
         windows.append(
             [max(0, x0 - grow), max(0, y0 - grow), min(width, x1 + grow), min(height, y1 + grow)]
         )
-    return detect_in_windows(gray, merge_boxes(windows), config.detect_config())
+    return detector.detect_in_windows(gray, merge_boxes(windows))
 
 
 def _row(path: str, **values: Any) -> dict[str, Any]:
@@ -310,146 +306,159 @@ class CleanStep:
 
     @property
     def device(self) -> str:
-        return detector_device(self.config.detect_config())
+        return self.config.text_detector().device
 
-    def build(self) -> Callable[[list[CleanTask]], BatchResult]:
-        root = readable_root(self.root)
-        config = self.config
-        detect_config = config.detect_config()
-        load_detector(detect_config)  # detection and the re-check after inpainting
+    def build(self) -> CleanWorker:
+        return CleanWorker(self)
 
-        def step(tasks: list[CleanTask]) -> BatchResult:
-            result = BatchResult([])
-            decoded = _decoded_ahead([root / t.record.path for t in tasks if t.boxes is None])
-            for task in tasks:
-                path = task.record.path
-                boxes: list[list[int]] | str
-                if task.boxes is not None:
-                    boxes = task.boxes
-                else:
-                    image = next(decoded)
-                    boxes = (
-                        image if isinstance(image, str) else detect_text([image], detect_config)[0]
+
+class CleanWorker:
+    """One worker's detector (loaded at start: it finds boxes and re-checks cleaned films)."""
+
+    def __init__(self, spec: CleanStep) -> None:
+        self.root = readable_root(spec.root)
+        self.config, self.dry_run = spec.config, spec.dry_run
+        self.detector = spec.config.text_detector().load()
+
+    def _boxes(self, tasks: list[CleanTask]) -> list[list[list[int]] | str]:
+        """Each task's boxes: given, detected here, or the reason its film is unreadable."""
+        decoded = _decoded_ahead([self.root / t.record.path for t in tasks if t.boxes is None])
+        found: list[list[list[int]] | str] = []
+        for task in tasks:
+            if task.boxes is not None:
+                found.append(task.boxes)
+                continue
+            image = next(decoded)
+            found.append(image if isinstance(image, str) else self.detector.detect([image])[0])
+        return found
+
+    def __call__(self, tasks: list[CleanTask]) -> BatchResult:
+        result = BatchResult([])
+        for task, boxes in zip(tasks, self._boxes(tasks), strict=True):
+            path = task.record.path
+            if isinstance(boxes, str):
+                result.rows.append(_row(path, status=STATUS_ERROR, error=boxes))
+                result.errors.append(boxes)
+                continue
+            row = _row(path, n_boxes=len(boxes), boxes=json.dumps(boxes), changed=bool(boxes))
+            if boxes and not self.dry_run:
+                try:
+                    cleaned = _clean_one(
+                        self.root / path, boxes, self.config.inpaint, self.detector
                     )
-                if isinstance(boxes, str):
-                    result.rows.append(_row(path, status="error", error=boxes))
-                    result.errors.append(boxes)
-                    continue
-                row = _row(path, n_boxes=len(boxes), boxes=json.dumps(boxes), changed=bool(boxes))
-                if boxes and not self.dry_run:
-                    try:
-                        cleaned = _clean_one(root / path, boxes, config)
-                    except ImageReadError as exc:
-                        row.update(status="error", error=str(exc), changed=False)
-                        result.errors.append(str(exc))
-                    else:
-                        result.files[path] = cleaned.encoded
-                        row.update(
-                            passes=cleaned.passes,
-                            text_remains=bool(cleaned.remaining),
-                            remaining_boxes=json.dumps(cleaned.remaining),
-                        )
-                result.rows.append(row)
-            return result
+                except ImageReadError as exc:
+                    row.update(status=STATUS_ERROR, error=str(exc), changed=False)
+                    result.errors.append(str(exc))
+                else:
+                    result.files[path] = cleaned.encoded
+                    row.update(
+                        passes=cleaned.passes,
+                        text_remains=bool(cleaned.remaining),
+                        remaining_boxes=json.dumps(cleaned.remaining),
+                    )
+            result.rows.append(row)
+        return result
 
-        return step
+
+class CleanStage(driver.Stage):
+    """Cleaning, declared for :func:`xraydebug.stages.driver.run`: the output folder is a
+    new dataset, the stage's alone."""
+
+    name = "cleaning"
+    table_file = CLEANING_CSV
+    state_file = CLEAN_STATE
+    columns = CLEANING_COLUMNS
+    owns_folder = True
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        config: CleanConfig,
+        *,
+        manifest: Path | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.index, self.config, self.manifest, self.dry_run = index, config, manifest, dry_run
+        self.scan_boxes = (
+            _boxes_from_scan(Path(config.scan), config.only_flagged) if config.scan else None
+        )
+        if config.only_flagged and self.scan_boxes is None:
+            raise ValueError("--only-flagged needs --scan DIR (flags come from a scan)")
+
+    def select(self) -> list[CleanTask]:
+        records = self.index.select(with_errors=False)
+        if not records:
+            raise DatasetError(f"{self.index.root}: no readable labelled images to clean")
+        scanned, only = self.scan_boxes, self.config.only_flagged
+        return [  # boxes None: no scan, or an image the scan did not cover (another shard)
+            CleanTask(r, scanned.get(r.path, []))
+            if scanned is not None and (r.path in scanned or only)
+            else CleanTask(r, None)
+            for r in records
+        ]
+
+    def identity(self) -> dict[str, Any]:
+        return self.config.identity()
+
+    def record(self) -> dict[str, Any]:
+        resolved = self.config.resolved()
+        return {
+            "config": resolved,
+            "data": str(self.index.root.resolve()),
+            "detector": resolved["detector"]["name"],
+            "machine": machine_info(),
+        }
+
+    def prepare(self, out: Path) -> None:
+        _copy_label_files(self.index.root, out, self.index.layout, self.manifest)
+
+    def step(self) -> CleanStep:
+        return CleanStep(str(self.index.root.resolve()), self.config, self.dry_run)
+
+    def batch_size(self, device: Any) -> int:
+        return self.config.batch_size
+
+    def error_row(self, record: ImageRecord, message: str) -> dict[str, Any]:
+        return _row(record.path, status=STATUS_ERROR, error=message)
+
+    def accept(self, row: dict[str, Any], out: Path | None) -> None:
+        if out is not None and row["status"] == "ok" and not row["changed"]:
+            # a byte-identical copy, made here: unchanged films cross no network
+            atomic_write_bytes(out / row["path"], (self.index.root / row["path"]).read_bytes())
 
 
 def clean_dataset(
     data: Path | str,
     out: Path | str | None = None,
-    config: CleanConfig = CleanConfig(),
+    *,
+    config: CleanConfig | None = None,
     manifest: Path | str | None = None,
     force: bool = False,
     dry_run: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    report: bool = True,
+    progress: driver.Progress | None = None,
     executor: ExecutorConfig | Executor | None = None,
 ) -> CleanResult:
     """Inpaint text boxes into a new dataset ``out`` (default ``<data>-clean``).
 
-    With ``report`` (and not ``dry_run``) the audit report ``out/report.html`` is written.
     ``executor``: where the batches run (:mod:`xraydebug.executor`; default this process);
-    only this process writes into ``out``.
+    only this process writes into ``out``. ``dry_run`` writes nothing. The audit report is
+    built by the caller: ``xraydebug.build_report(out)``.
     """
     data = Path(data)
     out = Path(out) if out is not None else data.with_name(data.name + "-clean")
-    index = load_index(data, manifest)
-    records = sorted(index.usable(), key=lambda r: r.path)
-    if not records:
-        raise DatasetError(f"{data}: no readable labelled images to clean")
-    scan_boxes = _boxes_from_scan(Path(config.scan), config.only_flagged) if config.scan else None
-    if config.only_flagged and scan_boxes is None:
-        raise ValueError("--only-flagged needs --scan DIR (flags come from a scan)")
-    if not dry_run:
-        _prepare_out(data, out, config, force)
-        atomic_write_json(
-            out / CLEAN_STATE,
-            {
-                "config": config.identity(),
-                "data": str(data.resolve()),
-                "detector": resolve_detector(config.detector),
-                "machine": machine_info(),
-            },
-        )
-        _copy_label_files(data, out, index.layout, Path(manifest) if manifest else None)
-    done: dict[str, dict[str, Any]] = {}
-    csv_path = out / CLEANING_CSV
-    if csv_path.exists() and not dry_run:
-        previous = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-        done = {r["path"]: r for r in previous.to_dict("records") if r["status"] == "ok"}
-    rows: dict[str, dict[str, Any]] = dict(done)
-    errors: list[str] = []
-    tasks = []
-    for rec in records:
-        if rec.path in done:
-            continue
-        if scan_boxes is not None and (rec.path in scan_boxes or config.only_flagged):
-            tasks.append(CleanTask(rec, scan_boxes.get(rec.path, [])))
-        else:  # no scan, or an image the scan did not cover (another shard, --limit)
-            tasks.append(CleanTask(rec, None))
-
-    def on_result(batch: list[CleanTask], result: BatchResult) -> None:
-        for row in result.rows:
-            rows[row["path"]] = row
-            unchanged = row["status"] == "ok" and not row["changed"]
-            if unchanged and not dry_run:  # byte-identical copy, made here: no transfer
-                atomic_write_bytes(out / row["path"], (data / row["path"]).read_bytes())
-        errors.extend(result.errors)
-        if not dry_run:
-            _write_csv(csv_path, rows)
-
-    def on_failure(batch: list[CleanTask], message: str) -> None:
-        for task in batch:
-            rows[task.record.path] = _row(task.record.path, status="error", error=message)
-            errors.append(f"{data / task.record.path}: {message}")
-        if not dry_run:
-            _write_csv(csv_path, rows)
-
-    with open_executor(executor) as runner:
-        spec = CleanStep(str(data.resolve()), config, dry_run)
-        run_stage(
-            runner,
-            spec,
-            tasks,
-            config.batch_size,
-            None if dry_run else out,
-            on_result,
-            on_failure,
-            progress,
-        )
-    table = pd.DataFrame(list(rows.values()), columns=CLEANING_COLUMNS).sort_values("path")
-    if not dry_run:
-        _write_csv(csv_path, rows)
-    changed = table["changed"].astype(str).str.lower() == "true"
+    ensure_outside(out, data, "--out")
+    if data.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out {out} contains the input dataset {data}; choose another")
+    stage = CleanStage(
+        load_index(data, manifest),
+        config or CleanConfig(),
+        manifest=Path(manifest) if manifest else None,
+        dry_run=dry_run,
+    )
+    outcome = driver.run(
+        stage, None if dry_run else out, executor=executor, progress=progress, force=force
+    )
+    changed = outcome.table["changed"].astype(str).str.lower() == "true"
     n_changed = int(changed.sum())
-    report_path = None
-    if report and not dry_run:
-        report_path = build_report(out)
-    return CleanResult(out, table, n_changed, len(table) - n_changed, dry_run, errors, report_path)
-
-
-def _write_csv(path: Path, rows: dict[str, dict[str, Any]]) -> None:
-    table = pd.DataFrame(list(rows.values()), columns=CLEANING_COLUMNS).sort_values("path")
-    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        table.to_csv(handle, index=False)
+    n_copied = len(outcome.table) - n_changed
+    return CleanResult(out, outcome.table, n_changed, n_copied, dry_run, outcome.errors)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 
 from xraydebug.text.inpaint import box_mask
@@ -92,3 +93,19 @@ def reveal_inputs(
     ``images``, ``baseline``: (B, C, S, S) model inputs; ``masks``: (B, 1, S, S) in [0, 1].
     """
     return baseline * (1 - masks) + images * masks
+
+
+def apply_flags(table: pd.DataFrame, rule: FlagRule) -> pd.DataFrame:
+    """Set ``flagged`` ("true"/"false"; "" where text was not measured) from a scan table's
+    text columns (``status``, ``n_boxes``, ``mass_in_text``, ``text_area``,
+    ``text_reveal_prob``)."""
+    table = table.copy()
+    measured = (table["status"] == "ok") & (table["n_boxes"].astype(str) != "")
+    mass = pd.to_numeric(table["mass_in_text"], errors="coerce").fillna(0.0)
+    area = pd.to_numeric(table["text_area"], errors="coerce").fillna(0.0)
+    reveal = pd.to_numeric(table["text_reveal_prob"], errors="coerce").fillna(0.0)
+    flags = [rule(m, a, r) for m, a, r in zip(mass, area, reveal, strict=True)]
+    table["flagged"] = [
+        ("true" if f else "false") if ok else "" for f, ok in zip(flags, measured, strict=True)
+    ]
+    return table
