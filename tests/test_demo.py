@@ -59,11 +59,12 @@ def test_cli_demo_quick(tmp_path: Path):
     assert "Audit report:" in result.output and (out / "retrain" / "report.html").exists()
     html = (out / "retrain" / "report.html").read_text()
     assert "Before and after cleaning" in html and "May contain patient identifiers" in html
-    # the headline's direction (seeded; float arithmetic may differ on another CPU)
+    # what cleaning must do: the text-label gap shrinks. (The quick run's COVID-19 recall
+    # is training noise on 120 films: on an AVX512-BF16 Xeon it went 0.44 -> 0.17 with the
+    # code of the previous release too, where an EPYC had it rise.)
     comparison = json.loads((out / "retrain" / "before_after.json").read_text())
-    original = comparison["test_sets"]["original"]
-    recall = [original[side]["per_class"]["COVID-19"]["recall"] for side in ("before", "after")]
-    assert recall[1] >= recall[0], recall
+    check = comparison["test_sets"]["original"]["shortcut_check"]
+    assert check["max_gap_after"] < check["max_gap_before"] / 2, check
     scan = pd.read_csv(out / "scan" / "scan.csv", dtype=str, keep_default_na=False)
     flagged = scan[scan["flagged"] == "true"]
     assert (flagged["n_boxes"].astype(int) > 0).all(), flagged  # (6 films: maybe none flagged)

@@ -360,7 +360,7 @@ def cleaned_retrain(tmp_path_factory):
     clean = shortcut_set(root / "clean", {"COVID-19": 1.0}, draw=False, levels=levels)
     shutil.copy(original / "boxes.csv", clean / "cleaning.csv")  # what clean found and removed
     recipe = with_(TINY_TRAIN, epochs=12, lr=5e-3, augment=False)
-    baseline = train(original, root / "baseline.pt", recipe, console=Console(quiet=True))
+    baseline = train(original, root / "baseline.pt", config=recipe, console=Console(quiet=True))
     result = retrain(
         clean,
         baseline.checkpoint,

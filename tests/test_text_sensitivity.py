@@ -134,9 +134,9 @@ def shortcut_models(tmp_path_factory: pytest.TempPathFactory):
     decorrelated = replace(recipe, decorrelate_text=0.9, **pool)
     return {
         "data": shortcut,
-        "shortcut": train(shortcut, root / "shortcut.pt", recipe).checkpoint,
-        "unbiased": train(unbiased, root / "unbiased.pt", recipe).checkpoint,
-        "decorrelated": train(shortcut, root / "decorrelated.pt", decorrelated).checkpoint,
+        "shortcut": train(shortcut, root / "shortcut.pt", config=recipe).checkpoint,
+        "unbiased": train(unbiased, root / "unbiased.pt", config=recipe).checkpoint,
+        "decorrelated": train(shortcut, root / "decorrelated.pt", config=decorrelated).checkpoint,
     }
 
 

@@ -116,6 +116,7 @@ def _synth(data: Path, config: DemoConfig, console: Console) -> bool:
 
 def run_demo(
     out: Path | str = "demo-run",
+    *,
     quick: bool = False,
     console: Console | None = None,
     seed: int = 0,
@@ -199,7 +200,7 @@ def _step_train(paths: _DemoPaths, config: DemoConfig, *, device: str, console: 
     if checkpoint_is_current(paths.model_path, paths.data, train_config):
         console.print(f"reusing {paths.model_path} (same data and training settings)")
     else:
-        train(paths.data, paths.model_path, train_config, console=console)
+        train(paths.data, paths.model_path, config=train_config, console=console)
         for stale in (paths.scan_dir, paths.retrain_dir):
             shutil.rmtree(stale, ignore_errors=True)
 

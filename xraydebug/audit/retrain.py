@@ -143,7 +143,7 @@ def _fit(data: Path, out: Path, config: TrainConfig, console: Console) -> Path:
     if checkpoint_is_current(out, data, config):
         console.print(f"reusing {out} (same data and training settings)")
         return out
-    train(data, out, config, console=console)
+    train(data, out, config=config, console=console)
     return out
 
 

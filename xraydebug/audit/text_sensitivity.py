@@ -230,6 +230,7 @@ def text_sensitivity(
     data: Path | str,
     model: Path | str | LoadedModel | Sequence[LoadedModel],
     out: Path | str | None = "runs/text-sensitivity",
+    *,
     split: str = "test",
     boxes: Path | str | dict[str, list[Box]] | None = None,
     config: TextSensitivityConfig = TextSensitivityConfig(),
