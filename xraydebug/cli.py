@@ -460,10 +460,10 @@ def evaluate(
     from xraydebug.stages.text import TextConfig
 
     test_text = options.pop("text_sensitivity")
-    text_options = {k: options.pop(k) for k in ("detector", "long_side", "precision")}
-    shared = {k: options[k] for k in ("n_boot", "batch_size", "seed", "device")}
+    text = {k: options.pop(k) for k in ("detector", "long_side", "precision")}
+    text["device"] = options["device"]
     settings = build_config(TextSensitivityConfig, options) if test_text else None
-    options.pop("draws")
+    del options["draws"]  # the text-sensitivity test's alone
     evaluation = build_config(EvaluateConfig, options)
     result = evaluate_model(data, model, split, out, manifest=manifest, config=evaluation)
     print_metrics(result.metrics, console, f"{model} on {data} [{split}]")
@@ -474,8 +474,8 @@ def evaluate(
         f"predictions: {result.predictions_path}."
     )
     if settings is not None:
-        text = TextConfig.from_options({**text_options, "device": shared["device"]})
-        _text_sensitivity(data, model, out, split, boxes, settings, manifest, text)
+        detection = TextConfig.from_options(text)
+        _text_sensitivity(data, model, out, split, boxes, settings, manifest, detection)
 
 
 def _text_sensitivity(
