@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 __all__ = [
+    "UnknownSetting",
     "build_config",
     "default_of",
     "field_names",
@@ -28,6 +29,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class UnknownSetting(ValueError):
+    """A dotted path names no field of the config."""
+
+
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 
 
@@ -99,11 +106,11 @@ def set_path(config: T, path: str, value: Any) -> T:
     reached. Unknown names raise ``ValueError`` listing the valid ones."""
     head, _, rest = path.partition(".")
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise ValueError(f"{path}: not a setting (its parent is not a config)")
+        raise UnknownSetting(f"{path}: not a setting (its parent is not a config)")
     names = field_names(config)
     if head not in names:
         valid = ", ".join(sorted(names))
-        raise ValueError(f"unknown setting {head!r} of {type(config).__name__}; valid: {valid}")
+        raise UnknownSetting(f"unknown setting {head!r} of {type(config).__name__}; valid: {valid}")
     current = getattr(config, head)
     if rest:
         new = set_path(current, rest, value)

@@ -306,7 +306,7 @@ class CleanStep:
 
     @property
     def device(self) -> str:
-        return self.config.text_detector().device
+        return self.config.step_device()
 
     def build(self) -> CleanWorker:
         return CleanWorker(self)

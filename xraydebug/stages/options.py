@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 from xraydebug.settings import set_paths, take_fields
 from xraydebug.text import DetectorConfig, TextDetector, build_detector, detector_config
+from xraydebug.text.registry import detector_class_for
 
 __all__ = ["DetectingConfig", "config_from_options", "detector_from_options", "finish_options"]
 
@@ -43,6 +44,12 @@ class DetectingConfig:
     def text_detector(self) -> TextDetector:
         """The detector on this config's device (not loaded)."""
         return build_detector(self.detector, device=self.device, precision=self.precision)
+
+    def step_device(self) -> str:
+        """The ``--device`` setting the stage's worker step computes with: the detector's
+        fixed device (ppocr: ``cpu``), else this config's, unresolved (a driver without a GPU
+        must still give the actors of a GPU cluster their GPUs)."""
+        return detector_class_for(self.detector).fixed_device or self.device
 
     def resolved(self) -> dict[str, Any]:
         """The whole config as JSON-able values, with the detector's name and precision."""

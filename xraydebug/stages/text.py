@@ -68,7 +68,7 @@ class TextStep:
 
     @property
     def device(self) -> str:
-        return self.config.text_detector().device
+        return self.config.step_device()
 
     def build(self) -> Callable[[list[ImageRecord]], BatchResult]:
         root = readable_root(self.root)

@@ -149,6 +149,8 @@ class TextDetector:
         verifies: whether it can verify zoomed windows for the saliency-guided second look
             (it then takes ``verify_threshold``, ``side_letter_threshold`` and
             ``proposals.min_contrast`` settings).
+        fixed_device: the device it computes on whatever is asked (None: the one asked), so
+            an executor gives GPUs only to steps that use them.
         config: this detector's settings.
     """
 
@@ -156,6 +158,7 @@ class TextDetector:
     description: ClassVar[str]
     config_class: ClassVar[type[DetectorConfig]]
     verifies: ClassVar[bool] = False
+    fixed_device: ClassVar[str | None] = None  # computes there whatever is asked (ppocr: cpu)
 
     def __init__(
         self, config: DetectorConfig | None = None, *, device: str = "auto", precision: str = "fp32"

@@ -163,6 +163,7 @@ class PPOCRDetector(VerifiedDetector):
     name = "ppocr"
     description = "native-resolution proposals verified by PP-OCRv4 DBNet on zoomed crops"
     config_class = PPOCRConfig
+    fixed_device = "cpu"  # ONNX Runtime's CPU provider
     config: PPOCRConfig
 
     def __init__(
@@ -173,7 +174,7 @@ class PPOCRDetector(VerifiedDetector):
 
     @property
     def device(self) -> str:
-        return "cpu"  # ONNX Runtime's CPU provider, whatever was asked for
+        return self.fixed_device
 
     @property
     def precision(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from xraydebug.settings import UnknownSetting, set_path
 from xraydebug.text.base import DetectorConfig, TextDetector
 
 __all__ = [
@@ -125,19 +126,6 @@ def verifier_names() -> list[str]:
     return [name for name, cls in _REGISTRY.items() if cls.verifies and cls.available()]
 
 
-def _with_setting(config: Any, path: list[str], value: Any) -> Any:
-    """``config`` with the (possibly nested) field ``path`` replaced by ``value``; ``KeyError``
-    when there is no such field."""
-    head = path[0]
-    if not dataclasses.is_dataclass(config) or head not in {
-        f.name for f in dataclasses.fields(config)
-    }:
-        raise KeyError(head)
-    if len(path) > 1:
-        value = _with_setting(getattr(config, head), path[1:], value)
-    return dataclasses.replace(config, **{head: value})
-
-
 def _setting_names(config: Any, prefix: str = "") -> list[str]:
     names = []
     for f in dataclasses.fields(config):
@@ -164,8 +152,8 @@ def detector_config(name: str = AUTO, **overrides: Any) -> DetectorConfig:
         if value is None:
             continue
         try:
-            config = _with_setting(config, key.split("."), value)
-        except KeyError:
+            config = set_path(config, key, value)
+        except UnknownSetting:
             raise ValueError(
                 f"text detector {resolved!r} has no setting {key!r}; "
                 f"its settings: {', '.join(_setting_names(config)) or 'none'}"
@@ -188,9 +176,14 @@ def build_detector(
     """
     if isinstance(config, str):
         config = detector_config(config)
+    return detector_class_for(config)(config, device=device, precision=precision)
+
+
+def detector_class_for(config: DetectorConfig) -> type[TextDetector]:
+    """The registered detector class whose config class ``config`` is."""
     for cls in _REGISTRY.values():
         if type(config) is cls.config_class:
-            return cls(config, device=device, precision=precision)
+            return cls
     raise TypeError(
         f"no registered text detector takes a {type(config).__name__}; configs of "
         + ", ".join(f"{n} ({c.config_class.__name__})" for n, c in _REGISTRY.items())
