@@ -475,12 +475,22 @@ def evaluate(
     )
     if settings is not None:
         detection = TextConfig.from_options(text)
-        _text_sensitivity(data, model, out, split, boxes, settings, manifest, detection)
+        _text_sensitivity(
+            data,
+            model,
+            out=out,
+            split=split,
+            boxes=boxes,
+            settings=settings,
+            manifest=manifest,
+            text=detection,
+        )
 
 
 def _text_sensitivity(
     data: Path,
     model: Path,
+    *,
     out: Path,
     split: str,
     boxes: Path | None,

@@ -1,0 +1,1 @@
+"""Classifiers: architectures and their recipes, checkpoints, training, inference, evaluation."""

@@ -301,7 +301,8 @@ class ScanWorker:
         if self.detector is not None:
             t0 = time.perf_counter()
             size = (prep.input_size,) * 2
-            text = self._text_columns(cache, images, targets, result.insertion_saliency(size))
+            saliency = result.insertion_saliency(size)
+            text = self._text_columns(self.detector, cache, images, targets, saliency)
             timings["text"] = time.perf_counter() - t0
         rows, files = [], {}
         for i, rec in enumerate(cache.records):
@@ -328,14 +329,15 @@ class ScanWorker:
             )
         return BatchResult(rows, files, stats={**timings, **_passes(result, len(cache))})
 
-    def _boxes(self, cache: ImageCache, insertion: torch.Tensor) -> list[tuple[list, list]]:
-        """(all boxes, second-look boxes) per film: the detector's, plus what the second look
+    def _boxes(
+        self, detector: TextDetector, originals: list[np.ndarray], insertion: torch.Tensor
+    ) -> list[tuple[list, list]]:
+        """(all boxes, second-look boxes) per film: ``detector``'s, plus what the second look
         finds around compact saliency blobs outside them."""
-        assert self.detector is not None and cache.originals is not None
         prep = self.loaded.preprocessing
         found = []
         for original, sal, boxes in zip(
-            cache.originals, insertion, self.detector.detect(cache.originals), strict=True
+            originals, insertion, detector.detect(originals), strict=True
         ):
             extra: list[list[int]] = []
             if self.second_look is not None:
@@ -349,6 +351,7 @@ class ScanWorker:
 
     def _text_columns(
         self,
+        detector: TextDetector,
         cache: ImageCache,
         images: torch.Tensor,
         targets: torch.Tensor,
@@ -359,8 +362,9 @@ class ScanWorker:
         insertion saliency."""
         prep = self.loaded.preprocessing
         masks, columns = [], []
-        found = self._boxes(cache, insertion)
-        for original, sal, (boxes, extra) in zip(cache.originals, insertion, found, strict=True):
+        originals = cache.originals or []
+        found = self._boxes(detector, originals, insertion)
+        for original, sal, (boxes, extra) in zip(originals, insertion, found, strict=True):
             crop = prep.crop_rows(original.shape[0])
             mass, area = text_mass(sal[0].float().cpu().numpy(), boxes, original.shape, crop)
             masks.append(model_box_mask(boxes, original.shape, crop, prep.input_size))
