@@ -25,9 +25,12 @@ from rich.table import Table
 
 from xraydebug.errors import XrayDebugError
 from xraydebug.executor import EXECUTORS, ExecutorConfig, import_ray
+from xraydebug.models.architectures import list_archs
+from xraydebug.models.train import TrainConfig
 from xraydebug.progress import progress_bar as _progress_bar
 from xraydebug.progress import tracked
 from xraydebug.saliency import explainer_names
+from xraydebug.saliency.config import PRESETS
 from xraydebug.settings import build_config, default_of, parse_assignments
 from xraydebug.stages.scan import DEFAULT_MASK_SIZE, ScanConfig, parse_shard
 from xraydebug.text import CraftGlobalConfig, detector_descriptions
@@ -333,7 +336,11 @@ def train(
         Path, typer.Argument(help="Dataset folder (COVIDx, class folders or manifest).")
     ],
     arch: Annotated[
-        str | None, typer.Option(help="Architecture: covidnext | covidnet | small | tiny.")
+        str | None,
+        typer.Option(
+            help=f"Architecture: {' | '.join(list_archs())}. "
+            f"\\[default: {default_of(TrainConfig, 'arch')}]"
+        ),
     ] = None,
     epochs: Annotated[
         int | None,
@@ -535,9 +542,9 @@ def scan(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="iGOS++ settings: balanced (the paper's deletion/insertion quality for about "
-            "a ninth of its gradient passes), fast (triage: loses some deletion quality at "
-            "mask 56+) or paper (20 iterations, 15 IG points). "
+            help=f"iGOS++ settings: {' | '.join(PRESETS)}. balanced: the paper's "
+            "deletion/insertion quality for about a ninth of its gradient passes; fast: triage, "
+            "loses some deletion quality at mask 56+; paper: 20 iterations, 15 IG points. "
             f"\\[default: {default_of(ScanConfig, 'saliency').preset_name}]",
         ),
     ] = None,
