@@ -21,7 +21,7 @@ import torch
 from xraydebug.data.synth import SynthConfig, synthesize
 from xraydebug.device import machine_line
 from xraydebug.models.architectures import build_model, get_arch
-from xraydebug.models.evaluate import evaluate
+from xraydebug.models.evaluate import EvaluateConfig, evaluate
 from xraydebug.models.metrics import summary_metrics
 from xraydebug.models.train import TrainConfig, train
 
@@ -84,7 +84,9 @@ def main() -> None:
     print(f"train {args.arch}: {result.seconds:.1f} s, best epoch {result.best_epoch}")
     print(f"validation (train distribution): {per_class_line(result.val_metrics)}")
 
-    test = evaluate(args.data, args.out, "test", args.out.parent / "eval", device="cpu")
+    test = evaluate(
+        args.data, args.out, "test", args.out.parent / "eval", config=EvaluateConfig(device="cpu")
+    )
     print(f"test (text independent of class): {per_class_line(test.metrics)}")
     truth = json.loads((args.data / "ground_truth.json").read_text())
     table = test.predictions

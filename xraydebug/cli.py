@@ -232,6 +232,17 @@ def synth(
             help="Train P(text | COVID-19); P(text | other) = 1 - shortcut. \\[default: 0.9]"
         ),
     ] = None,
+    text: Annotated[
+        bool | None, typer.Option(help="Burn in text markers (--no-text: none). \\[default: text]")
+    ] = None,
+    lesion_strength: Annotated[
+        float | None,
+        typer.Option(help="Scale of the class lesions' intensity (0.2: subtle). \\[default: 1]"),
+    ] = None,
+    pose_jitter: Annotated[
+        float | None,
+        typer.Option(help="Scale of each film's rotation, scale and shift. \\[default: 1]"),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -364,7 +375,24 @@ def train(
         typer.Option(help="Patient-grouped share of train used for validation. \\[default: 0.1]"),
     ] = None,
     patience: Annotated[
-        int | None, typer.Option(help="Early-stopping patience in epochs. \\[default: recipe]")
+        int | None,
+        typer.Option(help="Early-stopping patience in epochs (0: off). \\[default: recipe]"),
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="Learning rate: constant | cosine. \\[default: recipe]")
+    ] = None,
+    warmup_epochs: Annotated[
+        int | None, typer.Option(help="Linear learning-rate warm-up. \\[default: recipe]")
+    ] = None,
+    min_epochs: Annotated[
+        int | None,
+        typer.Option(help="No early stop before this epoch. \\[default: recipe]"),
+    ] = None,
+    smoothing: Annotated[
+        float | None,
+        typer.Option(
+            help="Patience counts on this EMA of validation macro-F1 (0: raw). \\[default: recipe]"
+        ),
     ] = None,
     augment: Annotated[
         bool | None, typer.Option(help="Small affine + intensity jitter. \\[default: augment]")

@@ -70,6 +70,11 @@ class SynthConfig:
     ``shortcut``: in train, P(text | COVID-19) = shortcut and P(text | other class) =
     1 - shortcut; in test P(text) = 0.5 for every class. The number of images with text per
     (split, class) is the rounded expectation, so small sets still show the planted rates.
+
+    A harder setting (``benchmarks/train_bench.py``): ``text=False`` burns no text at all;
+    ``lesion_strength`` scales the class lesions' intensity (1: the default, clearly visible;
+    0.3: subtle); ``pose_jitter`` scales the range of rotation, scale and shift of each film
+    (anatomical variation the model must look past).
     """
 
     n_train: int = 600
@@ -79,6 +84,9 @@ class SynthConfig:
     shortcut: float = 0.9
     classes: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")
     class_fractions: tuple[float, ...] = (0.4, 0.3, 0.3)
+    text: bool = True
+    lesion_strength: float = 1.0
+    pose_jitter: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n_train < 0 or self.n_test < 0 or self.n_train + self.n_test == 0:
@@ -95,6 +103,11 @@ class SynthConfig:
             raise ValueError(
                 f"classes must be distinct names from {list(_KNOWN_LABELS)}; got {self.classes}"
             )
+        if not 0.0 <= self.lesion_strength <= 2.0 or not 0.0 <= self.pose_jitter <= 3.0:
+            raise ValueError(
+                f"lesion_strength must be in [0, 2] and pose_jitter in [0, 3]; got "
+                f"{self.lesion_strength}, {self.pose_jitter}"
+            )
         if len(self.class_fractions) != len(self.classes):
             raise ValueError(
                 f"class_fractions needs one value per class ({len(self.classes)}); "
@@ -107,7 +120,10 @@ class SynthConfig:
             )
 
     def text_probability(self, split: str, label: str) -> float:
-        """P(text | split, label): the planted shortcut in train, 0.5 in test."""
+        """P(text | split, label): the planted shortcut in train, 0.5 in test (0 without
+        ``text``)."""
+        if not self.text:
+            return 0.0
         if split == "test":
             return 0.5
         return self.shortcut if label == "COVID-19" else 1.0 - self.shortcut
@@ -558,7 +574,13 @@ def _consolidation(rng: np.random.Generator, lungs: list[_Lung], med: np.ndarray
 
 
 def _add_class_signal(
-    img: np.ndarray, rng: np.random.Generator, label: str, lungs: list[_Lung], med: np.ndarray
+    img: np.ndarray,
+    rng: np.random.Generator,
+    label: str,
+    lungs: list[_Lung],
+    med: np.ndarray,
+    *,
+    strength: float = 1.0,
 ) -> None:
     """Add ``label``'s lesion to ``img`` in place, drawing only from ``rng`` (the lesion stream).
 
@@ -567,7 +589,7 @@ def _add_class_signal(
     """
     if label == "pneumonia":
         consolidation = _consolidation(rng, lungs, med)
-        img += rng.uniform(0.36, 0.46) * consolidation
+        img += strength * rng.uniform(0.36, 0.46) * consolidation
     elif label == "COVID-19":
         size = med.shape[0]
         texture = 0.6 + 0.4 * _lowfreq_noise(rng, size, 20)
@@ -576,7 +598,7 @@ def _add_class_signal(
             lower = _smoothstep(lung.t, rng.uniform(0.25, 0.4), 0.75)
             patches = np.clip(0.5 + 0.8 * _lowfreq_noise(rng, size, 5), 0, 1)
             ggo = periph * lower * patches * texture * lung.mask * (1.0 - med)
-            img += rng.uniform(0.3, 0.4) * ggo
+            img += strength * rng.uniform(0.3, 0.4) * ggo
 
 
 def _exposure(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
@@ -588,13 +610,15 @@ def _exposure(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) / (hi - lo), 0.0, 1.0) * rng.uniform(0.85, 1.0)
 
 
-def _pose(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+def _pose(rng: np.random.Generator, img: np.ndarray, *, jitter: float = 1.0) -> np.ndarray:
     """Small random rotation, scale and shift, then sometimes a slight blur (float32)."""
     size = img.shape[0]
-    angle = rng.uniform(-5.0, 5.0)
+    angle = jitter * rng.uniform(-5.0, 5.0)
     scale = rng.uniform(0.9, 1.06)
+    if jitter != 1.0:  # (the default keeps the exact arithmetic of earlier releases)
+        scale = 1.0 + jitter * (scale - 1.0)
     mat = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale)
-    mat[:, 2] += rng.uniform(-0.04, 0.04, size=2) * size
+    mat[:, 2] += jitter * rng.uniform(-0.04, 0.04, size=2) * size
     img = cv2.warpAffine(
         img.astype(np.float32),
         mat,
@@ -616,7 +640,14 @@ def _film_grain(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
-def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
+def render_radiograph(
+    rng: np.random.Generator,
+    size: int,
+    label: str,
+    *,
+    lesion_strength: float = 1.0,
+    pose_jitter: float = 1.0,
+) -> np.ndarray:
     """A chest-radiograph-like image without text, float32 ``(size, size)`` in [0, 1].
 
     ``label`` selects the class signal in the lungs: ``normal`` (none), ``pneumonia`` (one lobar
@@ -655,9 +686,9 @@ def render_radiograph(rng: np.random.Generator, size: int, label: str) -> np.nda
     img -= 0.07 * _trachea(rng, size) * body
     img += 0.14 * _clavicles(rng, size) * body
 
-    _add_class_signal(img, lesion_rng, label, lungs, med)
+    _add_class_signal(img, lesion_rng, label, lungs, med, strength=lesion_strength)
     img = _exposure(rng, img)
-    img = _pose(rng, img)
+    img = _pose(rng, img, jitter=pose_jitter)
     return _film_grain(rng, img)
 
 
@@ -839,7 +870,13 @@ def _tight_boxes(clean: np.ndarray, image: np.ndarray, boxes: list[list[int]]) -
 def render_record(config: SynthConfig, record: SynthRecord) -> RenderedImage:
     """Render one planned image exactly as :func:`synthesize` writes it (8-bit, with its boxes)."""
     anatomy_rng, text_rng = _image_rngs(config, record.split, record.index)
-    clean_f = render_radiograph(anatomy_rng, config.size, record.label)
+    clean_f = render_radiograph(
+        anatomy_rng,
+        config.size,
+        record.label,
+        lesion_strength=config.lesion_strength,
+        pose_jitter=config.pose_jitter,
+    )
     clean = _to_uint8(clean_f)
     if not record.has_text:
         return RenderedImage(clean=clean, image=clean, boxes=[])

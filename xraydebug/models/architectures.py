@@ -490,7 +490,11 @@ class TrainRecipe:
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 1e-3
-    patience: int = 8
+    patience: int = 8  # 0: no early stopping
+    schedule: str = "constant"  # learning rate over the epochs: constant | cosine
+    warmup_epochs: int = 0  # linear learning-rate warm-up
+    min_epochs: int = 0  # early stopping cannot end a run before this epoch
+    smoothing: float = 0.0  # patience counts on an EMA of the validation metric (0: raw)
     note: str = ""
 
     def values(self) -> dict[str, float | int]:

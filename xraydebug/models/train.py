@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
@@ -43,6 +44,21 @@ from xraydebug.models.checkpoint import read_checkpoint, save_checkpoint
 from xraydebug.models.inference import autocast, predict_probs
 from xraydebug.models.metrics import summary_metrics
 
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based) under a resolved ``config``: a linear warm-up
+    over ``warmup_epochs``, then constant or a cosine decay to 0 at ``epochs``."""
+    lr = config.lr
+    if config.warmup_epochs and epoch <= config.warmup_epochs:
+        return lr * epoch / config.warmup_epochs
+    if config.schedule == "cosine":
+        start = config.warmup_epochs or 0
+        span = max(1, config.epochs - start)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1 - start) / span))
+    return lr
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -56,7 +72,11 @@ class TrainConfig:
     weight_decay: float | None = None
     class_weights: str = "auto"  # auto | none | comma-separated weights in class order
     val_fraction: float = 0.1
-    patience: int | None = None
+    patience: int | None = None  # 0: no early stopping
+    schedule: str | None = None  # constant | cosine
+    warmup_epochs: int | None = None
+    min_epochs: int | None = None
+    smoothing: float | None = None
     seed: int = 0
     augment: bool = True
     amp: bool = True  # CUDA only
@@ -71,6 +91,12 @@ class TrainConfig:
     text_boxes: str = ""
 
     def __post_init__(self) -> None:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}"
+            )
+        if self.smoothing is not None and not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1); got {self.smoothing!r}")
         if not 0.0 <= self.decorrelate_text <= 1.0:
             raise ValueError(f"decorrelate_text must be in [0, 1]; got {self.decorrelate_text!r}")
         if bool(self.text_data) != bool(self.text_boxes):
@@ -243,6 +269,7 @@ def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
             else ""
         ),
         f"- Validation accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+        *[f"- {line}" for line in card.get("summary", [])],
         *([f"- Recipe: {'; '.join(card['recipe'])}"] if card.get("recipe") else []),
         *_pool_lines(card),
         "",
@@ -413,11 +440,15 @@ def _train_epoch(
     return total_loss / max(seen, 1)
 
 
+_MIN_GAIN = 0.0  # a smoothed validation macro-F1 must rise by more than this to count
+
+
 def _record_epoch(
-    fit: _Fit, epoch: int, train_loss: float, metrics: dict[str, Any]
+    fit: _Fit, epoch: int, train_loss: float, metrics: dict[str, Any], *, smoothing: float = 0.0
 ) -> dict[str, Any]:
     """Early-stopping bookkeeping after ``epoch``: append its history row, keep its weights if
-    validation macro-F1 improved, else count one more bad epoch. Returns the history row."""
+    validation macro-F1 improved, and count one more bad epoch unless the ``smoothing``
+    EMA of validation macro-F1 rose. Returns the history row."""
     state = fit.state
     record = {
         "epoch": epoch,
@@ -427,11 +458,22 @@ def _record_epoch(
     }
     state["history"].append(record)
     if metrics["macro_f1"] > state["best_f1"]:
-        state.update(best_f1=metrics["macro_f1"], best_epoch=epoch, bad_epochs=0)
+        state.update(best_f1=metrics["macro_f1"], best_epoch=epoch)
         state["best_metrics"] = metrics
         fit.best_state = copy.deepcopy(fit.model.state_dict())
+    # patience counts on a smoothed signal: one lucky epoch on a noisy plateau does not reset it
+    previous = state.get("smooth")
+    smooth = (
+        metrics["macro_f1"]
+        if previous is None
+        else (smoothing * previous + (1.0 - smoothing) * metrics["macro_f1"])
+    )
+    record["val_macro_f1_smoothed"] = smooth
+    if smooth > state.get("best_smooth", -math.inf) + _MIN_GAIN:
+        state.update(best_smooth=smooth, bad_epochs=0)
     else:
         state["bad_epochs"] += 1
+    state["smooth"] = smooth
     state["epoch"] = epoch
     return record
 
@@ -455,6 +497,8 @@ def _run_epochs(
         epoch_task = progress.add_task("training", total=config.epochs, status="")
         progress.update(epoch_task, completed=fit.state["epoch"])
         for epoch in range(fit.state["epoch"] + 1, config.epochs + 1):
+            for group in fit.optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch)
             aug_gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             paste_gen = torch.Generator().manual_seed(config.seed * 100_019 + epoch)
             order = torch.randperm(len(train_cache), generator=generator)
@@ -471,7 +515,7 @@ def _run_epochs(
             metrics = summary_metrics(
                 val_cache.labels.numpy(), probs.argmax(1).numpy(), list(setup.classes)
             )
-            record = _record_epoch(fit, epoch, train_loss, metrics)
+            record = _record_epoch(fit, epoch, train_loss, metrics, smoothing=config.smoothing)
             state = fit.state
             _save_resume(resume_path, fit.model, fit.optimizer, fit.best_state, state, identity)
             progress.update(
@@ -481,12 +525,56 @@ def _run_epochs(
                 f"macro-F1 {metrics['macro_f1']:.3f} (best {state['best_f1']:.3f} "
                 f"@{state['best_epoch']})",
             )
-            if state["bad_epochs"] >= config.patience:
-                console.print(
-                    f"Early stop after epoch {epoch}: no val macro-F1 gain in "
-                    f"{config.patience} epochs."
-                )
+            if _should_stop(config, state):
+                state["stopped_early"] = True
                 break
+
+
+def _should_stop(config: TrainConfig, state: dict[str, Any]) -> bool:
+    """Early stopping: on (``patience`` > 0), past ``min_epochs``, and ``patience`` epochs
+    without a gain of the smoothed validation macro-F1."""
+    return (
+        config.patience > 0
+        and state["epoch"] >= config.min_epochs
+        and state["bad_epochs"] >= config.patience
+    )
+
+
+def chance_macro_f1(labels: np.ndarray, num_classes: int) -> float:
+    """The macro-F1 of always answering the most frequent class of ``labels``: what a model
+    that learned nothing reaches."""
+    share = np.bincount(labels, minlength=num_classes).max() / max(len(labels), 1)
+    return float(2 * share / (1 + share) / num_classes)
+
+
+def training_summary(
+    history: list[dict[str, Any]], *, best_epoch: int, epochs: int, chance: float
+) -> list[str]:
+    """Lines on how a run went: where it stopped and why, the validation curve in a few
+    points, and, when validation macro-F1 never rose clearly above ``chance``, that the model
+    learned nothing."""
+    ran = len(history)
+    curve = [row["val_macro_f1"] for row in history]
+    marks = sorted({0, ran // 4, ran // 2, (3 * ran) // 4, ran - 1})
+    points = ", ".join(f"{marks_i + 1}: {curve[marks_i]:.2f}" for marks_i in marks)
+    stop = (
+        f"stopped early after epoch {ran} of {epochs}"
+        if ran < epochs
+        else f"ran all {epochs} epochs"
+    )
+    lines = [f"Training {stop}; best epoch {best_epoch}; validation macro-F1 by epoch: {points}."]
+    if max(curve) <= chance + LEARNED_MARGIN:
+        lines.append(
+            f"The model learned nothing: validation macro-F1 never rose above chance "
+            f"({chance:.2f}, always answering the most frequent class, + {LEARNED_MARGIN}); "
+            "check the data and the recipe before auditing it."
+        )
+    return lines
+
+
+# best validation macro-F1 within this of chance counts as chance: on label-shuffled data the
+# best of 12-30 noisy epochs of the tests' tiny runs stayed within it
+LEARNED_MARGIN = 0.1
 
 
 def _checkpoint_meta(
@@ -583,6 +671,15 @@ def train(
 
     fit.model.load_state_dict(fit.best_state)
     seconds = time.perf_counter() - start_time
+    chance = chance_macro_f1(val_cache.labels.numpy(), len(classes))
+    summary = training_summary(
+        fit.state["history"],
+        best_epoch=fit.state["best_epoch"],
+        epochs=config.epochs,
+        chance=chance,
+    )
+    for line in summary:
+        console.print(line, highlight=False)
     meta = _checkpoint_meta(
         setup,
         fit,
@@ -594,6 +691,7 @@ def train(
         seconds=seconds,
         init_weights=init_weights,
     )
+    meta["summary"] = summary
     save_checkpoint(out, fit.model, **meta)
     card_json, card_md = _write_card(out, meta)
     resume_path.unlink(missing_ok=True)
