@@ -340,6 +340,7 @@ def inspect_cmd(
         raise _fail(f"{data}: no readable images")
 
 
+# Long only by its 18 option declarations; the body is about 25 lines.
 @app.command()
 @handle_errors
 def train(

@@ -23,6 +23,7 @@ __all__ = [
     "default_of",
     "field_names",
     "parse_assignments",
+    "refuse_leftovers",
     "set_path",
     "set_paths",
     "take_fields",
@@ -128,14 +129,20 @@ def set_paths(config: T, values: Mapping[str, Any]) -> T:
     return config
 
 
+def refuse_leftovers(options: Mapping[str, Any], owner: str) -> None:
+    """``ValueError`` naming the options still given (not None) once every field of
+    ``owner`` (words for the configs that were searched) took its own."""
+    leftover = sorted(k for k, v in options.items() if v is not None)
+    if leftover:
+        raise ValueError(f"{', '.join(leftover)}: not a setting of {owner}")
+
+
 def build_config(cls: type[T], options: Mapping[str, Any]) -> T:
     """``cls`` from flat ``options`` named like its fields (None = its default); an option
     that is not one of its fields raises ``ValueError``."""
     rest = dict(options)
     config = cls(**take_fields(cls, rest))
-    leftover = sorted(k for k, v in rest.items() if v is not None)
-    if leftover:
-        raise ValueError(f"{', '.join(leftover)}: not a setting of {cls.__name__}")
+    refuse_leftovers(rest, cls.__name__)
     return config
 
 

@@ -556,7 +556,7 @@ def training_summary(
     ran = len(history)
     curve = [row["val_macro_f1"] for row in history]
     marks = sorted({0, ran // 4, ran // 2, (3 * ran) // 4, ran - 1})
-    points = ", ".join(f"{marks_i + 1}: {curve[marks_i]:.2f}" for marks_i in marks)
+    points = ", ".join(f"{i + 1}: {curve[i]:.2f}" for i in marks)
     stop = (
         f"stopped early after epoch {ran} of {epochs}"
         if ran < epochs
@@ -589,8 +589,13 @@ def _checkpoint_meta(
     seconds: float,
     init_weights: Path | str | None,
 ) -> dict[str, Any]:
-    """Everything the checkpoint and its model card record besides the weights."""
+    """Everything the checkpoint and its model card record besides the weights, with the
+    closing summary of the run (:func:`training_summary`)."""
     config, state = setup.config, fit.state
+    chance = chance_macro_f1(caches[1].labels.numpy(), len(setup.classes))
+    summary = training_summary(
+        state["history"], best_epoch=state["best_epoch"], epochs=config.epochs, chance=chance
+    )
     return {
         "arch": config.arch,
         "classes": list(setup.classes),
@@ -611,6 +616,7 @@ def _checkpoint_meta(
         "machine": machine_info(),
         "init_weights": str(init_weights) if init_weights else None,
         "torch_version": str(torch.__version__),
+        "summary": summary,
     }
 
 
@@ -671,15 +677,6 @@ def train(
 
     fit.model.load_state_dict(fit.best_state)
     seconds = time.perf_counter() - start_time
-    chance = chance_macro_f1(val_cache.labels.numpy(), len(classes))
-    summary = training_summary(
-        fit.state["history"],
-        best_epoch=fit.state["best_epoch"],
-        epochs=config.epochs,
-        chance=chance,
-    )
-    for line in summary:
-        console.print(line, highlight=False)
     meta = _checkpoint_meta(
         setup,
         fit,
@@ -691,7 +688,8 @@ def train(
         seconds=seconds,
         init_weights=init_weights,
     )
-    meta["summary"] = summary
+    for line in meta["summary"]:
+        console.print(line, highlight=False)
     save_checkpoint(out, fit.model, **meta)
     card_json, card_md = _write_card(out, meta)
     resume_path.unlink(missing_ok=True)

@@ -118,10 +118,11 @@ class Stage(ABC):
 @dataclass
 class StageRun:
     """What :func:`run` did: the table written, the state file's contents, how many items
-    were new and how many resumed, the one-line errors, and the steps' stats summed."""
+    were selected, new and resumed, the one-line errors, and the steps' stats summed."""
 
     table: pd.DataFrame
     state: dict[str, Any]
+    n_selected: int = 0
     n_new: int = 0
     n_resumed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -199,7 +200,7 @@ def run(
     if out is not None:
         atomic_write_json(out / stage.state_file, state)
         stage.prepare(out)
-    outcome = StageRun(rows.table(), state, n_resumed=len(resumed))
+    outcome = StageRun(rows.table(), state, n_selected=len(items), n_resumed=len(resumed))
     todo = []
     for item in items:
         record = _record_of(item)
@@ -212,8 +213,9 @@ def run(
             outcome.errors.append(f"{record.path}: {record.message}")
     with open_executor(executor) as runner:
         stage.start(runner)
-        size = stage.batch_size(runner.compute_device(stage.step().device))
-        outcome.stats = _feed(stage, runner, todo, size, rows, outcome, progress)
+        step = stage.step()
+        size = stage.batch_size(runner.compute_device(step.device))
+        outcome.stats = _feed(stage, step, runner, todo, size, rows, outcome, progress)
         state["executor"] = runner.describe()
     outcome.table = rows.write()
     state["seconds"] = round(time.perf_counter() - start, 3)
@@ -225,6 +227,7 @@ def run(
 
 def _feed(
     stage: Stage,
+    step: StepSpec,
     runner: Executor,
     todo: list[Any],
     batch_size: int,
@@ -240,7 +243,7 @@ def _feed(
         progress(0, len(todo))
     if not batches:
         return dict(stats)
-    for index, result in runner.map(stage.step(), batches):
+    for index, result in runner.map(step, batches):
         batch = batches[index]
         if isinstance(result, BatchFailure):
             for item in batch:

@@ -13,11 +13,17 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
-from xraydebug.settings import set_paths, take_fields
+from xraydebug.settings import refuse_leftovers, set_paths, take_fields
 from xraydebug.text import DetectorConfig, TextDetector, build_detector, detector_config
 from xraydebug.text.registry import detector_class_for
 
-__all__ = ["DetectingConfig", "config_from_options", "detector_from_options", "finish_options"]
+__all__ = [
+    "DetectingConfig",
+    "config_from_options",
+    "detector_from_options",
+    "detector_record",
+    "finish_options",
+]
 
 T = TypeVar("T")
 C = TypeVar("C", bound="DetectingConfig")
@@ -53,10 +59,15 @@ class DetectingConfig:
 
     def resolved(self) -> dict[str, Any]:
         """The whole config as JSON-able values, with the detector's name and precision."""
-        described = self.text_detector().describe()
-        detector = {k: v for k, v in described.items() if k != "device"}
+        detector = detector_record(self.text_detector())
         out = dataclasses.asdict(self) | {"detector": detector}  # type: ignore[call-overload]
         return json.loads(json.dumps(out))
+
+
+def detector_record(detector: TextDetector) -> dict[str, Any]:
+    """What a stage records of its detector (name, precision, config): not the device, which
+    does not change results and may differ between a run and its resume."""
+    return {k: v for k, v in detector.describe().items() if k != "device"}
 
 
 def detector_from_options(name: str | None, options: dict[str, Any]) -> DetectorConfig:
@@ -84,9 +95,7 @@ def config_from_options(
 def finish_options(config: T, options: Mapping[str, Any], sets: Mapping[str, Any]) -> T:
     """``config`` with the dotted ``sets`` (``--set``) applied, once every flat option was
     routed: one left over in ``options`` (not None) is refused with one line."""
-    leftover = sorted(k for k, v in options.items() if v is not None)
-    if leftover:
-        detector = getattr(config, "detector", None)
-        owner = f" or of the {type(detector).__name__}" if detector is not None else ""
-        raise ValueError(f"{', '.join(leftover)}: not a setting of {type(config).__name__}{owner}")
+    detector = getattr(config, "detector", None)
+    owner = f" or of the {type(detector).__name__}" if detector is not None else ""
+    refuse_leftovers(options, f"{type(config).__name__}{owner}")
     return set_paths(config, sets)

@@ -68,7 +68,7 @@ from xraydebug.saliency import (
 from xraydebug.saliency.config import DEFAULT_PRESET
 from xraydebug.settings import field_names, take_fields
 from xraydebug.stages import driver
-from xraydebug.stages.options import detector_from_options, finish_options
+from xraydebug.stages.options import detector_from_options, detector_record, finish_options
 from xraydebug.text import (
     DetectorConfig,
     SecondLook,
@@ -182,7 +182,7 @@ class ScanConfig:
         out = asdict(self)
         out["saliency"] = get_explainer(self.method).describe(self.saliency)
         detector = self.text_detector("cpu")
-        out["detector"] = _without_device(detector.describe()) if detector else None
+        out["detector"] = detector_record(detector) if detector else None
         return json.loads(json.dumps(out))
 
     def identity(self) -> dict[str, Any]:
@@ -192,10 +192,6 @@ class ScanConfig:
         for key in ("batch_size", "device", "shard", "limit", "split", "flags"):
             del out[key]
         return out
-
-
-def _without_device(described: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in described.items() if k != "device"}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -492,7 +488,7 @@ class ScanStage(driver.Stage):
         return {
             "device": str(self.device),
             "timings": {k: round(outcome.stats.get(k, 0.0), 3) for k in _STAGES},
-            "n_images": len(self.select()),
+            "n_images": outcome.n_selected,
             "n_new": n_new,
             "n_resumed": outcome.n_resumed,
             "n_errors": int((outcome.table["status"] == STATUS_ERROR).sum()),
