@@ -57,9 +57,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/xraydebug-bench/data"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/xraydebug-bench/small.pt"))
     parser.add_argument("--arch", default="small")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
+    # None: the architecture's recipe
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--covidnext-images", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None)
@@ -77,7 +78,6 @@ def main() -> None:
         lr=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
-        patience=10,
         device="cpu",
     )
     result = train(args.data, args.out, config=config, resume=False)

@@ -91,11 +91,14 @@ def scan_config(**options):
     return ScanConfig.from_options(options)
 
 
-def make_tiny_covidx(root: Path, n_per_class: int = 12, n_test_per_class: int = 6) -> Path:
+def make_tiny_covidx(
+    root: Path, n_per_class: int = 12, n_test_per_class: int = 6, strength: float = 1.0
+) -> Path:
     """64x64 COVIDx set a ``tiny`` model learns in seconds.
 
     normal: noise only; pneumonia: a bright 16 px blob; COVID-19: a 16 px striped patch; the
-    patch position varies so the class is in the pattern, not the place.
+    patch position varies so the class is in the pattern, not the place. ``strength`` scales
+    the patches (below 1: a fainter signal that takes longer to learn).
     """
     classes = ["normal", "pneumonia", "COVID-19"]
     rng = np.random.default_rng(0)
@@ -107,9 +110,9 @@ def make_tiny_covidx(root: Path, n_per_class: int = 12, n_test_per_class: int = 
                 pixels = rng.normal(60, 12, size=(64, 64))
                 y, x = rng.integers(4, 44, size=2)
                 if k == 1:
-                    pixels[y : y + 16, x : x + 16] += 120
+                    pixels[y : y + 16, x : x + 16] += 120 * strength
                 elif k == 2:
-                    pixels[y : y + 16, x : x + 16] += 140 * stripes
+                    pixels[y : y + 16, x : x + 16] += 140 * strength * stripes
                 name = f"{split}_{label}_{i}.png"
                 (root / split).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / split / name)

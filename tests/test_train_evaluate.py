@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -97,7 +98,7 @@ def test_training_learns_the_tiny_task(trained):
 def test_deterministic_and_resumable(tiny_covidx: Path, tmp_path: Path, monkeypatch):
     config = TrainConfig(arch="tiny", epochs=3, batch_size=8, lr=3e-3, device="cpu")
     reference = train(tiny_covidx, tmp_path / "a.pt", config=config)
-    real = train_module.summary_metrics
+    real = train_module.validation_metrics
     calls = {"n": 0}
 
     def interrupt_on_third(*args, **kwargs):
@@ -106,11 +107,11 @@ def test_deterministic_and_resumable(tiny_covidx: Path, tmp_path: Path, monkeypa
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "summary_metrics", interrupt_on_third)
+    monkeypatch.setattr(train_module, "validation_metrics", interrupt_on_third)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_covidx, tmp_path / "b.pt", config=config)
     assert (tmp_path / ".b.resume.pt").exists()
-    monkeypatch.setattr(train_module, "summary_metrics", real)
+    monkeypatch.setattr(train_module, "validation_metrics", real)
     resumed = train(tiny_covidx, tmp_path / "b.pt", config=config)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     a = read_checkpoint(reference.checkpoint)["state_dict"]
@@ -119,6 +120,35 @@ def test_deterministic_and_resumable(tiny_covidx: Path, tmp_path: Path, monkeypa
     assert [h["train_loss"] for h in reference.history] == [
         h["train_loss"] for h in resumed.history
     ]
+
+
+def test_a_resume_file_of_other_init_weights_is_ignored(
+    tiny_covidx: Path, tmp_path: Path, monkeypatch
+):
+    """The resume check once compared config and data only: a run interrupted while
+    fine-tuning weights A continued when restarted from weights B."""
+    from rich.console import Console
+
+    config = TrainConfig(arch="tiny", epochs=3, batch_size=8, device="cpu")
+    a = train(tiny_covidx, tmp_path / "a.pt", config=config).checkpoint
+    b = train(tiny_covidx, tmp_path / "b.pt", config=replace(config, seed=1)).checkpoint
+    real = train_module.validation_metrics
+    calls = {"n": 0}
+
+    def interrupt_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validation_metrics", interrupt_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_covidx, tmp_path / "c.pt", config=config, init_weights=a)
+    monkeypatch.setattr(train_module, "validation_metrics", real)
+    console = Console(record=True, width=300)
+    train(tiny_covidx, tmp_path / "c.pt", config=config, init_weights=b, console=console)
+    text = console.export_text()
+    assert "Resuming" not in text and "Ignoring" in text
 
 
 def test_class_weights():

@@ -9,6 +9,8 @@ fast). Stages return their tables; the audit report is built by the caller::
     result = xraydebug.train("demo-data", "models/covidnet.pt")
     metrics = xraydebug.evaluate("demo-data", "models/covidnet.pt").metrics
     loaded = xraydebug.load_model("models/covidnet.pt")
+    spec = xraydebug.ModelSpec(classes=("normal", "pneumonia", "COVID-19"), input_size=224)
+    xraydebug.import_model("their-resnet.ts", spec, "models/theirs.pt")  # a team's own model
     config = xraydebug.ScanConfig.from_options({"mask_size": 28, "detector": "craft"})
     scan = xraydebug.scan("demo-data", "models/covidnet.pt", "runs/scan", config=config)
     xraydebug.build_report("runs/scan")
@@ -39,6 +41,9 @@ _LAZY = {
     "TrainConfig": "xraydebug.models.train",
     "evaluate": "xraydebug.models.evaluate",
     "load_model": "xraydebug.models.checkpoint",
+    "import_model": "xraydebug.models.foreign",
+    "import_module": "xraydebug.models.foreign",
+    "ModelSpec": "xraydebug.models.foreign",
     "EvaluateConfig": "xraydebug.models.evaluate",
     "scan": "xraydebug.stages.scan",
     "ScanConfig": "xraydebug.stages.scan",

@@ -42,9 +42,7 @@ class DemoConfig:
     n_train: int = 480
     n_test: int = 240
     size: int = 256
-    epochs: int = 30
-    lr: float = 1e-3
-    batch_size: int = 16
+    epochs: int | None = None  # None: the small recipe's
     scan_images: int = 16
     mask_size: int = 28
     iterations: int | None = None  # None: the scan's default preset's
@@ -88,15 +86,7 @@ class DemoConfig:
         return CleanConfig.from_options({**options, "device": device})
 
     def train_config(self, device: str) -> TrainConfig:
-        return TrainConfig(
-            arch="small",
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            patience=10,
-            seed=self.seed,
-            device=device,
-        )
+        return TrainConfig(arch="small", epochs=self.epochs, seed=self.seed, device=device)
 
 
 def _synth(data: Path, config: DemoConfig, console: Console) -> bool:

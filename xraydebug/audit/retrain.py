@@ -117,6 +117,13 @@ class RetrainResult:
 def baseline_train_config(meta: dict[str, Any], device: str) -> TrainConfig:
     """The :class:`TrainConfig` recorded in a checkpoint, run on ``device``."""
     recorded = meta.get("train_config")
+    imported = meta.get("imported")
+    if imported and not isinstance(recorded, dict):
+        raise DatasetError(
+            f"the baseline was imported ({imported.get('format')}: {imported.get('path')}) and "
+            "records no training recipe; retraining an imported model is not supported yet: "
+            "train a baseline with `xraydebug train`, or evaluate and scan the imported one"
+        )
     if not isinstance(recorded, dict):
         raise DatasetError("the baseline checkpoint records no training config to repeat")
     known = {f.name for f in fields(TrainConfig)}

@@ -2,8 +2,11 @@
 
 Keys: ``format``, ``arch``, ``classes``, ``preprocessing`` (dict), ``train_config`` (dict),
 ``data_fingerprint`` (dict), ``metrics`` (best-epoch validation metrics), ``history`` (per
-epoch), ``state_dict``. Only tensors and plain Python values, so ``torch.load(weights_only=True)``
-reads it without executing code.
+epoch), ``state_dict``. An imported model (:mod:`.foreign`) has ``imported`` (its source
+file's format, path and sha256) instead of the training keys, and a TorchScript or
+``torch.export`` one carries its file whole in ``embedded`` (format, and the bytes as a uint8
+tensor). Only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
+without executing code.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import nn
 from xraydebug.errors import CheckpointError
 from xraydebug.fsutil import atomic_write_bytes, file_sha256
 from xraydebug.models.architectures import Preprocessing, build_model
+from xraydebug.models.embedded import ImportedModel, load_embedded
 from xraydebug.models.safe_load import load_weights_only
 
 CHECKPOINT_FORMAT = "xraydebug-checkpoint-v1"
@@ -62,15 +66,23 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     """Rebuild the model of a checkpoint, load its weights strictly, eval mode, on ``device``."""
     payload = read_checkpoint(path)
     classes = tuple(payload["classes"])
-    model = build_model(payload["arch"], num_classes=len(classes))
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path}: weights do not fit arch {payload['arch']!r}: {exc}"
-        ) from exc
+    if "embedded" in payload:  # an imported TorchScript or torch.export file, carried whole
+        embedded = payload["embedded"]
+        try:
+            inner = load_embedded(embedded["format"], embedded["data"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        model = ImportedModel(inner, len(classes), payload["arch"])
+    else:
+        model = build_model(payload["arch"], num_classes=len(classes))
+        try:
+            model.load_state_dict(payload["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path}: weights do not fit arch {payload['arch']!r}: {exc}"
+            ) from exc
     model.eval().to(device)
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "embedded")}
     return LoadedModel(
         model=model,
         preprocessing=Preprocessing.from_dict(payload["preprocessing"]),

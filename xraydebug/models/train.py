@@ -13,6 +13,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,14 @@ from xraydebug.data.torch_dataset import ImageCache
 from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from xraydebug.models.architectures import Preprocessing, build_model, get_arch
+from xraydebug.models.architectures import Preprocessing, TrainRecipe, build_model, get_arch
 from xraydebug.models.augment import AugmentConfig, augment_batch
 from xraydebug.models.checkpoint import read_checkpoint, save_checkpoint
 from xraydebug.models.inference import autocast, predict_probs
-from xraydebug.models.metrics import summary_metrics
+from xraydebug.models.monitor import Monitor, get_monitor, validation_metrics
 
 SCHEDULES = ("constant", "cosine")
+EpochHook = Callable[[dict[str, Any], nn.Module], None]
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -58,6 +60,27 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
         span = max(1, config.epochs - start)
         return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1 - start) / span))
     return lr
+
+
+def low_res_epochs(config: TrainConfig) -> int:
+    """How many first epochs of a resolved ``config`` train at ``low_res_scale``."""
+    if config.low_res_scale >= 1.0:
+        return 0
+    return min(config.epochs - 1, round(config.low_res_share * config.epochs))
+
+
+def input_scale(config: TrainConfig, epoch: int) -> float:
+    """The factor films are scaled by in ``epoch`` (1-based) of a resolved ``config``."""
+    return config.low_res_scale if epoch <= low_res_epochs(config) else 1.0
+
+
+def rescale(gray: torch.Tensor, scale: float) -> torch.Tensor:
+    """``gray`` (B, 1, S, S) in [0, 1] area-averaged to (B, 1, round(S * scale), ...); the
+    same tensor at scale 1."""
+    if scale >= 1.0:
+        return gray
+    side = max(8, round(gray.shape[-1] * scale))
+    return F.interpolate(gray.float(), size=(side, side), mode="area")
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,11 @@ class TrainConfig:
     warmup_epochs: int | None = None
     min_epochs: int | None = None
     smoothing: float | None = None
+    monitor: str | None = None  # the validation metric of MONITORS that early stopping watches
+    # progressive resizing: the first low_res_share of the epochs train (and validate) on
+    # films scaled by low_res_scale, the rest at the model's input size
+    low_res_share: float | None = None
+    low_res_scale: float | None = None
     seed: int = 0
     augment: bool = True
     amp: bool = True  # CUDA only
@@ -95,6 +123,12 @@ class TrainConfig:
             raise ValueError(
                 f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}"
             )
+        if self.monitor is not None:
+            get_monitor(self.monitor)
+        if self.low_res_share is not None and not 0.0 <= self.low_res_share < 1.0:
+            raise ValueError(f"low_res_share must be in [0, 1); got {self.low_res_share!r}")
+        if self.low_res_scale is not None and not 0.0 < self.low_res_scale <= 1.0:
+            raise ValueError(f"low_res_scale must be in (0, 1]; got {self.low_res_scale!r}")
         if self.smoothing is not None and not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1); got {self.smoothing!r}")
         if not 0.0 <= self.decorrelate_text <= 1.0:
@@ -105,20 +139,26 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def resolved(self) -> TrainConfig:
+    def recipe(self, *, finetune: bool = False) -> TrainRecipe:
+        """The architecture's recipe: from scratch, or for fine-tuning a user's weights."""
+        spec = get_arch(self.arch)
+        return spec.finetune_recipe if finetune else spec.recipe
+
+    def resolved(self, *, finetune: bool = False) -> TrainConfig:
         """This config with every recipe field left at None taken from the architecture's
-        recipe (what a run actually uses, and what checkpoints record)."""
-        recipe = get_arch(self.arch).recipe.values()
+        recipe (what a run actually uses, and what checkpoints record); ``finetune``: its
+        fine-tuning recipe (a run that starts from ``init_weights``)."""
+        recipe = self.recipe(finetune=finetune).values()
         return replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
 
-    def recipe_lines(self) -> list[str]:
+    def recipe_lines(self, *, finetune: bool = False) -> list[str]:
         """One line per recipe field: its value, and whether the user or the architecture set
         it (call on the config as given, before :meth:`resolved`)."""
-        spec = get_arch(self.arch)
+        name = f"{self.arch}'s {'fine-tuning ' if finetune else ''}recipe"
         lines = []
-        for key, default in spec.recipe.values().items():
+        for key, default in self.recipe(finetune=finetune).values().items():
             given = getattr(self, key)
-            source = "set by you" if given is not None else f"{self.arch}'s recipe"
+            source = "set by you" if given is not None else name
             lines.append(f"{key} {given if given is not None else default} ({source})")
         return lines
 
@@ -299,7 +339,8 @@ def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
 class _Fit:
     """The model being trained and everything a resume file restores.
 
-    ``state`` is the early-stopping bookkeeping (``epoch``, ``best_f1``, ``best_epoch``,
+    ``state`` is the early-stopping bookkeeping (``epoch``, ``best_score`` (the monitored
+    metric signed so higher is better), ``best_epoch``,
     ``bad_epochs``, ``history`` and, once an epoch improved, ``best_metrics``), stored as a plain
     dict in the resume file; ``best_state`` the weights of the best epoch so far.
     """
@@ -373,7 +414,7 @@ def _new_fit(
     model = build_model(config.arch, num_classes=num_classes, init_weights=init_weights)
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
     return _Fit(model, optimizer, copy.deepcopy(model.state_dict()), state)
 
 
@@ -411,9 +452,11 @@ def _train_epoch(
     order: torch.Tensor,
     paste_gen: torch.Generator,
     aug_gen: torch.Generator,
+    scale: float = 1.0,
 ) -> float:
-    """One pass over ``train_cache`` in ``order``, pasting text from ``setup.pool`` and
-    augmenting (unless ``setup.augment`` is None); returns the mean training loss."""
+    """One pass over ``train_cache`` in ``order``, pasting text from ``setup.pool``, scaling
+    by ``scale`` and augmenting (unless ``setup.augment`` is None); returns the mean
+    training loss."""
     model, optimizer = fit.model, fit.optimizer
     config, prep, device, pool = setup.config, setup.prep, setup.device, setup.pool
     model.train()
@@ -425,6 +468,7 @@ def _train_epoch(
         gray = train_cache.images[batch].to(device).float()
         if pool:
             gray = paste_random(gray, pool, config.decorrelate_text, paste_gen)
+        gray = rescale(gray, scale)
         if setup.augment is not None:
             gray = augment_batch(gray, setup.augment, aug_gen)
         x = prep.normalize(gray).contiguous(memory_format=torch.channels_last)
@@ -440,35 +484,34 @@ def _train_epoch(
     return total_loss / max(seen, 1)
 
 
-_MIN_GAIN = 0.0  # a smoothed validation macro-F1 must rise by more than this to count
+_MIN_GAIN = 0.0  # the smoothed monitored metric must rise by more than this to count
 
 
 def _record_epoch(
-    fit: _Fit, epoch: int, train_loss: float, metrics: dict[str, Any], *, smoothing: float = 0.0
+    fit: _Fit,
+    epoch: int,
+    train_loss: float,
+    metrics: dict[str, Any],
+    *,
+    monitor: Monitor,
+    smoothing: float = 0.0,
 ) -> dict[str, Any]:
     """Early-stopping bookkeeping after ``epoch``: append its history row, keep its weights if
-    validation macro-F1 improved, and count one more bad epoch unless the ``smoothing``
-    EMA of validation macro-F1 rose. Returns the history row."""
+    the ``monitor``ed validation metric improved, and count one more bad epoch unless its
+    ``smoothing`` EMA improved. Returns the history row."""
     state = fit.state
-    record = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "val_accuracy": metrics["accuracy"],
-        "val_macro_f1": metrics["macro_f1"],
-    }
+    record = {"epoch": epoch, "train_loss": train_loss}
+    record.update({f"val_{key}": metrics[key] for key in ("accuracy", "macro_f1", "auroc", "loss")})
     state["history"].append(record)
-    if metrics["macro_f1"] > state["best_f1"]:
-        state.update(best_f1=metrics["macro_f1"], best_epoch=epoch)
+    score = monitor.score(metrics)
+    if score > state["best_score"]:
+        state.update(best_score=score, best_epoch=epoch)
         state["best_metrics"] = metrics
         fit.best_state = copy.deepcopy(fit.model.state_dict())
     # patience counts on a smoothed signal: one lucky epoch on a noisy plateau does not reset it
     previous = state.get("smooth")
-    smooth = (
-        metrics["macro_f1"]
-        if previous is None
-        else (smoothing * previous + (1.0 - smoothing) * metrics["macro_f1"])
-    )
-    record["val_macro_f1_smoothed"] = smooth
+    smooth = score if previous is None else smoothing * previous + (1.0 - smoothing) * score
+    record["monitor_smoothed"] = smooth if monitor.higher_is_better else -smooth
     if smooth > state.get("best_smooth", -math.inf) + _MIN_GAIN:
         state.update(best_smooth=smooth, bad_epochs=0)
     else:
@@ -476,6 +519,14 @@ def _record_epoch(
     state["smooth"] = smooth
     state["epoch"] = epoch
     return record
+
+
+def _restart_bookkeeping(state: dict[str, Any]) -> None:
+    """Forget the best epoch and patience of the low-resolution epochs at the first epoch at
+    full size: only full-size epochs are kept as the model or end a run (the history stays)."""
+    state.update(best_score=-math.inf, bad_epochs=0)
+    for key in ("smooth", "best_smooth"):
+        state.pop(key, None)
 
 
 def _run_epochs(
@@ -487,12 +538,14 @@ def _run_epochs(
     resume_path: Path,
     identity: dict[str, Any],
     console: Console,
+    on_epoch: EpochHook | None = None,
 ) -> None:
     """Train from ``fit.state['epoch'] + 1`` to ``config.epochs`` or until early stopping,
-    validating on the (train, val) ``caches``' second and writing the resume file after every
-    epoch."""
+    validating on the (train, val) ``caches``' second, calling ``on_epoch`` and writing the
+    resume file after every epoch."""
     config, prep, device = setup.config, setup.prep, setup.device
     train_cache, val_cache = caches
+    monitor = get_monitor(config.monitor)
     with _progress(console) as progress:
         epoch_task = progress.add_task("training", total=config.epochs, status="")
         progress.update(epoch_task, completed=fit.state["epoch"])
@@ -502,6 +555,7 @@ def _run_epochs(
             aug_gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             paste_gen = torch.Generator().manual_seed(config.seed * 100_019 + epoch)
             order = torch.randperm(len(train_cache), generator=generator)
+            scale = input_scale(config, epoch)
             train_loss = _train_epoch(
                 fit,
                 setup,
@@ -509,21 +563,28 @@ def _run_epochs(
                 order=order,
                 paste_gen=paste_gen,
                 aug_gen=aug_gen,
+                scale=scale,
             )
             fit.model.eval()
-            probs = predict_probs(fit.model, prep, val_cache.images, device, amp=config.amp)
-            metrics = summary_metrics(
-                val_cache.labels.numpy(), probs.argmax(1).numpy(), list(setup.classes)
+            val = rescale(val_cache.images, scale)
+            probs = predict_probs(fit.model, prep, val, device, amp=config.amp)
+            metrics = validation_metrics(val_cache.labels.numpy(), probs.numpy(), setup.classes)
+            if epoch == low_res_epochs(config) + 1:
+                _restart_bookkeeping(fit.state)
+            record = _record_epoch(
+                fit, epoch, train_loss, metrics, monitor=monitor, smoothing=config.smoothing
             )
-            record = _record_epoch(fit, epoch, train_loss, metrics, smoothing=config.smoothing)
+            record["scale"] = scale
+            if on_epoch is not None:
+                on_epoch(record, fit.model)
             state = fit.state
             _save_resume(resume_path, fit.model, fit.optimizer, fit.best_state, state, identity)
             progress.update(
                 epoch_task,
                 completed=epoch,
                 status=f"loss {record['train_loss']:.3f} val acc {metrics['accuracy']:.3f} "
-                f"macro-F1 {metrics['macro_f1']:.3f} (best {state['best_f1']:.3f} "
-                f"@{state['best_epoch']})",
+                f"macro-F1 {metrics['macro_f1']:.3f} {config.monitor} {metrics[monitor.key]:.3f} "
+                f"(best @{state['best_epoch']})",
             )
             if _should_stop(config, state):
                 state["stopped_early"] = True
@@ -531,11 +592,13 @@ def _run_epochs(
 
 
 def _should_stop(config: TrainConfig, state: dict[str, Any]) -> bool:
-    """Early stopping: on (``patience`` > 0), past ``min_epochs``, and ``patience`` epochs
-    without a gain of the smoothed validation macro-F1."""
+    """Early stopping: on (``patience`` > 0), past ``min_epochs`` and the low-resolution
+    epochs, and ``patience`` epochs without a gain of the smoothed monitored validation
+    metric."""
     return (
         config.patience > 0
         and state["epoch"] >= config.min_epochs
+        and state["epoch"] > low_res_epochs(config)
         and state["bad_epochs"] >= config.patience
     )
 
@@ -548,21 +611,32 @@ def chance_macro_f1(labels: np.ndarray, num_classes: int) -> float:
 
 
 def training_summary(
-    history: list[dict[str, Any]], *, best_epoch: int, epochs: int, chance: float
+    history: list[dict[str, Any]], *, best_epoch: int, config: TrainConfig, chance: float
 ) -> list[str]:
-    """Lines on how a run went: where it stopped and why, the validation curve in a few
-    points, and, when validation macro-F1 never rose clearly above ``chance``, that the model
-    learned nothing."""
-    ran = len(history)
+    """Lines on how a run of a resolved ``config`` went: where it stopped and why, the
+    half-size epochs, the validation curve in a few points, and, when validation macro-F1
+    never rose clearly above ``chance``, that the model learned nothing."""
+    ran, epochs = len(history), config.epochs
     curve = [row["val_macro_f1"] for row in history]
     marks = sorted({0, ran // 4, ran // 2, (3 * ran) // 4, ran - 1})
     points = ", ".join(f"{i + 1}: {curve[i]:.2f}" for i in marks)
     stop = (
-        f"stopped early after epoch {ran} of {epochs}"
+        f"stopped early after epoch {ran} of {epochs} (the smoothed validation "
+        f"{config.monitor} had not improved for {config.patience} epochs)"
         if ran < epochs
         else f"ran all {epochs} epochs"
     )
-    lines = [f"Training {stop}; best epoch {best_epoch}; validation macro-F1 by epoch: {points}."]
+    low = low_res_epochs(config)
+    phase = (
+        f"; epochs 1-{low} at {config.low_res_scale:g}x size, the best epoch chosen among the "
+        "full-size ones"
+        if low
+        else ""
+    )
+    lines = [
+        f"Training {stop}{phase}; best epoch {best_epoch} (by validation {config.monitor}); "
+        f"validation macro-F1 by epoch: {points}."
+    ]
     if max(curve) <= chance + LEARNED_MARGIN:
         lines.append(
             f"The model learned nothing: validation macro-F1 never rose above chance "
@@ -594,7 +668,7 @@ def _checkpoint_meta(
     config, state = setup.config, fit.state
     chance = chance_macro_f1(caches[1].labels.numpy(), len(setup.classes))
     summary = training_summary(
-        state["history"], best_epoch=state["best_epoch"], epochs=config.epochs, chance=chance
+        state["history"], best_epoch=state["best_epoch"], config=config, chance=chance
     )
     return {
         "arch": config.arch,
@@ -629,14 +703,19 @@ def train(
     init_weights: Path | str | None = None,
     resume: bool = True,
     console: Console | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``data`` and write the best checkpoint to ``out``.
 
     The validation split is ``data``'s ``val`` split when it has one, else a patient-grouped
-    ``config.val_fraction`` of train. Test images are never looked at.
+    ``config.val_fraction`` of train. Test images are never looked at. ``init_weights``
+    (a local state_dict) switches to the architecture's fine-tuning recipe. ``on_epoch``
+    is called after every epoch with its history row (keys it adds are kept in the history)
+    and the model in eval mode (at the epoch's ``scale`` of the input size).
     """
-    recipe_lines = config.recipe_lines()
-    config = config.resolved()
+    finetune = init_weights is not None
+    recipe_lines = config.recipe_lines(finetune=finetune)
+    config = config.resolved(finetune=finetune)
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     start_time = time.perf_counter()
@@ -658,6 +737,7 @@ def train(
     weights = class_weight_tensor(config.class_weights, train_cache.labels, len(classes))
     resume_path = out.parent / f".{out.stem}.resume.pt"
     identity = {"train_config": config.to_dict(), "data_fingerprint": fingerprint}
+    identity["init_weights"] = _file_identity(init_weights)
     if resume and resume_path.exists():
         _resume_fit(fit, resume_path, identity, out=out, console=console)
     generator = _shuffle_generator(config.seed, fit.state["epoch"], len(train_cache))
@@ -673,6 +753,7 @@ def train(
         resume_path=resume_path,
         identity=identity,
         console=console,
+        on_epoch=on_epoch,
     )
 
     fit.model.load_state_dict(fit.best_state)
@@ -690,9 +771,17 @@ def train(
     )
     for line in meta["summary"]:
         console.print(line, highlight=False)
-    save_checkpoint(out, fit.model, **meta)
-    card_json, card_md = _write_card(out, meta)
+    result = _write_outputs(out, fit.model, meta, skipped)
     resume_path.unlink(missing_ok=True)
+    return result
+
+
+def _write_outputs(
+    out: Path, model: nn.Module, meta: dict[str, Any], skipped: list[tuple[ImageRecord, str]]
+) -> TrainResult:
+    """Write the checkpoint of ``model`` with ``meta`` and its model card."""
+    save_checkpoint(out, model, **meta)
+    card_json, card_md = _write_card(out, meta)
     return TrainResult(
         out,
         card_json,
@@ -700,9 +789,17 @@ def train(
         meta["best_epoch"],
         meta["val_metrics"],
         meta["history"],
-        seconds,
+        meta["seconds"],
         skipped,
     )
+
+
+def _file_identity(path: Path | str | None) -> dict[str, Any] | None:
+    """What tells one weights file from another for the resume check: path, size, mtime."""
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
 
 
 def _save_resume(

@@ -1,0 +1,339 @@
+"""The model a team already has, as an xraydebug checkpoint every command takes.
+
+Formats (a registry: :func:`register_importer`): a TorchScript archive (``torch.jit.save``),
+a ``torch.export`` program (``torch.export.save``, ``.pt2``), a state_dict of a torchvision
+classifier (``arch="torchvision:NAME"``), and an xraydebug checkpoint (passed through). What
+the file cannot say (the class order, the input size, channels, mean, std, top crop) comes
+from a :class:`ModelSpec`. The import runs one forward pass on a dummy batch, refuses a model
+whose output width does not match the classes, and records the file's format and sha256 in
+the checkpoint and its model card.
+
+From Python, :func:`import_module` takes any ``torch.nn.Module`` without a file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xraydebug.errors import CheckpointError
+from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256
+from xraydebug.models.architectures import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TORCHVISION_PREFIX,
+    Preprocessing,
+    build_model,
+)
+from xraydebug.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, save_checkpoint
+from xraydebug.models.embedded import ImportedModel, load_embedded, to_tensor
+from xraydebug.models.safe_load import load_weights_only
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model file does not record: its output order and its input.
+
+    ``classes``: one name per output, in output order. ``arch``: for a state_dict,
+    ``torchvision:NAME``. The rest is the :class:`Preprocessing` the model was trained with.
+    """
+
+    classes: tuple[str, ...]
+    arch: str = ""
+    input_size: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_top: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be two or more distinct names; got {self.classes}")
+        self.preprocessing()  # checks sizes, channels, mean and std now
+
+    def preprocessing(self) -> Preprocessing:
+        mean, std = tuple(self.mean), tuple(self.std)
+        if self.channels == 1 and len(mean) == 3 and mean == IMAGENET_MEAN:
+            mean, std = (0.5,), (0.25,)  # the ImageNet default does not fit one channel
+        return Preprocessing(self.input_size, self.channels, mean, std, self.crop_top)
+
+    @classmethod
+    def from_json(cls, path: Path | str, **overrides: Any) -> ModelSpec:
+        """A spec from a JSON file holding the same keys, with ``overrides`` (not None) on
+        top; an unknown key raises ``ValueError``."""
+        data = json.loads(Path(path).read_text())
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown spec keys {unknown}; known: {sorted(known)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Importer:
+    """A file format: ``detect(path)`` says whether a file is one; ``load(path, spec)``
+    returns ``(module, fields)``: the network and what the checkpoint stores to rebuild it
+    (``arch`` and either its state_dict or the embedded file)."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    load: Callable[[Path, ModelSpec], tuple[nn.Module, dict[str, Any]]]
+    description: str = ""
+
+
+_IMPORTERS: dict[str, Importer] = {}
+XRAYDEBUG = "xraydebug"  # an xraydebug checkpoint: copied as it is
+
+
+def register_importer(importer: Importer) -> Importer:
+    _IMPORTERS[importer.name] = importer
+    return importer
+
+
+def importer_names() -> list[str]:
+    return list(_IMPORTERS)
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A ``torch.jit.save`` archive: a zip with the module's code under ``code/__torch__``."""
+    return any("/code/__torch__" in name for name in _zip_names(path))
+
+
+def _is_exported(path: Path) -> bool:
+    """A ``torch.export.save`` archive: a zip with ``archive_format`` and ``models/*.json``."""
+    names = _zip_names(path)
+    return any(n.endswith("/archive_format") for n in names) and any(
+        "/models/" in n and n.endswith(".json") for n in names
+    )
+
+
+def _embedded_loader(fmt: str) -> Callable[[Path, ModelSpec], tuple[nn.Module, dict[str, Any]]]:
+    def load(path: Path, spec: ModelSpec) -> tuple[nn.Module, dict[str, Any]]:
+        data = path.read_bytes()
+        module = load_embedded(fmt, data)
+        return module, {"arch": fmt, "embedded": {"format": fmt, "data": to_tensor(data)}}
+
+    return load
+
+
+def _is_state_dict_file(path: Path) -> bool:
+    return bool(_zip_names(path)) and not _is_torchscript(path) and not _is_exported(path)
+
+
+def _load_state_dict(path: Path, spec: ModelSpec) -> tuple[nn.Module, dict[str, Any]]:
+    if not spec.arch.startswith(TORCHVISION_PREFIX):
+        raise CheckpointError(
+            f"{path}: a state_dict needs --arch {TORCHVISION_PREFIX}NAME (the network it fits)"
+        )
+    payload = load_weights_only(path, "state_dict", "")
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: already an xraydebug checkpoint; no import needed")
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state_dict (a dict of tensors)")
+    model = build_model(spec.arch, num_classes=len(spec.classes))
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: keys do not fit {spec.arch}: {first}") from exc
+    return model, {"arch": spec.arch}
+
+
+def _is_xraydebug(path: Path) -> bool:
+    # torch.load would hand a TorchScript archive to torch.jit.load: rule those out first
+    if not _zip_names(path) or _is_torchscript(path) or _is_exported(path):
+        return False
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+register_importer(
+    Importer(
+        "torchscript",
+        _is_torchscript,
+        _embedded_loader("torchscript"),
+        "torch.jit.save archive (traced or scripted), embedded whole",
+    )
+)
+register_importer(
+    Importer(
+        "exported_program",
+        _is_exported,
+        _embedded_loader("exported_program"),
+        "torch.export.save program (.pt2), embedded whole",
+    )
+)
+register_importer(
+    Importer(
+        "state_dict",
+        _is_state_dict_file,
+        _load_state_dict,
+        f"torch.save(model.state_dict()) of a {TORCHVISION_PREFIX}NAME network",
+    )
+)
+
+
+def detect_format(path: Path) -> str:
+    """The registered format ``path`` is in; ``CheckpointError`` when none fits."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model file not found")
+    if _is_xraydebug(path):
+        return XRAYDEBUG
+    for importer in _IMPORTERS.values():
+        if importer.detect(path):
+            return importer.name
+    raise CheckpointError(
+        f"{path}: not a model file this version reads (formats: {', '.join(_IMPORTERS)}, "
+        f"{XRAYDEBUG}; ONNX: not yet)"
+    )
+
+
+@dataclass
+class ImportResult:
+    checkpoint: Path
+    card: Path | None
+    format: str
+    sha256: str
+    output_width: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_output(module: nn.Module, spec: ModelSpec, source: str) -> int:
+    """One forward pass on a dummy batch of two; the output width must match the classes."""
+    prep = spec.preprocessing()
+    fixed = getattr(getattr(module, "inner", module), "input_hw", None)
+    if fixed is not None and fixed != (prep.input_size, prep.input_size):
+        raise CheckpointError(
+            f"{source}: the model was exported for {fixed[0]}x{fixed[1]} input, not "
+            f"--input-size {prep.input_size}"
+        )
+    x = torch.zeros(2, prep.in_channels, prep.input_size, prep.input_size)
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{source}: the model does not run on a (2, {prep.in_channels}, {prep.input_size}, "
+            f"{prep.input_size}) batch (check --input-size and --channels): {first}"
+        ) from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CheckpointError(f"{source}: the model returns {shape}, not (batch, outputs)")
+    if out.shape[1] != len(spec.classes):
+        raise CheckpointError(
+            f"{source}: the model has {out.shape[1]} outputs but --classes names "
+            f"{len(spec.classes)} ({', '.join(spec.classes)})"
+        )
+    return int(out.shape[1])
+
+
+def import_module(
+    module: nn.Module,
+    spec: ModelSpec,
+    out: Path | str,
+    *,
+    source: dict[str, Any] | None = None,
+    stored: dict[str, Any] | None = None,
+) -> ImportResult:
+    """Write ``module`` (any network taking ``spec``'s input) as an xraydebug checkpoint.
+
+    ``stored``: how the checkpoint rebuilds it (``arch`` plus, for an embedded file,
+    ``embedded``); by default the state_dict of ``spec.arch`` (a registered architecture or
+    ``torchvision:NAME``). ``source``: what is recorded of the original file.
+    """
+    out = Path(out)
+    source = source or {"format": "module", "path": None, "sha256": None}
+    stored = stored or {"arch": spec.arch}
+    if not stored.get("arch"):
+        raise CheckpointError("import_module needs spec.arch (how to rebuild the network)")
+    wrapped = ImportedModel(module, len(spec.classes), stored["arch"])
+    width = _check_output(wrapped, spec, source.get("path") or "module")
+    prep = spec.preprocessing()
+    meta: dict[str, Any] = {
+        "arch": stored["arch"],
+        "classes": list(spec.classes),
+        "preprocessing": prep.to_dict(),
+        "imported": source,
+        "history": [],
+        "summary": [f"Imported from {source.get('path') or 'a module'} ({source['format']})."],
+    }
+    if "embedded" in stored:
+        meta["embedded"] = stored["embedded"]
+    target = module if "embedded" not in stored else nn.Module()  # embedded: no state_dict
+    save_checkpoint(out, target, **meta)
+    card = out.with_suffix(".json")
+    atomic_write_json(
+        card,
+        {
+            "arch": stored["arch"],
+            "classes": list(spec.classes),
+            "preprocessing": prep.to_dict(),
+            "imported": source,
+        },
+    )
+    atomic_write_text(out.with_suffix(".md"), _card_markdown(stored["arch"], spec, source))
+    return ImportResult(out, card, source["format"], source.get("sha256") or "", width)
+
+
+def _card_markdown(arch: str, spec: ModelSpec, source: dict[str, Any]) -> str:
+    prep = spec.preprocessing()
+    return (
+        f"# Imported model\n\n- source: `{source.get('path')}` ({source['format']}, sha256 "
+        f"`{source.get('sha256')}`)\n- rebuilt as: `{arch}`\n- outputs (softmax, in order): "
+        f"{', '.join(spec.classes)}\n- input: {prep.in_channels} channel(s), "
+        f"{prep.input_size} px, mean {list(prep.mean)}, std {list(prep.std)}, top crop "
+        f"{prep.crop_top}\n"
+    )
+
+
+def import_model(path: Path | str, spec: ModelSpec, out: Path | str) -> ImportResult:
+    """Import the model file ``path`` (format detected) with ``spec`` into checkpoint ``out``.
+
+    Every refusal (unknown format, keys that do not fit, an output width other than the
+    classes', a model that does not run on the input) is one :class:`CheckpointError` line,
+    and nothing is written.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    sha256 = file_sha256(path)
+    if fmt == XRAYDEBUG:  # passed through unchanged
+        out = Path(out)
+        atomic_write_bytes(out, path.read_bytes())
+        card = None
+        if path.with_suffix(".json").is_file():
+            card = atomic_write_bytes(
+                out.with_suffix(".json"), path.with_suffix(".json").read_bytes()
+            )
+        return ImportResult(out, card, fmt, sha256, len(read_checkpoint(path)["classes"]))
+    module, stored = _IMPORTERS[fmt].load(path, spec)
+    source = {"format": fmt, "path": str(path.resolve()), "sha256": sha256}
+    return import_module(module, spec, out, source=source, stored=stored)
+
+
+def classes_from_option(text: str) -> Sequence[str]:
+    """``"a,b,c"`` -> ``["a", "b", "c"]`` (spaces around names dropped)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
