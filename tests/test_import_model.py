@@ -24,7 +24,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def foreign_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A torchvision ResNet-18 (3 outputs) after a few SGD steps of a plain PyTorch loop, saved
-    the three ways a team saves a model."""
+    the four ways a team saves a model."""
     root = tmp_path_factory.mktemp("foreign")
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None, num_classes=3)
@@ -42,6 +42,18 @@ def foreign_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.trace(net, example), files["torchscript"])
+    files["onnx"] = root / "net.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            files["onnx"],
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            dynamo=False,
+        )
     files["exported_program"] = root / "net.pt2"
     batch = torch.export.Dim("batch", min=1, max=64)
     program = torch.export.export(net, (example,), dynamic_shapes={"x": {0: batch}})
@@ -85,7 +97,7 @@ def test_an_imported_model_is_audited(foreign_files, tiny_covidx, tmp_path):
     assert (tmp_path / "e").is_dir()
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "exported_program"])
+@pytest.mark.parametrize("fmt", ["torchscript", "exported_program", "onnx"])
 def test_an_embedded_model_is_scanned_with_gradients(fmt, foreign_files, tiny_covidx, tmp_path):
     """iGOS++ needs gradients through the user's network: TorchScript and torch.export
     programs carried whole give finite masks and deletion/insertion AUCs."""
@@ -114,6 +126,19 @@ def test_bad_imports_are_one_line_and_write_nothing(foreign_files, tmp_path):
     cases["size"] = _import(
         foreign_files["exported_program"], tmp_path / "e.pt", "--input-size", "96"
     )
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Erf", ["x"], ["y"])],
+        "erf",
+        [value("x", TensorProto.FLOAT, [None, 3, SIZE, SIZE])],
+        [value("y", TensorProto.FLOAT, [None, 3])],
+    )
+    unsupported = tmp_path / "erf.onnx"
+    onnx.save(helper.make_model(graph), unsupported)
+    cases["operator"] = _import(unsupported, tmp_path / "f.pt")
     not_a_module = tmp_path / "fn.ts"
     not_a_module.write_bytes(b"PK\x03\x04 not really a zip")
     cases["not a model"] = _import(not_a_module, tmp_path / "d.pt")
@@ -123,9 +148,34 @@ def test_bad_imports_are_one_line_and_write_nothing(foreign_files, tmp_path):
         "no arch": "--arch torchvision:NAME",
         "not a model": "not a model file",
         "size": "exported for 64x64 input, not --input-size 96",
+        "operator": "ONNX operators not supported: Erf",
     }
     for name, result in cases.items():
         assert result.exit_code == 1, (name, result.output)
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) <= 3 and expected[name] in result.output.replace("\n", " "), name
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_any_module_is_imported_from_python(tmp_path):
+    """No file and no registered architecture: the module is exported and carried whole."""
+    from xraydebug.models.foreign import ModelSpec, import_module
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    ).eval()
+    with pytest.raises(ValueError, match="--channels 1 needs --mean"):
+        ModelSpec(classes=("no", "yes"), channels=1)
+    spec = ModelSpec(classes=("no", "yes"), input_size=32, channels=1, mean=(0.5,), std=(0.2,))
+    result = import_module(net, spec, tmp_path / "m.pt")
+    loaded = load_model(result.checkpoint)
+    gray = torch.rand(5, 1, 32, 32)
+    expected = torch.softmax(net((gray - 0.5) / 0.2), dim=1)
+    got = predict_probs(loaded.model, loaded.preprocessing, gray, torch.device("cpu"))
+    assert (got - expected).abs().max() < 1e-5
+    assert read_checkpoint(result.checkpoint)["embedded"]["format"] == "exported_program"

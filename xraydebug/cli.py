@@ -26,6 +26,7 @@ from rich.table import Table
 from xraydebug.errors import XrayDebugError
 from xraydebug.executor import EXECUTORS, ExecutorConfig, import_ray
 from xraydebug.models.architectures import list_archs
+from xraydebug.models.foreign import format_names
 from xraydebug.models.monitor import MONITORS
 from xraydebug.models.train import TrainConfig
 from xraydebug.progress import progress_bar as _progress_bar
@@ -472,7 +473,8 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @handle_errors
 def import_model_cmd(
     file: Annotated[
-        Path, typer.Argument(help="TorchScript, torch.export (.pt2), state_dict or checkpoint.")
+        Path,
+        typer.Argument(help=f"A model file: {', '.join(format_names())}."),
     ],
     out: Annotated[Path, typer.Option(help="The xraydebug checkpoint to write.")],
     classes: Annotated[

@@ -49,10 +49,17 @@ def _load_exported(data: bytes) -> nn.Module:
     return module
 
 
+def _load_onnx(data: bytes) -> nn.Module:
+    from xraydebug.models.onnx_graph import load_onnx  # needs the onnx extra
+
+    return load_onnx(data)
+
+
 # format name -> bytes of the file -> module
 EMBEDDED_LOADERS: dict[str, Callable[[bytes], nn.Module]] = {
     "torchscript": _load_torchscript,
     "exported_program": _load_exported,
+    "onnx": _load_onnx,
 }
 
 

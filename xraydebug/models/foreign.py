@@ -1,8 +1,9 @@
 """The model a team already has, as an xraydebug checkpoint every command takes.
 
 Formats (a registry: :func:`register_importer`): a TorchScript archive (``torch.jit.save``),
-a ``torch.export`` program (``torch.export.save``, ``.pt2``), a state_dict of a torchvision
-classifier (``arch="torchvision:NAME"``), and an xraydebug checkpoint (passed through). What
+a ``torch.export`` program (``torch.export.save``, ``.pt2``), an ONNX file (run by
+:mod:`.onnx_graph`), a state_dict of a torchvision classifier (``arch="torchvision:NAME"``),
+and an xraydebug checkpoint (passed through). What
 the file cannot say (the class order, the input size, channels, mean, std, top crop) comes
 from a :class:`ModelSpec`. The import runs one forward pass on a dummy batch, refuses a model
 whose output width does not match the classes, and records the file's format and sha256 in
@@ -13,10 +14,11 @@ From Python, :func:`import_module` takes any ``torch.nn.Module`` without a file.
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +62,11 @@ class ModelSpec:
         self.preprocessing()  # checks sizes, channels, mean and std now
 
     def preprocessing(self) -> Preprocessing:
-        mean, std = tuple(self.mean), tuple(self.std)
-        if self.channels == 1 and len(mean) == 3 and mean == IMAGENET_MEAN:
-            mean, std = (0.5,), (0.25,)  # the ImageNet default does not fit one channel
-        return Preprocessing(self.input_size, self.channels, mean, std, self.crop_top)
+        """The model's input; one channel needs its own one-value mean and std (the default
+        is ImageNet's three)."""
+        if self.channels == 1 and len(self.mean) == 3:
+            raise ValueError("--channels 1 needs --mean and --std with one value each")
+        return Preprocessing(self.input_size, self.channels, self.mean, self.std, self.crop_top)
 
     @classmethod
     def from_json(cls, path: Path | str, **overrides: Any) -> ModelSpec:
@@ -97,10 +100,6 @@ XRAYDEBUG = "xraydebug"  # an xraydebug checkpoint: copied as it is
 def register_importer(importer: Importer) -> Importer:
     _IMPORTERS[importer.name] = importer
     return importer
-
-
-def importer_names() -> list[str]:
-    return list(_IMPORTERS)
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -185,6 +184,24 @@ register_importer(
         "torch.export.save program (.pt2), embedded whole",
     )
 )
+
+
+def _is_onnx(path: Path) -> bool:
+    """An ONNX ModelProto: ``.onnx``, or a protobuf starting with its ir_version field."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    with path.open("rb") as handle:
+        return handle.read(1) == b"\x08" and not _zip_names(path)
+
+
+register_importer(
+    Importer(
+        "onnx",
+        _is_onnx,
+        _embedded_loader("onnx"),
+        "ONNX file, run by xraydebug's own graph executor (onnx extra); carried whole",
+    )
+)
 register_importer(
     Importer(
         "state_dict",
@@ -193,6 +210,11 @@ register_importer(
         f"torch.save(model.state_dict()) of a {TORCHVISION_PREFIX}NAME network",
     )
 )
+
+
+def format_names() -> list[str]:
+    """The formats :func:`import_model` reads, registered ones first."""
+    return [*_IMPORTERS, XRAYDEBUG]
 
 
 def detect_format(path: Path) -> str:
@@ -205,8 +227,7 @@ def detect_format(path: Path) -> str:
         if importer.detect(path):
             return importer.name
     raise CheckpointError(
-        f"{path}: not a model file this version reads (formats: {', '.join(_IMPORTERS)}, "
-        f"{XRAYDEBUG}; ONNX: not yet)"
+        f"{path}: not a model file this version reads (formats: {', '.join(format_names())})"
     )
 
 
@@ -217,7 +238,6 @@ class ImportResult:
     format: str
     sha256: str
     output_width: int
-    notes: list[str] = field(default_factory=list)
 
 
 def _check_output(module: nn.Module, spec: ModelSpec, source: str) -> int:
@@ -263,13 +283,13 @@ def import_module(
 
     ``stored``: how the checkpoint rebuilds it (``arch`` plus, for an embedded file,
     ``embedded``); by default the state_dict of ``spec.arch`` (a registered architecture or
-    ``torchvision:NAME``). ``source``: what is recorded of the original file.
+    ``torchvision:NAME``), or, without ``spec.arch``, the module itself exported with
+    ``torch.export`` (batch dynamic) and carried whole. ``source``: what is recorded of the
+    original file.
     """
     out = Path(out)
     source = source or {"format": "module", "path": None, "sha256": None}
-    stored = stored or {"arch": spec.arch}
-    if not stored.get("arch"):
-        raise CheckpointError("import_module needs spec.arch (how to rebuild the network)")
+    stored = stored or ({"arch": spec.arch} if spec.arch else _export_whole(module, spec))
     wrapped = ImportedModel(module, len(spec.classes), stored["arch"])
     width = _check_output(wrapped, spec, source.get("path") or "module")
     prep = spec.preprocessing()
@@ -297,6 +317,27 @@ def import_module(
     )
     atomic_write_text(out.with_suffix(".md"), _card_markdown(stored["arch"], spec, source))
     return ImportResult(out, card, source["format"], source.get("sha256") or "", width)
+
+
+def _export_whole(module: nn.Module, spec: ModelSpec) -> dict[str, Any]:
+    """``module`` as an embedded ``torch.export`` program with a dynamic batch: how a network
+    without a registered architecture is kept."""
+    prep = spec.preprocessing()
+    example = torch.zeros(2, prep.in_channels, prep.input_size, prep.input_size)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    module.eval()
+    try:
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"the module cannot be exported with torch.export ({first}); give spec.arch "
+            "(torchvision:NAME) or save it with torch.jit.save and import the file"
+        ) from exc
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    fmt = "exported_program"
+    return {"arch": fmt, "embedded": {"format": fmt, "data": to_tensor(buffer.getvalue())}}
 
 
 def _card_markdown(arch: str, spec: ModelSpec, source: dict[str, Any]) -> str:

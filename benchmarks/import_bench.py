@@ -1,0 +1,168 @@
+"""Does an imported model cost or explain differently from the same network built natively?
+
+    python -m benchmarks.import_bench --json benchmarks/import_bench.json
+
+One torchvision ResNet-18 (3 outputs, seed 0, 224 px, ImageNet normalisation) is saved as a
+state_dict, TorchScript, a torch.export program and ONNX, and each file is imported with
+``import-model``. The state_dict import is the native build (``torchvision:resnet18`` rebuilt
+from torchvision). Each checkpoint then scans the same test films (iGOS++, the scan's default
+preset; no text detection, so only the explanation is timed) in one run of this script,
+formats interleaved over ``--rounds`` so a slow spell of the machine hits all alike.
+
+``--floor-only`` rescans the native checkpoint of a finished run with oneDNN off: how far
+iGOS++'s AUCs move when only the conv kernels' rounding changes.
+
+Prints, per format, seconds per image (median over rounds) and its ratio to the native build,
+the largest per-image difference of deletion and insertion AUC from the native build, and
+whether the predicted labels and probabilities (within 1e-4) agree. Targets (issue 23): cost
+within 5% per image; AUCs within 0.005 per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torchvision
+
+from xraydebug.data.synth import SynthConfig, synthesize
+from xraydebug.device import machine_line
+from xraydebug.models.foreign import ModelSpec, import_model
+from xraydebug.stages.scan import ScanConfig, scan
+
+CLASSES = ("normal", "pneumonia", "COVID-19")
+SIZE = 224
+
+
+def save_formats(root: Path) -> dict[str, Path]:
+    """The same network in the four formats a team saves models in."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    example = torch.randn(2, 3, SIZE, SIZE)
+    files = {
+        fmt: root / name
+        for fmt, name in (
+            ("state_dict", "net.pth"),
+            ("torchscript", "net.ts"),
+            ("exported_program", "net.pt2"),
+            ("onnx", "net.onnx"),
+        )
+    }
+    torch.save(net.state_dict(), files["state_dict"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(net, example), files["torchscript"])
+        torch.onnx.export(
+            net,
+            (example,),
+            files["onnx"],
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            dynamo=False,
+        )
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(net, (example,), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, files["exported_program"])
+    return files
+
+
+def noise_floor(work: Path, images: int) -> dict[str, float]:
+    """iGOS++'s own float-rounding sensitivity: the native checkpoint of a finished run in
+    ``work`` scanned again with oneDNN off (other conv kernels, same network), compared per
+    image with the first round's scan."""
+    out = work / "scan-floor"
+    shutil.rmtree(out, ignore_errors=True)
+    options = {"split": "test", "limit": images, "text": False, "device": "cpu", "seed": 0}
+    with torch.backends.mkldnn.flags(enabled=False):
+        scan(work / "data", work / "state_dict.pt", out, config=ScanConfig.from_options(options))
+    a = pd.read_csv(out / "scan.csv").sort_values("path").reset_index()
+    b = pd.read_csv(work / "scan-state_dict-0" / "scan.csv").sort_values("path").reset_index()
+    return {
+        "max_prob_diff": float((a["prob"] - b["prob"]).abs().max()),
+        "max_deletion_diff": float((a["deletion_auc"] - b["deletion_auc"]).abs().max()),
+        "max_insertion_diff": float((a["insertion_auc"] - b["insertion_auc"]).abs().max()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/xraydebug-import-bench"))
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--floor-only",
+        action="store_true",
+        help="only the noise floor of a finished run in --work (native, oneDNN off vs on)",
+    )
+    args = parser.parse_args()
+    if args.floor_only:
+        print(machine_line())
+        print(json.dumps({"noise_floor": noise_floor(args.work, args.images)}))
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(machine_line())
+    data = args.work / "data"
+    if not (data / "test.txt").exists():
+        synthesize(data, SynthConfig(n_train=12, n_test=24, size=256, seed=0), overwrite=True)
+    files = save_formats(args.work)
+    checkpoints = {}
+    for fmt, file in files.items():
+        arch = "torchvision:resnet18" if fmt == "state_dict" else ""
+        spec = ModelSpec(classes=CLASSES, arch=arch, input_size=SIZE)
+        checkpoints[fmt] = import_model(file, spec, args.work / f"{fmt}.pt").checkpoint
+    options = {"split": "test", "limit": args.images, "text": False, "device": "cpu", "seed": 0}
+    seconds: dict[str, list[float]] = {fmt: [] for fmt in files}
+    tables: dict[str, pd.DataFrame] = {}
+    for round_ in range(args.rounds):
+        for fmt, checkpoint in checkpoints.items():
+            out = args.work / f"scan-{fmt}-{round_}"
+            shutil.rmtree(out, ignore_errors=True)  # a scan resumes: time a fresh one
+            config = ScanConfig.from_options(options)
+            start = time.perf_counter()
+            scan(data, checkpoint, out, config=config)
+            seconds[fmt].append((time.perf_counter() - start) / args.images)
+            tables[fmt] = pd.read_csv(out / "scan.csv").sort_values("path").reset_index()
+    native = tables["state_dict"]
+    rows = []
+    for fmt, table in tables.items():
+        per_image = statistics.median(seconds[fmt])
+        rows.append(
+            {
+                "format": fmt,
+                "seconds_per_image": round(per_image, 3),
+                "ratio_to_native": round(per_image / statistics.median(seconds["state_dict"]), 3),
+                "max_deletion_diff": float(
+                    (table["deletion_auc"] - native["deletion_auc"]).abs().max()
+                ),
+                "max_insertion_diff": float(
+                    (table["insertion_auc"] - native["insertion_auc"]).abs().max()
+                ),
+                "same_labels": bool((table["pred"] == native["pred"]).all()),
+                "max_prob_diff": float((table["prob"] - native["prob"]).abs().max()),
+            }
+        )
+    for row in rows:
+        print(json.dumps(row))
+    targets = {
+        "cost_within_5pct": all(abs(r["ratio_to_native"] - 1) <= 0.05 for r in rows),
+        "auc_within_0.005": all(
+            max(r["max_deletion_diff"], r["max_insertion_diff"]) <= 0.005 for r in rows
+        ),
+    }
+    print(json.dumps(targets))
+    if args.json:
+        payload = {"machine": machine_line(), "images": args.images, "rounds": args.rounds}
+        args.json.write_text(json.dumps({**payload, "rows": rows, "targets": targets}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
