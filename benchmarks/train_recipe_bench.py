@@ -43,18 +43,11 @@ from xraydebug.models.architectures import get_arch
 from xraydebug.models.evaluate import EvaluateConfig, evaluate
 from xraydebug.models.inference import predict_probs
 from xraydebug.models.metrics import summary_metrics
-from xraydebug.models.train import TrainConfig, rescale, train
+from xraydebug.models.train import LEGACY_SETTINGS, TrainConfig, rescale, train
 
-# the recipes of the previous release, full size throughout, patience from epoch 1 on the
-# raw validation macro-F1
-_PREVIOUS = {
-    "schedule": "constant",
-    "warmup_epochs": 0,
-    "min_epochs": 0,
-    "smoothing": 0.0,
-    "monitor": "macro_f1",
-    "low_res_share": 0.0,
-}
+# the recipes of the previous release: full size throughout, patience from epoch 1 on the
+# raw validation macro-F1 (the settings those checkpoints predate: LEGACY_SETTINGS)
+_PREVIOUS = LEGACY_SETTINGS
 BEFORE: dict[str, dict[str, Any]] = {
     "small": {**_PREVIOUS, "epochs": 30, "batch_size": 16, "lr": 1e-3, "patience": 10},
     "tiny": {**_PREVIOUS, "epochs": 6, "batch_size": 8, "lr": 1e-2, "patience": 10},

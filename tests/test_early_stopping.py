@@ -181,3 +181,16 @@ def test_init_weights_train_with_the_fine_tuning_recipe(tiny_covidx: Path, tmp_p
         console=console,
     )
     assert "tiny's fine-tuning recipe" in console.export_text()
+
+
+def test_an_undefined_auroc_neither_crashes_nor_moves_patience():
+    """AUROC of a one-class validation split is NaN: the first epoch is still kept as the
+    model, and an undefined epoch counts as one without a gain."""
+    config = TrainConfig(arch="tiny", epochs=3, patience=1, monitor="auroc").resolved()
+    fit = _empty_fit()
+    monitor = get_monitor("auroc")
+    for epoch in (1, 2):
+        metrics = {"accuracy": 0.5, "macro_f1": 0.5, "auroc": float("nan"), "loss": 1.0}
+        train_module._record_epoch(fit, epoch, 1.0, metrics, monitor=monitor, smoothing=0.5)
+    assert fit.state["best_epoch"] == 1 and "best_metrics" in fit.state
+    assert train_module._should_stop(config, fit.state)

@@ -179,3 +179,24 @@ def test_any_module_is_imported_from_python(tmp_path):
     got = predict_probs(loaded.model, loaded.preprocessing, gray, torch.device("cpu"))
     assert (got - expected).abs().max() < 1e-5
     assert read_checkpoint(result.checkpoint)["embedded"]["format"] == "exported_program"
+
+
+def test_fixed_batch_onnx_and_passthrough(tiny_model, tmp_path):
+    """A network exported for exactly 2 films is called in chunks of 2, the last padded; an
+    xraydebug checkpoint is copied with its card, no --classes needed."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 3, SIZE, SIZE),), tmp_path / "n.onnx", dynamo=False)
+    assert _import(tmp_path / "n.onnx", tmp_path / "fixed.pt").exit_code == 0
+    loaded = load_model(tmp_path / "fixed.pt")
+    x = torch.rand(5, 1, SIZE, SIZE)
+    got = predict_probs(loaded.model, loaded.preprocessing, x, torch.device("cpu"))
+    with torch.no_grad():
+        expected = torch.softmax(net(loaded.preprocessing.normalize(x)), dim=1)
+    assert got.shape == (5, 3) and (got - expected).abs().max() < 1e-4
+    args = ["import-model", str(tiny_model.checkpoint), "--out", str(tmp_path / "copy.pt")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "copy.json").is_file() and (tmp_path / "copy.md").is_file()

@@ -223,3 +223,14 @@ def test_recipes_per_architecture():
     assert TrainConfig(arch="tiny", epochs=3).resolved().epochs == 3
     lines = TrainConfig(arch="small", lr=5e-4).recipe_lines()
     assert lines[2] == "lr 0.0005 (set by you)" and lines[1] == "batch_size 16 (small's recipe)"
+
+
+def test_an_older_checkpoint_is_repeated_with_its_own_settings():
+    """Settings a checkpoint predates are what that run did (constant lr, full size, macro-F1),
+    not today's recipe: retrain repeats the baseline, not a different run."""
+    from xraydebug.audit.retrain import baseline_train_config
+
+    old = {"train_config": {"arch": "small", "epochs": 30, "batch_size": 16, "lr": 1e-3}}
+    config = baseline_train_config(old, "cpu").resolved()
+    assert config.schedule == "constant" and config.low_res_share == 0.0
+    assert config.monitor == "macro_f1" and config.smoothing == 0.0 and config.epochs == 30

@@ -520,9 +520,9 @@ def import_model_cmd(
         "crop_top": crop_top,
     }
     if spec is not None:
-        model_spec = ModelSpec.from_json(spec, **given)
+        model_spec: ModelSpec | None = ModelSpec.from_json(spec, **given)
     elif given["classes"] is None:
-        raise _fail("--classes (or --spec) is needed: the model file does not name its outputs")
+        model_spec = None  # fine for an xraydebug checkpoint; any other file is refused
     else:
         model_spec = ModelSpec(**{k: v for k, v in given.items() if v is not None})
     result = import_model(file, model_spec, out)

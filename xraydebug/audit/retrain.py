@@ -46,7 +46,12 @@ from xraydebug.models.metrics import (
     paired_difference_ci,
     summary_metrics,
 )
-from xraydebug.models.train import TrainConfig, checkpoint_is_current, train
+from xraydebug.models.train import (
+    TrainConfig,
+    checkpoint_is_current,
+    recorded_train_config,
+    train,
+)
 from xraydebug.runfolder import BEFORE_AFTER_CSV, BEFORE_AFTER_JSON, CLEAN_STATE, CLEANING_CSV
 
 TEST_SETS = ("original", "cleaned")
@@ -127,7 +132,8 @@ def baseline_train_config(meta: dict[str, Any], device: str) -> TrainConfig:
     if not isinstance(recorded, dict):
         raise DatasetError("the baseline checkpoint records no training config to repeat")
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{**{k: v for k, v in recorded.items() if k in known}, "device": device})
+    settings = {k: v for k, v in recorded_train_config(meta).items() if k in known}
+    return TrainConfig(**{**settings, "device": device})
 
 
 def _original_data(clean_data: Path, test_data: Path | str | None, meta: dict[str, Any]) -> Path:

@@ -577,7 +577,8 @@ def _torchvision_arch(name: str) -> ArchSpec:
         builder=lambda k: torchvision.models.get_model(model_name, weights=None, num_classes=k),
         preprocessing=Preprocessing(224, 3, IMAGENET_MEAN, IMAGENET_STD),
         description=f"torchvision.models.{model_name}, randomly initialised",
-        recipe=LARGE_RECIPE,
+        # full size throughout: some torchvision nets (ViT, MaxViT) take one input size only
+        recipe=replace(LARGE_RECIPE, low_res_share=0.0, note="not benchmarked here"),
     )
 
 

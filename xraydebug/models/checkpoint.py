@@ -6,7 +6,8 @@ epoch), ``state_dict``. An imported model (:mod:`.foreign`) has ``imported`` (it
 file's format, path and sha256) instead of the training keys, and a TorchScript or
 ``torch.export`` one carries its file whole in ``embedded`` (format, and the bytes as a uint8
 tensor). Only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
-without executing code.
+without executing code; an embedded TorchScript or ``torch.export`` file is code, run by
+:func:`load_model` as the user's own model (import only files you would run).
 """
 
 from __future__ import annotations

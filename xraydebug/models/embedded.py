@@ -23,9 +23,9 @@ def _load_torchscript(data: bytes) -> nn.Module:
 
 
 def _load_exported(data: bytes) -> nn.Module:
-    """The program's module, with ``max_batch`` (the largest batch its input allows: a batch
-    exported as a constant, or a bounded dynamic one) and ``input_hw`` (its spatial size,
-    None where dynamic) recorded on it."""
+    """The program's module, with ``fixed_batch`` (a batch exported as a constant),
+    ``max_batch`` (the bound of a dynamic batch) and ``input_hw`` (its spatial size) recorded
+    on it, each None where the program leaves it free."""
     program = torch.export.load(io.BytesIO(data))
     module = program.module()
     users = set(program.graph_signature.user_inputs)
@@ -34,18 +34,18 @@ def _load_exported(data: bytes) -> nn.Module:
         for node in program.graph.nodes
         if node.op == "placeholder" and node.name in users and "val" in node.meta
     ]
-    max_batch, input_hw = None, None
+    fixed_batch, max_batch, input_hw = None, None, None
     if len(shapes) == 1 and len(shapes[0]) == 4:
         batch, height, width = shapes[0][0], shapes[0][2], shapes[0][3]
         if isinstance(batch, int):
-            max_batch = batch
+            fixed_batch = batch
         elif isinstance(batch, torch.SymInt):
             bound = program.range_constraints.get(batch.node.expr)
             upper = getattr(bound, "upper", None)
             max_batch = int(upper) if upper is not None and str(upper) != "int_oo" else None
         if isinstance(height, int) and isinstance(width, int):
             input_hw = (height, width)
-    module.max_batch, module.input_hw = max_batch, input_hw
+    module.fixed_batch, module.max_batch, module.input_hw = fixed_batch, max_batch, input_hw
     return module
 
 
@@ -73,7 +73,9 @@ class ImportedModel(nn.Module):
         self.inner = inner
         self.num_classes = num_classes
         self.arch_name = arch
-        # a program exported with a fixed or bounded batch is called in chunks that fit
+        # a network exported with a bounded batch is called in chunks that fit; one with a
+        # fixed batch N in chunks of N, the last padded with zeros and its padding dropped
+        self.fixed_batch: int | None = getattr(inner, "fixed_batch", None)
         self.max_batch: int | None = getattr(inner, "max_batch", None)
 
     def train(self, mode: bool = True) -> ImportedModel:
@@ -85,7 +87,13 @@ class ImportedModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.max_batch and x.shape[0] > self.max_batch:
+        n = x.shape[0]
+        if self.fixed_batch and n != self.fixed_batch:
+            if n > self.fixed_batch:
+                return torch.cat([self(chunk) for chunk in x.split(self.fixed_batch)])
+            pad = x.new_zeros((self.fixed_batch - n, *x.shape[1:]))
+            return self(torch.cat([x, pad]))[:n]
+        if self.max_batch and n > self.max_batch:
             return torch.cat([self(chunk) for chunk in x.split(self.max_batch)])
         out = self.inner(x)
         if isinstance(out, dict):

@@ -33,10 +33,10 @@ from xraydebug.models.architectures import (
     TORCHVISION_PREFIX,
     Preprocessing,
     build_model,
+    load_init_weights,
 )
-from xraydebug.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, save_checkpoint
+from xraydebug.models.checkpoint import read_checkpoint, save_checkpoint
 from xraydebug.models.embedded import ImportedModel, load_embedded, to_tensor
-from xraydebug.models.safe_load import load_weights_only
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,8 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"{path}: unknown spec keys {unknown}; known: {sorted(known)}")
         data.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(data.get("classes"), str):
+            data["classes"] = classes_from_option(data["classes"])
         return cls(**data)
 
 
@@ -141,19 +143,8 @@ def _load_state_dict(path: Path, spec: ModelSpec) -> tuple[nn.Module, dict[str, 
         raise CheckpointError(
             f"{path}: a state_dict needs --arch {TORCHVISION_PREFIX}NAME (the network it fits)"
         )
-    payload = load_weights_only(path, "state_dict", "")
-    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: already an xraydebug checkpoint; no import needed")
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a state_dict (a dict of tensors)")
     model = build_model(spec.arch, num_classes=len(spec.classes))
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: keys do not fit {spec.arch}: {first}") from exc
+    load_init_weights(model, path)  # strict; counts and first keys of any mismatch
     return model, {"arch": spec.arch}
 
 
@@ -290,6 +281,14 @@ def import_module(
     out = Path(out)
     source = source or {"format": "module", "path": None, "sha256": None}
     stored = stored or ({"arch": spec.arch} if spec.arch else _export_whole(module, spec))
+    if "embedded" not in stored:  # the checkpoint will rebuild it: check that it can
+        try:
+            build_model(stored["arch"], len(spec.classes)).load_state_dict(module.state_dict())
+        except RuntimeError as exc:
+            text = " ".join(str(exc).split())[:300]
+            raise CheckpointError(
+                f"the module's weights do not fit {stored['arch']}: {text}"
+            ) from exc
     wrapped = ImportedModel(module, len(spec.classes), stored["arch"])
     width = _check_output(wrapped, spec, source.get("path") or "module")
     prep = spec.preprocessing()
@@ -351,8 +350,9 @@ def _card_markdown(arch: str, spec: ModelSpec, source: dict[str, Any]) -> str:
     )
 
 
-def import_model(path: Path | str, spec: ModelSpec, out: Path | str) -> ImportResult:
-    """Import the model file ``path`` (format detected) with ``spec`` into checkpoint ``out``.
+def import_model(path: Path | str, spec: ModelSpec | None, out: Path | str) -> ImportResult:
+    """Import the model file ``path`` (format detected) with ``spec`` into checkpoint ``out``
+    (``spec`` may be None only for an xraydebug checkpoint, which is copied with its card).
 
     Every refusal (unknown format, keys that do not fit, an output width other than the
     classes', a model that does not run on the input) is one :class:`CheckpointError` line,
@@ -364,12 +364,13 @@ def import_model(path: Path | str, spec: ModelSpec, out: Path | str) -> ImportRe
     if fmt == XRAYDEBUG:  # passed through unchanged
         out = Path(out)
         atomic_write_bytes(out, path.read_bytes())
-        card = None
-        if path.with_suffix(".json").is_file():
-            card = atomic_write_bytes(
-                out.with_suffix(".json"), path.with_suffix(".json").read_bytes()
-            )
+        for suffix in (".md", ".json"):  # its model card, where there is one
+            if path.with_suffix(suffix).is_file():
+                atomic_write_bytes(out.with_suffix(suffix), path.with_suffix(suffix).read_bytes())
+        card = out.with_suffix(".json") if out.with_suffix(".json").is_file() else None
         return ImportResult(out, card, fmt, sha256, len(read_checkpoint(path)["classes"]))
+    if spec is None:
+        raise CheckpointError(f"{path}: a {fmt} file does not name its outputs: give --classes")
     module, stored = _IMPORTERS[fmt].load(path, spec)
     source = {"format": fmt, "path": str(path.resolve()), "sha256": sha256}
     return import_module(module, spec, out, source=source, stored=stored)

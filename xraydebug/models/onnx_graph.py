@@ -121,7 +121,7 @@ OPS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "ReduceMean": lambda i, a: i[0].mean(
         dim=_reduce_axes(i, a), keepdim=bool(a.get("keepdims", 1))
     ),
-    "Flatten": lambda i, a: i[0].flatten(a.get("axis", 1)),
+    "Flatten": lambda i, a: _flatten(i[0], a.get("axis", 1)),
     "Gemm": lambda i, a: _gemm(i[0], i[1], i[2] if len(i) > 2 else None, a),
     "MatMul": lambda i, a: i[0] @ i[1],
     "Reshape": lambda i, a: i[0].reshape(
@@ -132,16 +132,45 @@ OPS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "Dropout": lambda i, a: i[0],
     "Softmax": lambda i, a: torch.softmax(i[0], dim=a.get("axis", -1)),
     "Transpose": lambda i, a: i[0].permute(*a["perm"]),
-    "Shape": lambda i, a: torch.tensor(i[0].shape, dtype=torch.int64),
-    "Gather": lambda i, a: torch.index_select(
-        i[0], a.get("axis", 0), i[1].reshape(-1).long()
-    ).reshape(list(i[0].shape[: a.get("axis", 0)]) + list(i[1].shape)),
+    "Shape": lambda i, a: torch.tensor(i[0].shape, dtype=torch.int64, device=i[0].device),
+    "Gather": lambda i, a: _gather(i[0], i[1], a.get("axis", 0)),
     "Unsqueeze": lambda i, a: i[0].reshape(_unsqueezed(list(i[0].shape), _reduce_axes(i, a))),
     "Squeeze": lambda i, a: (
         i[0].squeeze(tuple(_reduce_axes(i, a))) if _reduce_axes(i, a) else i[0].squeeze()
     ),
 }
 SUPPORTED = tuple(sorted(OPS))
+
+
+def _flatten(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """ONNX Flatten: always 2-D, ``(prod(shape[:axis]), prod(shape[axis:]))``."""
+    axis = axis + x.ndim if axis < 0 else axis
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
+
+
+def _refusal(op: str, attrs: dict[str, Any], opset: int) -> str | None:
+    """Why a node of a supported operator is still not run as ONNX defines it (None: fine)."""
+    if op in ("MaxPool", "AveragePool") and any(d != 1 for d in attrs.get("dilations", [1])):
+        return f"{op} with dilations"
+    if op == "AveragePool" and not attrs.get("count_include_pad", 0):
+        begins_ends = list(attrs.get("pads", [0, 0, 0, 0]))
+        if begins_ends[:2] != begins_ends[2:]:
+            return "AveragePool with asymmetric pads that are not counted"
+    if op == "Softmax" and opset < 13 and attrs.get("axis", 1) not in (-1,):
+        return "Softmax before opset 13 (it flattens to 2-D around its axis)"
+    if op == "ReduceMean" and attrs.get("noop_with_empty_axes", 0):
+        return "ReduceMean with noop_with_empty_axes"
+    return None
+
+
+def _gather(data: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.Tensor:
+    """ONNX Gather: output shape ``data.shape[:axis] + indices.shape + data.shape[axis+1:]``;
+    negative axis and indices count from the end."""
+    axis %= data.ndim
+    flat = indices.reshape(-1).long().to(data.device) % data.shape[axis]
+    picked = torch.index_select(data, axis, flat)
+    shape = [*data.shape[:axis], *indices.shape, *data.shape[axis + 1 :]]
+    return picked.reshape(shape)
 
 
 def _unsqueezed(shape: list[int], axes: list[int]) -> list[int]:
@@ -153,7 +182,7 @@ def _unsqueezed(shape: list[int], axes: list[int]) -> list[int]:
 
 class OnnxGraph(nn.Module):
     """Runs an ONNX graph node by node with torch operators. Input ``(B, C, H, W)``; output
-    the graph's first output. ``max_batch`` and ``input_hw`` hold the input's fixed batch and
+    the graph's first output. ``fixed_batch`` and ``input_hw`` hold the input's batch and
     spatial size where the file fixes them (None where dynamic)."""
 
     def __init__(self, model: Any) -> None:
@@ -171,8 +200,16 @@ class OnnxGraph(nn.Module):
         for k, init in enumerate(graph.initializer):
             self._keep(init.name, numpy_helper.to_array(init), k)
         self.nodes: list[tuple[str, list[str], list[str], dict[str, Any]]] = []
+        opset = max(
+            (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1
+        )
         for k, node in enumerate(graph.node):
             attrs = {a.name: _attribute(a) for a in node.attribute}
+            why = _refusal(node.op_type, attrs, opset)
+            if why:
+                raise CheckpointError(
+                    f"ONNX node {node.name or node.op_type}: {why} is not supported"
+                )
             if node.op_type == "Constant":
                 value = attrs.get("value")
                 if value is None:
@@ -188,7 +225,7 @@ class OnnxGraph(nn.Module):
         self.output_name = graph.output[0].name
         dims = inputs[0].type.tensor_type.shape.dim
         fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-        self.max_batch = fixed[0] if len(fixed) == 4 else None
+        self.fixed_batch = fixed[0] if len(fixed) == 4 else None
         self.input_hw = (fixed[2], fixed[3]) if len(fixed) == 4 and None not in fixed[2:] else None
 
     def _keep(self, name: str, array: np.ndarray, k: int) -> None:

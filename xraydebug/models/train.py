@@ -1,6 +1,7 @@
 """``xraydebug train``: fit a classifier with a patient-grouped validation split.
 
-The best epoch is chosen on validation macro-F1 (never on test), with early stopping. Training
+The best epoch is chosen on the recipe's validation monitor (never on test), with early
+stopping. Training
 resumes from ``.<name>.resume.pt`` beside the output if it was interrupted with the same config
 and data. Writes the checkpoint plus a model card (``.json`` and ``.md``) next to it.
 """
@@ -39,7 +40,13 @@ from xraydebug.data.torch_dataset import ImageCache
 from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from xraydebug.models.architectures import Preprocessing, TrainRecipe, build_model, get_arch
+from xraydebug.models.architectures import (
+    Preprocessing,
+    TrainRecipe,
+    build_model,
+    get_arch,
+    load_init_weights,
+)
 from xraydebug.models.augment import AugmentConfig, augment_batch
 from xraydebug.models.checkpoint import read_checkpoint, save_checkpoint
 from xraydebug.models.inference import autocast, predict_probs
@@ -243,13 +250,33 @@ def checkpoint_is_current(
         return False
     meta = read_checkpoint(checkpoint)
     wanted = {k: v for k, v in config.resolved().to_dict().items() if k != "device"}
-    recorded = {**TrainConfig().to_dict(), **meta.get("train_config", {})}  # older checkpoints
+    recorded = recorded_train_config(meta)
     saved = {k: v for k, v in recorded.items() if k != "device"}
     if saved != wanted:
         return False
     index = load_index(data, manifest)
     train_records, _ = _split_records(index, config)
     return meta.get("data_fingerprint") == data_fingerprint(index, train_records)
+
+
+# what a run did before these settings existed: checkpoints written earlier lack the keys,
+# and reading them as "the recipe's" would repeat today's recipe instead of theirs
+LEGACY_SETTINGS: dict[str, Any] = {
+    "schedule": "constant",
+    "warmup_epochs": 0,
+    "min_epochs": 0,
+    "smoothing": 0.0,
+    "monitor": "macro_f1",
+    "low_res_share": 0.0,
+    "low_res_scale": 0.5,
+}
+
+
+def recorded_train_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The training config a checkpoint records, every field present: those it predates
+    get :data:`LEGACY_SETTINGS` (what the run did), the rest ``TrainConfig``'s defaults."""
+    recorded = dict(meta.get("train_config") or {})
+    return {**TrainConfig().to_dict(), **LEGACY_SETTINGS, **recorded}
 
 
 def class_weight_tensor(spec: str, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
@@ -300,7 +327,8 @@ def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
         f"- Trained on `{card['data']}` ({card['data_fingerprint']['n_images']} images, "
         f"per class {card['data_fingerprint']['per_class']}), data sha256 "
         f"`{card['data_fingerprint']['sha256'][:16]}`",
-        f"- Best epoch {card['best_epoch']} of {len(card['history'])} by validation macro-F1 "
+        f"- Best epoch {card['best_epoch']} of {len(card['history'])} by validation "
+        f"{card['train_config'].get('monitor') or 'macro_f1'} "
         f"(validation: {card['n_val']} images, patient-grouped); {card['seconds']:.0f} s on "
         f"{card['device']}"
         + (
@@ -503,14 +531,19 @@ def _record_epoch(
     record = {"epoch": epoch, "train_loss": train_loss}
     record.update({f"val_{key}": metrics[key] for key in ("accuracy", "macro_f1", "auroc", "loss")})
     state["history"].append(record)
-    score = monitor.score(metrics)
-    if score > state["best_score"]:
+    score = monitor.score(metrics)  # -inf where undefined (AUROC of a one-class split)
+    if score > state["best_score"] or "best_metrics" not in state:
         state.update(best_score=score, best_epoch=epoch)
         state["best_metrics"] = metrics
         fit.best_state = copy.deepcopy(fit.model.state_dict())
     # patience counts on a smoothed signal: one lucky epoch on a noisy plateau does not reset it
     previous = state.get("smooth")
-    smooth = score if previous is None else smoothing * previous + (1.0 - smoothing) * score
+    if not math.isfinite(score):  # an undefined epoch leaves the smoothed signal as it was
+        smooth = previous if previous is not None else -math.inf
+    elif previous is None or not math.isfinite(previous):
+        smooth = score
+    else:
+        smooth = smoothing * previous + (1.0 - smoothing) * score
     record["monitor_smoothed"] = smooth if monitor.higher_is_better else -smooth
     if smooth > state.get("best_smooth", -math.inf) + _MIN_GAIN:
         state.update(best_smooth=smooth, bad_epochs=0)
@@ -713,7 +746,7 @@ def train(
     is called after every epoch with its history row (keys it adds are kept in the history)
     and the model in eval mode (at the epoch's ``scale`` of the input size).
     """
-    finetune = init_weights is not None
+    finetune = init_weights is not None and _loads_whole_model(config.arch, init_weights)
     recipe_lines = config.recipe_lines(finetune=finetune)
     config = config.resolved(finetune=finetune)
     if config.epochs < 1:
@@ -792,6 +825,12 @@ def _write_outputs(
         meta["seconds"],
         skipped,
     )
+
+
+def _loads_whole_model(arch: str, init_weights: Path | str) -> bool:
+    """Whether ``init_weights`` fill the whole model of ``arch`` (a fine-tuning run) rather than
+    only its backbone (``covidnext`` from ImageNet features: a run from scratch on top)."""
+    return load_init_weights(build_model(arch), init_weights) == "model"
 
 
 def _file_identity(path: Path | str | None) -> dict[str, Any] | None:
