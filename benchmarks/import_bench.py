@@ -27,6 +27,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -74,22 +75,33 @@ def save_formats(root: Path) -> dict[str, Path]:
     return files
 
 
-def noise_floor(work: Path, images: int) -> dict[str, float]:
+def fresh_scan(data: Path, checkpoint: Path, out: Path, images: int) -> pd.DataFrame:
+    """Scan ``images`` test films of ``data`` from scratch (a scan resumes, so an old ``out``
+    is removed first); the scan table sorted by path."""
+    shutil.rmtree(out, ignore_errors=True)
+    options = {"split": "test", "limit": images, "text": False, "device": "cpu", "seed": 0}
+    scan(data, checkpoint, out, config=ScanConfig.from_options(options))
+    return pd.read_csv(out / "scan.csv").sort_values("path").reset_index()
+
+
+def differences(table: pd.DataFrame, native: pd.DataFrame) -> dict[str, Any]:
+    """The largest per-image differences of ``table`` from ``native`` (same films)."""
+    return {
+        "max_deletion_diff": float((table["deletion_auc"] - native["deletion_auc"]).abs().max()),
+        "max_insertion_diff": float((table["insertion_auc"] - native["insertion_auc"]).abs().max()),
+        "same_labels": bool((table["pred"] == native["pred"]).all()),
+        "max_prob_diff": float((table["prob"] - native["prob"]).abs().max()),
+    }
+
+
+def noise_floor(work: Path, images: int) -> dict[str, Any]:
     """iGOS++'s own float-rounding sensitivity: the native checkpoint of a finished run in
     ``work`` scanned again with oneDNN off (other conv kernels, same network), compared per
     image with the first round's scan."""
-    out = work / "scan-floor"
-    shutil.rmtree(out, ignore_errors=True)
-    options = {"split": "test", "limit": images, "text": False, "device": "cpu", "seed": 0}
     with torch.backends.mkldnn.flags(enabled=False):
-        scan(work / "data", work / "state_dict.pt", out, config=ScanConfig.from_options(options))
-    a = pd.read_csv(out / "scan.csv").sort_values("path").reset_index()
-    b = pd.read_csv(work / "scan-state_dict-0" / "scan.csv").sort_values("path").reset_index()
-    return {
-        "max_prob_diff": float((a["prob"] - b["prob"]).abs().max()),
-        "max_deletion_diff": float((a["deletion_auc"] - b["deletion_auc"]).abs().max()),
-        "max_insertion_diff": float((a["insertion_auc"] - b["insertion_auc"]).abs().max()),
-    }
+        table = fresh_scan(work / "data", work / "state_dict.pt", work / "scan-floor", images)
+    first = pd.read_csv(work / "scan-state_dict-0" / "scan.csv").sort_values("path")
+    return differences(table, first.reset_index())
 
 
 def main() -> None:
@@ -119,37 +131,24 @@ def main() -> None:
         arch = "torchvision:resnet18" if fmt == "state_dict" else ""
         spec = ModelSpec(classes=CLASSES, arch=arch, input_size=SIZE)
         checkpoints[fmt] = import_model(file, spec, args.work / f"{fmt}.pt").checkpoint
-    options = {"split": "test", "limit": args.images, "text": False, "device": "cpu", "seed": 0}
     seconds: dict[str, list[float]] = {fmt: [] for fmt in files}
     tables: dict[str, pd.DataFrame] = {}
     for round_ in range(args.rounds):
         for fmt, checkpoint in checkpoints.items():
-            out = args.work / f"scan-{fmt}-{round_}"
-            shutil.rmtree(out, ignore_errors=True)  # a scan resumes: time a fresh one
-            config = ScanConfig.from_options(options)
             start = time.perf_counter()
-            scan(data, checkpoint, out, config=config)
+            out = args.work / f"scan-{fmt}-{round_}"
+            tables[fmt] = fresh_scan(data, checkpoint, out, args.images)
             seconds[fmt].append((time.perf_counter() - start) / args.images)
-            tables[fmt] = pd.read_csv(out / "scan.csv").sort_values("path").reset_index()
-    native = tables["state_dict"]
-    rows = []
-    for fmt, table in tables.items():
-        per_image = statistics.median(seconds[fmt])
-        rows.append(
-            {
-                "format": fmt,
-                "seconds_per_image": round(per_image, 3),
-                "ratio_to_native": round(per_image / statistics.median(seconds["state_dict"]), 3),
-                "max_deletion_diff": float(
-                    (table["deletion_auc"] - native["deletion_auc"]).abs().max()
-                ),
-                "max_insertion_diff": float(
-                    (table["insertion_auc"] - native["insertion_auc"]).abs().max()
-                ),
-                "same_labels": bool((table["pred"] == native["pred"]).all()),
-                "max_prob_diff": float((table["prob"] - native["prob"]).abs().max()),
-            }
-        )
+    native_seconds = statistics.median(seconds["state_dict"])
+    rows = [
+        {
+            "format": fmt,
+            "seconds_per_image": round(statistics.median(seconds[fmt]), 3),
+            "ratio_to_native": round(statistics.median(seconds[fmt]) / native_seconds, 3),
+            **differences(table, tables["state_dict"]),
+        }
+        for fmt, table in tables.items()
+    ]
     for row in rows:
         print(json.dumps(row))
     targets = {

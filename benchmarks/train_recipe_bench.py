@@ -46,11 +46,10 @@ from xraydebug.models.metrics import summary_metrics
 from xraydebug.models.train import LEGACY_SETTINGS, TrainConfig, rescale, train
 
 # the recipes of the previous release: full size throughout, patience from epoch 1 on the
-# raw validation macro-F1 (the settings those checkpoints predate: LEGACY_SETTINGS)
-_PREVIOUS = LEGACY_SETTINGS
+# raw validation macro-F1 (LEGACY_SETTINGS: what runs did before those settings existed)
 BEFORE: dict[str, dict[str, Any]] = {
-    "small": {**_PREVIOUS, "epochs": 30, "batch_size": 16, "lr": 1e-3, "patience": 10},
-    "tiny": {**_PREVIOUS, "epochs": 6, "batch_size": 8, "lr": 1e-2, "patience": 10},
+    "small": {**LEGACY_SETTINGS, "epochs": 30, "batch_size": 16, "lr": 1e-3, "patience": 10},
+    "tiny": {**LEGACY_SETTINGS, "epochs": 6, "batch_size": 8, "lr": 1e-2, "patience": 10},
 }
 CEILING = {"epochs": 100, "schedule": "cosine", "patience": 0, "low_res_share": 0.0}
 RUNS = ("before", "recipe", "ceiling")

@@ -85,12 +85,13 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Importer:
-    """A file format: ``detect(path)`` says whether a file is one; ``load(path, spec)``
+    """A file format: ``detect(path, names)`` says whether a file is one (``names``: the
+    members of the file as a zip archive, empty when it is not one); ``load(path, spec)``
     returns ``(module, fields)``: the network and what the checkpoint stores to rebuild it
     (``arch`` and either its state_dict or the embedded file)."""
 
     name: str
-    detect: Callable[[Path], bool]
+    detect: Callable[[Path, list[str]], bool]
     load: Callable[[Path, ModelSpec], tuple[nn.Module, dict[str, Any]]]
     description: str = ""
 
@@ -112,14 +113,13 @@ def _zip_names(path: Path) -> list[str]:
         return []
 
 
-def _is_torchscript(path: Path) -> bool:
+def _is_torchscript(path: Path, names: list[str]) -> bool:
     """A ``torch.jit.save`` archive: a zip with the module's code under ``code/__torch__``."""
-    return any("/code/__torch__" in name for name in _zip_names(path))
+    return any("/code/__torch__" in name for name in names)
 
 
-def _is_exported(path: Path) -> bool:
+def _is_exported(path: Path, names: list[str]) -> bool:
     """A ``torch.export.save`` archive: a zip with ``archive_format`` and ``models/*.json``."""
-    names = _zip_names(path)
     return any(n.endswith("/archive_format") for n in names) and any(
         "/models/" in n and n.endswith(".json") for n in names
     )
@@ -134,8 +134,8 @@ def _embedded_loader(fmt: str) -> Callable[[Path, ModelSpec], tuple[nn.Module, d
     return load
 
 
-def _is_state_dict_file(path: Path) -> bool:
-    return bool(_zip_names(path)) and not _is_torchscript(path) and not _is_exported(path)
+def _is_state_dict_file(path: Path, names: list[str]) -> bool:
+    return bool(names) and not _is_torchscript(path, names) and not _is_exported(path, names)
 
 
 def _load_state_dict(path: Path, spec: ModelSpec) -> tuple[nn.Module, dict[str, Any]]:
@@ -148,9 +148,9 @@ def _load_state_dict(path: Path, spec: ModelSpec) -> tuple[nn.Module, dict[str, 
     return model, {"arch": spec.arch}
 
 
-def _is_xraydebug(path: Path) -> bool:
+def _is_xraydebug(path: Path, names: list[str]) -> bool:
     # torch.load would hand a TorchScript archive to torch.jit.load: rule those out first
-    if not _zip_names(path) or _is_torchscript(path) or _is_exported(path):
+    if not names or _is_torchscript(path, names) or _is_exported(path, names):
         return False
     try:
         read_checkpoint(path)
@@ -177,12 +177,12 @@ register_importer(
 )
 
 
-def _is_onnx(path: Path) -> bool:
+def _is_onnx(path: Path, names: list[str]) -> bool:
     """An ONNX ModelProto: ``.onnx``, or a protobuf starting with its ir_version field."""
     if path.suffix.lower() == ".onnx":
         return True
     with path.open("rb") as handle:
-        return handle.read(1) == b"\x08" and not _zip_names(path)
+        return handle.read(1) == b"\x08" and not names
 
 
 register_importer(
@@ -212,10 +212,11 @@ def detect_format(path: Path) -> str:
     """The registered format ``path`` is in; ``CheckpointError`` when none fits."""
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found")
-    if _is_xraydebug(path):
+    names = _zip_names(path)  # read once for every format's check
+    if _is_xraydebug(path, names):
         return XRAYDEBUG
     for importer in _IMPORTERS.values():
-        if importer.detect(path):
+        if importer.detect(path, names):
             return importer.name
     raise CheckpointError(
         f"{path}: not a model file this version reads (formats: {', '.join(format_names())})"

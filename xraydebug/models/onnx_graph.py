@@ -135,9 +135,7 @@ OPS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "Shape": lambda i, a: torch.tensor(i[0].shape, dtype=torch.int64, device=i[0].device),
     "Gather": lambda i, a: _gather(i[0], i[1], a.get("axis", 0)),
     "Unsqueeze": lambda i, a: i[0].reshape(_unsqueezed(list(i[0].shape), _reduce_axes(i, a))),
-    "Squeeze": lambda i, a: (
-        i[0].squeeze(tuple(_reduce_axes(i, a))) if _reduce_axes(i, a) else i[0].squeeze()
-    ),
+    "Squeeze": lambda i, a: _squeeze(i[0], _reduce_axes(i, a)),
 }
 SUPPORTED = tuple(sorted(OPS))
 
@@ -171,6 +169,11 @@ def _gather(data: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.Tenso
     picked = torch.index_select(data, axis, flat)
     shape = [*data.shape[:axis], *indices.shape, *data.shape[axis + 1 :]]
     return picked.reshape(shape)
+
+
+def _squeeze(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    """ONNX Squeeze: the given axes, or every axis of size 1 when none are given."""
+    return x.squeeze(tuple(axes)) if axes else x.squeeze()
 
 
 def _unsqueezed(shape: list[int], axes: list[int]) -> list[int]:

@@ -431,15 +431,20 @@ def _decode_caches(
     return train_cache, val_cache, skipped
 
 
-def _new_fit(
-    config: TrainConfig,
-    num_classes: int,
-    *,
-    init_weights: Path | str | None,
-    device: torch.device,
-) -> _Fit:
-    """A freshly built model (from the global torch seed) with its optimizer, before epoch 1."""
-    model = build_model(config.arch, num_classes=num_classes, init_weights=init_weights)
+def _initial_model(
+    arch: str, num_classes: int, init_weights: Path | str | None
+) -> tuple[nn.Module, bool]:
+    """A freshly built model (from the global torch seed) with ``init_weights`` loaded where
+    given, and whether they filled the whole model (a fine-tuning run) rather than only its
+    backbone (``covidnext`` from ImageNet features: a run from scratch on top)."""
+    model = build_model(arch, num_classes=num_classes)
+    if init_weights is None:
+        return model, False
+    return model, load_init_weights(model, init_weights) == "model"
+
+
+def _new_fit(config: TrainConfig, model: nn.Module, *, device: torch.device) -> _Fit:
+    """``model`` on ``device`` with its optimizer, before epoch 1."""
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
@@ -746,27 +751,27 @@ def train(
     is called after every epoch with its history row (keys it adds are kept in the history)
     and the model in eval mode (at the epoch's ``scale`` of the input size).
     """
-    finetune = init_weights is not None and _loads_whole_model(config.arch, init_weights)
+    start_time = time.perf_counter()
+    console = console or Console()
+    out = Path(out)
+    torch.manual_seed(config.seed)  # before anything draws: the model's initial weights
+    index = load_index(data, manifest)
+    classes = index.classes
+    train_records, val_records = _split_records(index, config)  # seed and val_fraction only
+    model, finetune = _initial_model(config.arch, len(classes), init_weights)
     recipe_lines = config.recipe_lines(finetune=finetune)
     config = config.resolved(finetune=finetune)
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
-    start_time = time.perf_counter()
-    console = console or Console()
     console.print(f"Training {config.arch}: " + ", ".join(recipe_lines), highlight=False)
-    out = Path(out)
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)  # before anything draws: the model's initial weights
     prep = get_arch(config.arch).preprocessing
-    index = load_index(data, manifest)
-    classes = index.classes
-    train_records, val_records = _split_records(index, config)
     fingerprint = data_fingerprint(index, train_records)
     train_cache, val_cache, skipped = _decode_caches(
         index, (train_records, val_records), prep, console=console
     )
 
-    fit = _new_fit(config, len(classes), init_weights=init_weights, device=device)
+    fit = _new_fit(config, model, device=device)
     weights = class_weight_tensor(config.class_weights, train_cache.labels, len(classes))
     resume_path = out.parent / f".{out.stem}.resume.pt"
     identity = {"train_config": config.to_dict(), "data_fingerprint": fingerprint}
@@ -825,12 +830,6 @@ def _write_outputs(
         meta["seconds"],
         skipped,
     )
-
-
-def _loads_whole_model(arch: str, init_weights: Path | str) -> bool:
-    """Whether ``init_weights`` fill the whole model of ``arch`` (a fine-tuning run) rather than
-    only its backbone (``covidnext`` from ImageNet features: a run from scratch on top)."""
-    return load_init_weights(build_model(arch), init_weights) == "model"
 
 
 def _file_identity(path: Path | str | None) -> dict[str, Any] | None:
