@@ -24,3 +24,17 @@ def normalize_label(token: str) -> str | None:
 
 def is_label_token(token: str) -> bool:
     return normalize_label(token) is not None
+
+
+NO_FINDING = "No Finding"
+"""The ``label`` of a multi-label record with no finding present (NIH's spelling)."""
+
+UNCERTAIN_POLICIES: dict[str, float] = {"zeros": 0.0, "ones": 1.0, "ignore": float("nan")}
+"""CheXpert's uncertain label (-1) under each ``--uncertain`` policy (Irvin et al. 2019, U-Zeros,
+U-Ones, U-Ignore). There is no default: a dataset with uncertain labels needs a stated policy."""
+
+
+def findings_label(findings: tuple[float, ...], names: tuple[str, ...]) -> str:
+    """``label`` text of a multi-label record: present findings joined by ``|``, or NO_FINDING."""
+    present = [n for n, v in zip(names, findings, strict=True) if v == 1.0]
+    return "|".join(present) if present else NO_FINDING

@@ -20,6 +20,11 @@ class ImageRecord:
     ``path`` is relative to the dataset root, POSIX style (``train/P001_1.png``); it is the key
     used in every CSV the tool writes. ``status`` is ``ok``, ``warning`` (usable, but look) or
     ``error`` (skipped, with the reason in ``message``).
+
+    Multi-label datasets (NIH, CheXpert, MIMIC) also set ``findings``: one value per finding of
+    the index's ``classes``, 1.0 present, 0.0 absent, NaN unknown (left out of losses and metrics,
+    e.g. CheXpert's uncertain label under ``--uncertain ignore``). ``label`` then names the present
+    findings joined by ``|`` (``No Finding`` when none), as NIH's ``Finding Labels`` does.
     """
 
     path: str
@@ -29,6 +34,7 @@ class ImageRecord:
     patient_id: str = ""
     status: str = STATUS_OK
     message: str = ""
+    findings: tuple[float, ...] | None = None
 
     @property
     def usable(self) -> bool:
@@ -59,6 +65,8 @@ class DatasetIndex:
     layout: str
     classes: tuple[str, ...] = DEFAULT_CLASSES
     records: list[ImageRecord] = field(default_factory=list)
+    multilabel: bool = False
+    """True when ``classes`` are findings (one sigmoid each) and records carry ``findings``."""
 
     def usable(self, splits: Iterable[str] | str | None = None) -> list[ImageRecord]:
         """Records with a known label and no error, optionally restricted to ``splits``."""

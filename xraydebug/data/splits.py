@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 
@@ -41,9 +42,5 @@ def grouped_split(
             val_groups.add(group)
             taken += len(groups[group])
     train = [r for r in records if r.group not in val_groups]
-    val = [
-        ImageRecord(r.path, "val", r.label, r.source, r.patient_id, r.status, r.message)
-        for r in records
-        if r.group in val_groups
-    ]
+    val = [replace(r, split="val") for r in records if r.group in val_groups]
     return train, val

@@ -5,7 +5,9 @@ Keys: ``format``, ``arch``, ``classes``, ``preprocessing`` (dict), ``train_confi
 epoch), ``state_dict``. An imported model (:mod:`.foreign`) has ``imported`` (its source
 file's format, path and sha256) instead of the training keys, and a TorchScript or
 ``torch.export`` one carries its file whole in ``embedded`` (format, and the bytes as a uint8
-tensor). Only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
+tensor). ``multilabel`` (absent: False) marks a model with one sigmoid per finding, whose
+``classes`` are findings; ``uncertain`` then records the CheXpert uncertain-label policy it was
+trained with, if any. Only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
 without executing code; an embedded TorchScript or ``torch.export`` file is code, run by
 :func:`load_model` as the user's own model (import only files you would run).
 """
@@ -40,6 +42,16 @@ class LoadedModel:
     meta: dict[str, Any]
     path: Path | None = None
     sha256: str = ""
+
+    @property
+    def multilabel(self) -> bool:
+        """True for one sigmoid per finding (``classes`` are findings); False for one softmax."""
+        return bool(self.meta.get("multilabel", False))
+
+    @property
+    def activation(self) -> str:
+        """``sigmoid`` for a multi-label model, else ``softmax`` (the explainers' argument)."""
+        return "sigmoid" if self.multilabel else "softmax"
 
 
 def save_checkpoint(path: Path | str, model: nn.Module, **meta: Any) -> Path:
