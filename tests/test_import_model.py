@@ -3,6 +3,7 @@ torch.export program, gives the same predictions from every format; bad files ge
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -200,3 +201,187 @@ def test_fixed_batch_onnx_and_passthrough(tiny_model, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "copy.json").is_file() and (tmp_path / "copy.md").is_file()
+
+
+# --- timm:, xrv: and --multilabel --------------------------------------------------------------
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to reach the network fails the test."""
+    import socket
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access during an import")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _cli(*args: str) -> object:
+    return CliRunner().invoke(app, ["import-model", *args])
+
+
+def _one_line_error(result: object, expected: str) -> None:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1 and expected in lines[0], result.output
+
+
+@pytest.mark.parametrize(("name", "channels"), [("resnet10t", 1), ("mobilenetv3_small_050", 3)])
+def test_a_timm_state_dict_round_trips(name, channels, offline, tmp_path):
+    """The checkpoint rebuilds the timm network (a 1-channel one as ``,in_chans=1``) and gives
+    its logits; ``train --init-weights`` builds the same."""
+    timm = pytest.importorskip("timm")
+    from xraydebug.models.architectures import build_model, get_arch
+
+    torch.manual_seed(0)
+    net = timm.create_model(name, pretrained=False, num_classes=3, in_chans=channels)
+    with torch.no_grad():  # BatchNorm statistics other than the initial ones
+        net.train()(torch.randn(4, channels, SIZE, SIZE))
+    net.eval()
+    torch.save(net.state_dict(), tmp_path / "net.pth")
+    gray = ["--mean", "0.5", "--std", "0.25"] if channels == 1 else []
+    args = ["--arch", f"timm:{name}", "--channels", str(channels), *gray]
+    result = _import(tmp_path / "net.pth", tmp_path / "m.pt", *args)
+    assert result.exit_code == 0, result.output
+    loaded = load_model(tmp_path / "m.pt")
+    arch = f"timm:{name}" + (",in_chans=1" if channels == 1 else "")
+    assert loaded.arch == arch and not loaded.multilabel
+    x = loaded.preprocessing.apply(torch.rand(3, 1, SIZE, SIZE))
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), net(x), atol=1e-6, rtol=0)
+        rebuilt = build_model(arch, 3, init_weights=tmp_path / "net.pth").eval()
+        assert torch.allclose(rebuilt(x), net(x), atol=1e-6, rtol=0)
+    assert get_arch(arch).preprocessing.in_channels == channels
+
+
+def test_multilabel_is_recorded(foreign_files, tmp_path):
+    """--multilabel (or the spec's ``multilabel``, or the API's) is in the checkpoint and the
+    card; without it the outputs stay one softmax."""
+    from xraydebug.models.foreign import ModelSpec, import_model
+
+    assert _import(foreign_files["torchscript"], tmp_path / "s.pt").exit_code == 0
+    result = _import(foreign_files["torchscript"], tmp_path / "m.pt", "--multilabel")
+    assert result.exit_code == 0, result.output
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"classes": "a,b,c", "multilabel": true, "input_size": 64}')
+    result = _cli(
+        str(foreign_files["torchscript"]), "--spec", str(spec), "--out", str(tmp_path / "j.pt")
+    )
+    assert result.exit_code == 0, result.output
+    plain = ModelSpec(classes=("a", "b", "c"), input_size=SIZE)
+    import_model(foreign_files["torchscript"], plain, tmp_path / "a.pt", multilabel=True)
+    for stem in ("m", "j", "a"):
+        assert read_checkpoint(tmp_path / f"{stem}.pt")["multilabel"] is True, stem
+        loaded = load_model(tmp_path / f"{stem}.pt")
+        assert loaded.multilabel and loaded.activation == "sigmoid"
+        assert "- outputs (sigmoid, one per finding): " in (tmp_path / f"{stem}.md").read_text()
+        assert '"multilabel": true' in (tmp_path / f"{stem}.json").read_text()
+    assert read_checkpoint(tmp_path / "s.pt")["multilabel"] is False
+    assert "- outputs (softmax, in order): " in (tmp_path / "s.md").read_text()
+    with pytest.raises(ValueError, match="findings must be one or more"):
+        ModelSpec(multilabel=True)
+
+
+XRV_NAME = "densenet121-res224-nih"  # 14 findings, 4 empty slots of xrv's 18 outputs
+
+
+@pytest.fixture(scope="module")
+def xrv_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """xrv's DenseNet built with ``weights=None`` (nothing downloaded), saved as xrv's release
+    file (a whole pickled model, under xrv's file name, in a cache folder) and as a
+    state_dict."""
+    xrv = pytest.importorskip("torchxrayvision")
+    root = tmp_path_factory.mktemp("xrv")
+    torch.manual_seed(0)
+    net = xrv.models.DenseNet(weights=None).eval()
+    with torch.no_grad():
+        net.features.conv0.weight /= 512  # logits of a moderate size on xrv's [-1024, 1024]
+    cache = root / "cache"
+    cache.mkdir()
+    filename = xrv.models.model_urls[XRV_NAME]["weights_url"].rsplit("/", 1)[-1]
+    torch.save(net, cache / filename)
+    torch.save(net.state_dict(), root / "state.pt")
+    return {"pickled": cache / filename, "state_dict": root / "state.pt", "cache": cache}
+
+
+def test_an_xrv_classifier_gives_xrvs_outputs(xrv_weights, offline, tmp_path):
+    """Our logits, through our preprocessing, are xrv's own module's on xrv's scaling: its
+    sigmoid gives xrv's probabilities and xrv's op_norm its calibrated outputs, for the
+    findings it names (empty slots dropped). A pickled file needs --trust-pickle."""
+    xrv = pytest.importorskip("torchxrayvision")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["--arch", f"xrv:{XRV_NAME}", "--weights", str(xrv_weights["pickled"])]
+    _one_line_error(_cli(*args, "--out", str(out / "p.pt")), "--trust-pickle")
+    result = _cli(*args, "--trust-pickle", "--out", str(out / "p.pt"))
+    assert result.exit_code == 0, result.output
+    args = ["--arch", f"xrv:{XRV_NAME}", "--weights", str(xrv_weights["state_dict"])]
+    assert _cli(*args, "--out", str(out / "s.pt")).exit_code == 0
+
+    labels = xrv.models.model_urls[XRV_NAME]["labels"]
+    keep = [i for i, label in enumerate(labels) if label]
+    # xrv's own module, loading the file from its cache folder (so nothing to download)
+    reference = xrv.models.DenseNet(weights=XRV_NAME, cache_dir=str(xrv_weights["cache"]))
+    gray = torch.rand(2, 1, 224, 224)
+    xrv_input = torch.from_numpy(xrv.utils.normalize(gray.numpy(), 1))
+    with torch.no_grad():
+        calibrated = reference(xrv_input)[:, keep]  # sigmoid, then op_norm
+        reference.op_threshs, reference.apply_sigmoid = None, True
+        probabilities = reference(xrv_input)[:, keep]
+        for stem in ("p", "s"):
+            loaded = load_model(out / f"{stem}.pt")
+            assert loaded.classes == tuple(labels[i] for i in keep) and loaded.multilabel
+            prep = loaded.preprocessing
+            assert (prep.input_size, prep.in_channels, prep.crop_top) == (224, 1, 0.0)
+            logits = loaded.model(prep.apply(gray))
+            assert torch.allclose(torch.sigmoid(logits), probabilities, atol=1e-5, rtol=0)
+            thresholds = torch.tensor(xrv.models.model_urls[XRV_NAME]["op_threshs"])[keep]
+            ours = xrv.models.op_norm(torch.sigmoid(logits), thresholds)
+            assert torch.allclose(ours, calibrated, atol=1e-5, rtol=0)
+    card = (out / "p.md").read_text()
+    assert "outputs (sigmoid, one per finding): Atelectasis" in card and "op_threshs" in card
+    assert read_checkpoint(out / "p.pt")["imported"]["format"] == "xrv"
+
+
+def test_zoo_refusals_are_one_line_and_write_nothing(xrv_weights, offline, tmp_path):
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    import timm
+
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=3, in_chans=1)
+    torch.save(net.state_dict(), tmp_path / "gray.pth")
+    out = tmp_path / "out"
+    out.mkdir()
+    xrv = ["--arch", f"xrv:{XRV_NAME}", "--out", str(out / "x.pt")]
+    _one_line_error(_cli(*xrv), f"xrv:{XRV_NAME} needs its weights on disk: --weights FILE")
+    _one_line_error(
+        _cli(*xrv, "--weights", str(tmp_path / "nowhere.pt")),
+        "needs its weights on disk: --weights FILE (xraydebug downloads nothing",
+    )
+    resnet = ["--arch", "xrv:resnet50-res512-all", "--out", str(out / "r.pt")]
+    _one_line_error(
+        _cli(*resnet, "--weights", str(xrv_weights["state_dict"])), "weights do not fit"
+    )
+    _one_line_error(
+        _import(tmp_path / "gray.pth", out / "t.pt", "--arch", "timm:no_such_net"),
+        "is not a timm model (timm.list_models(",
+    )
+    _one_line_error(
+        _import(tmp_path / "gray.pth", out / "t.pt", "--arch", "timm:resnet10t"), "do not fit"
+    )
+    assert not any(out.iterdir())
+
+
+def test_a_missing_extra_is_one_line(monkeypatch, tmp_path):
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pth")
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` fails
+    monkeypatch.setitem(sys.modules, "torchxrayvision", None)
+    result = _import(tmp_path / "w.pth", tmp_path / "t.pt", "--arch", "timm:resnet10t")
+    _one_line_error(
+        result, "timm:resnet10t needs the optional extra: pip install 'xraydebug[timm]'"
+    )
+    result = _cli("--arch", "xrv:densenet121-res224-all", "--out", str(tmp_path / "x.pt"))
+    _one_line_error(result, "needs the optional extra: pip install 'xraydebug[xrv]'")
+    assert not list(tmp_path.glob("*.pt"))

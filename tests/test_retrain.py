@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -27,6 +29,7 @@ from xraydebug.audit.retrain import (
     text_breakdown,
 )
 from xraydebug.cli import app
+from xraydebug.errors import DatasetError
 from xraydebug.models.checkpoint import read_checkpoint
 
 CLASSES = ("normal", "pneumonia", "COVID-19")
@@ -412,3 +415,228 @@ def test_retrain_wiring_before_is_the_baseline_after_is_trained_on_the_cleaned_c
     assert comparison["machine"]["cpu_capability"] and sensitivity["after"]["machine"]["cpu"]
     assert read_checkpoint(result.checkpoint)["data"] == str(clean)
     assert read_checkpoint(comparison["baseline"]["path"])["data"] == str(original)
+
+
+# --- imported baselines: fine-tuned on the cleaned data ----------------------------------------
+
+
+class _GrayNet(torch.nn.Module):
+    """A small gray CNN with BatchNorm, as a team might script or export it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 6, 3, stride=2)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+GRAY_SPEC = {"input_size": 64, "channels": 1, "mean": (0.45,), "std": (0.2,)}
+
+
+def _embedded_file(kind: str, path: Path) -> Path:
+    """The gray net saved as ``kind``: scripted, traced, frozen TorchScript, torch.export
+    program or ONNX."""
+    torch.manual_seed(0)
+    net = _GrayNet().eval()
+    example = torch.randn(2, 1, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "scripted":
+            torch.jit.save(torch.jit.script(net), path)
+        elif kind == "traced":
+            torch.jit.save(torch.jit.trace(net, example), path)
+        elif kind == "frozen":
+            torch.jit.save(torch.jit.freeze(torch.jit.script(net)), path)
+        elif kind == "exported":
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            program = torch.export.export(net, (example,), dynamic_shapes={"x": {0: batch}})
+            torch.export.save(program, path)
+        else:
+            torch.onnx.export(
+                net,
+                (example,),
+                path,
+                input_names=["x"],
+                dynamic_axes={"x": {0: "batch"}},
+                dynamo=False,
+            )
+    return path
+
+
+def _import_file(path: Path, out: Path, **spec) -> Path:
+    from xraydebug.models.foreign import ModelSpec, import_model
+
+    import_model(path, ModelSpec(classes=CLASSES, **{**GRAY_SPEC, **spec}), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def imported_resnet(tmp_path_factory) -> Path:
+    """A torchvision ResNet-18 state_dict imported at 64 px with its own mean and std."""
+    import torchvision
+
+    from xraydebug.models.foreign import ModelSpec, import_module
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=3)
+    spec = ModelSpec(
+        classes=CLASSES,
+        arch="torchvision:resnet18",
+        input_size=64,
+        mean=(0.4, 0.42, 0.44),
+        std=(0.3, 0.31, 0.32),
+    )
+    out = tmp_path_factory.mktemp("imported") / "resnet.pt"
+    import_module(net, spec, out)
+    return out
+
+
+def test_retrain_imported_torchvision_model_keeps_its_preprocessing(
+    imported_resnet: Path, tiny_covidx: Path, tmp_path: Path
+):
+    from xraydebug.models.architectures import get_arch
+
+    clean = tmp_path / "clean"
+    shutil.copytree(tiny_covidx, clean)
+    result = retrain(
+        clean,
+        imported_resnet,
+        test_data=tiny_covidx,
+        out=tmp_path / "after.pt",
+        run_dir=tmp_path / "run",
+        config=RetrainConfig(n_boot=50, device="cpu", text_sensitivity=False, finetune_epochs=2),
+        console=Console(quiet=True),
+        report=False,
+    )
+    before, after = read_checkpoint(imported_resnet), read_checkpoint(result.checkpoint)
+    assert after["arch"] == "torchvision:resnet18" and after["preprocessing"] == {
+        "input_size": 64,
+        "in_channels": 3,
+        "mean": [0.4, 0.42, 0.44],
+        "std": [0.3, 0.31, 0.32],
+        "crop_top": 0.0,
+    }
+    assert after["preprocessing"] == before["preprocessing"]
+    # the arch's fine-tuning recipe, from the baseline's own weights
+    recipe = get_arch("torchvision:resnet18").finetune_recipe
+    assert after["train_config"]["lr"] == recipe.lr and after["train_config"]["epochs"] == 2
+    assert after["init_weights"] == str(imported_resnet)
+    assert "epochs 2 (set by you)" in after["recipe"]
+    assert "lr 1e-05 (torchvision:resnet18's fine-tuning recipe)" in after["recipe"]
+    assert after["finetuned_from"]["sha256"] == result.comparison["baseline"]["sha256"]
+    assert after["imported"] == before["imported"]
+    changed = [
+        k
+        for k, v in after["state_dict"].items()
+        if v.is_floating_point() and not torch.equal(v, before["state_dict"][k])
+    ]
+    assert changed  # fine-tuned: weights moved from the baseline's
+    assert result.comparison["baseline"]["imported"]["format"] == "module"
+    assert result.comparison["retrained"]["finetuned"]["in_place"] is None
+    assert any("was imported" in w for w in result.warnings)
+    assert set(result.comparison["test_sets"]) == {"original", "cleaned"}
+
+
+@pytest.mark.parametrize(("kind", "batchnorm"), [("scripted", "train"), ("exported", "eval")])
+def test_retrain_embedded_model_is_finetuned_in_place(
+    kind: str, batchnorm: str, tiny_covidx: Path, tmp_path: Path
+):
+    from xraydebug.models.checkpoint import load_model
+
+    suffix = ".pt2" if kind == "exported" else ".ts"
+    baseline = _import_file(_embedded_file(kind, tmp_path / f"net{suffix}"), tmp_path / "b.pt")
+    clean = tmp_path / "clean"
+    shutil.copytree(tiny_covidx, clean)
+    result = retrain(
+        clean,
+        baseline,
+        test_data=tiny_covidx,
+        out=tmp_path / "after.pt",
+        run_dir=tmp_path / "run",
+        config=RetrainConfig(n_boot=50, device="cpu", text_sensitivity=False, finetune_epochs=2),
+        console=Console(quiet=True),
+        report=False,
+    )
+    before_payload, after_payload = read_checkpoint(baseline), read_checkpoint(result.checkpoint)
+    # the file is kept whole; the fine-tuned weights travel beside it
+    assert torch.equal(after_payload["embedded"]["data"], before_payload["embedded"]["data"])
+    assert after_payload["state_dict"] and not before_payload["state_dict"]
+    assert after_payload["preprocessing"] == before_payload["preprocessing"]
+    probe = result.comparison["retrained"]["finetuned"]["in_place"]
+    assert probe["batchnorm"] == batchnorm and after_payload["finetune"] == probe
+    before, after = load_model(baseline), load_model(result.checkpoint)
+    weights_before, weights_after = before.model.state_dict(), after.model.state_dict()
+    assert weights_after.keys() == weights_before.keys()
+    assert not torch.equal(weights_after["inner.conv.weight"], weights_before["inner.conv.weight"])
+    stats_moved = not torch.equal(
+        weights_after["inner.bn.running_mean"], weights_before["inner.bn.running_mean"]
+    )
+    assert stats_moved == (batchnorm == "train")
+    x = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(before.model(x), after.model(x))
+        # the reloaded module is the fine-tuned one: the checkpoint's weights were applied
+        reloaded = load_model(result.checkpoint)
+        assert torch.equal(reloaded.model(x), after.model(x))
+
+
+@pytest.mark.parametrize("kind", ["frozen", "onnx"])
+def test_retrain_refuses_an_embedded_model_that_cannot_train(
+    kind: str, tiny_covidx: Path, tmp_path: Path
+):
+    if kind == "onnx":
+        pytest.importorskip("onnx")
+    file = _embedded_file(kind, tmp_path / f"net.{'onnx' if kind == 'onnx' else 'ts'}")
+    baseline = _import_file(file, tmp_path / "b.pt")
+    out = CliRunner().invoke(
+        app,
+        [
+            "retrain",
+            str(tiny_covidx),
+            "--baseline",
+            str(baseline),
+            "--test",
+            str(tiny_covidx),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert out.exit_code == 1
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1, out.output
+    name = "TorchScript" if kind == "frozen" else "ONNX"
+    assert f"this {name} model's parameters cannot be trained here" in lines[0]
+    assert "constants" in lines[0] and "--arch torchvision:NAME" in lines[0]
+    assert not (tmp_path / "b-clean.pt").exists()
+
+
+def test_retrain_refuses_repeats_and_other_data_for_imported(
+    imported_resnet: Path, tiny_covidx: Path, tmp_path: Path
+):
+    runner = CliRunner()
+    args = ["retrain", str(tiny_covidx), "--baseline", str(imported_resnet)]
+    args += ["--test", str(tiny_covidx), "--run-dir", str(tmp_path / "run"), "--device", "cpu"]
+    out = runner.invoke(app, [*args, "--repeats", "2"])
+    assert out.exit_code == 1
+    assert len(out.output.strip().splitlines()) == 1, out.output
+    assert "--repeats 2" in out.output and "was imported" in out.output
+    # a multi-label baseline on single-label data: one line, before any training
+    multi = _import_file(
+        _embedded_file("scripted", tmp_path / "net.ts"), tmp_path / "m.pt", multilabel=True
+    )
+    with pytest.raises(DatasetError, match=r"is multi-label .* but the covidx layout"):
+        retrain(
+            tiny_covidx,
+            multi,
+            test_data=tiny_covidx,
+            out=tmp_path / "after.pt",
+            run_dir=tmp_path / "run",
+            config=RetrainConfig(device="cpu"),
+            console=Console(quiet=True),
+        )

@@ -77,6 +77,13 @@ PrecisionOpt = Annotated[
         + f"{ScanConfig.precision}]"
     ),
 ]
+UncertainOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="CheXpert/MIMIC uncertain labels (-1): zeros | ones | ignore (required where "
+        "the data has them; evaluate and scan default to the model's)."
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -245,14 +252,33 @@ def synth(
         float | None,
         typer.Option(help="Scale of each film's rotation, scale and shift. \\[default: 1]"),
     ] = None,
+    multilabel: Annotated[
+        bool,
+        typer.Option(
+            "--multilabel",
+            help="Multi-label films (Consolidation, Infiltration) in the NIH ChestX-ray14 "
+            "layout; text tied to Infiltration in train.",
+        ),
+    ] = False,
+    prevalence: Annotated[
+        float | None,
+        typer.Option(help="--multilabel: P(finding) per film and finding. \\[default: 0.35]"),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Write a synthetic COVIDx-style set with a planted text shortcut.
+    """Write a synthetic COVIDx-style set with a planted text shortcut (--multilabel: an
+    NIH-layout multi-label set).
 
     Example: [bold]xraydebug synth demo-data/ --n-train 600 --n-test 300[/]
     """
-    options = _options(locals(), "out", "overwrite")
+    options = _options(locals(), "out", "overwrite", "multilabel")
+    if multilabel:
+        _synth_nih(out, options, overwrite)
+        return
+    if prevalence is not None:
+        raise _fail("--prevalence goes with --multilabel")
+    del options["prevalence"]
     from xraydebug.data.synth import SynthConfig, synthesize
 
     config = build_config(SynthConfig, options)
@@ -277,6 +303,30 @@ def synth(
     )
 
 
+def _synth_nih(out: Path, options: dict[str, Any], overwrite: bool) -> None:
+    from xraydebug.data.synth_nih import SHORTCUT_FINDING, NihSynthConfig, synthesize_nih
+
+    config = build_config(NihSynthConfig, options)
+    with progress_bar() as progress:
+        summary = synthesize_nih(
+            out, config, progress=tracked(progress, "synth"), overwrite=overwrite
+        )
+    table = Table(title="Synthetic multi-label films (NIH layout)")
+    counts = summary["counts"]
+    for name in ("split", *next(iter(counts.values()))):
+        table.add_column(name, justify="left" if name == "split" else "right")
+    for split, row in counts.items():
+        table.add_row(split, *(str(v) for v in row.values()))
+    console.print(table)
+    console.print(
+        f"Wrote {config.n_train + config.n_test} films to [bold]{out}[/] in "
+        f"{summary['seconds']:.1f} s: {out}/Data_Entry_2017.csv, train_val_list.txt, "
+        f"test_list.txt, images under images_001/images/, ground truth {out}/ground_truth.json. "
+        f"In train, text marks {config.shortcut:.0%} of films with {SHORTCUT_FINDING} and "
+        f"{1 - config.shortcut:.0%} of the others; in test it is independent of the findings."
+    )
+
+
 @app.command("inspect")
 @handle_errors
 def inspect_cmd(
@@ -285,6 +335,7 @@ def inspect_cmd(
     manifest: Annotated[
         Path | None, typer.Option(help="CSV manifest: path,label[,split,patient_id,source].")
     ] = None,
+    uncertain: UncertainOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Detect the layout, read every image and list counts and problems.
@@ -296,11 +347,16 @@ def inspect_cmd(
 
     with progress_bar() as progress:
         result = inspect_dataset(
-            data, out, manifest=manifest, progress=tracked(progress, "reading")
+            data,
+            out,
+            manifest=manifest,
+            uncertain=uncertain,
+            progress=tracked(progress, "reading"),
         )
     table = result.table
     ok = table[table["status"] != "error"]
-    counts = summarize_counts(table)
+    multilabel = result.index.multilabel
+    counts = summarize_counts(table, multilabel=multilabel)
     grid = Table(title=f"{data} ({result.index.layout} layout): readable images")
     grid.add_column("split")
     for column in counts.columns:
@@ -309,9 +365,14 @@ def inspect_cmd(
         grid.add_row(str(split), *(str(v) for v in row))
     console.print(grid)
     if ok["source"].astype(bool).any():
-        by_source = ok.groupby(["split", "source", "label"]).size()
-        src = Table(title="Images per split x source x class")
-        for name in ("split", "source", "class", "n"):
+        labelled = ok
+        if multilabel:  # one row per finding of each film
+            labelled = ok[ok["label"] != ""].assign(label=ok["label"].str.split("|"))
+            labelled = labelled.explode("label")
+        by_source = labelled.groupby(["split", "source", "label"]).size()
+        kind = "finding" if multilabel else "class"
+        src = Table(title=f"Images per split x source x {kind}")
+        for name in ("split", "source", kind, "n"):
             src.add_column(name)
         for (split, source, label), n in by_source.items():
             src.add_row(split, source, label, str(n))
@@ -420,6 +481,14 @@ def train(
     init_weights: Annotated[
         Path | None, typer.Option(help="Local state_dict to start from (no downloads).")
     ] = None,
+    uncertain: UncertainOpt = None,
+    findings: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-label data: train on these findings only, in this order (a,b,c). "
+            "\\[default: all of the layout's]"
+        ),
+    ] = None,
     manifest: ManifestOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run.")] = True,
     out: Annotated[Path, typer.Option(help="Checkpoint path.")] = Path("models/covidnet.pt"),
@@ -438,6 +507,8 @@ def train(
     Example: [bold]xraydebug train covidx/ --arch covidnext --epochs 20[/]
     """
     options = _options(locals(), "data", "init_weights", "manifest", "resume", "out")
+    if findings is not None:
+        options["findings"] = tuple(f.strip() for f in findings.split(",") if f.strip())
     check_paths({"DATA": data}, {"--manifest": manifest, "--init-weights": init_weights})
     from xraydebug.models.architectures import get_arch
     from xraydebug.models.train import TrainConfig
@@ -455,9 +526,12 @@ def train(
         console=console,
     )
     m = result.val_metrics
+    shown = f"macro-F1 {m['macro_f1']:.3f}"
+    if "macro_auroc" in m:  # multi-label
+        shown = f"mean per-finding AUROC {m['auroc']:.3f}, macro-F1 at 0.5 {m['macro_f1']:.3f}"
     console.print(
         f"Trained {config.arch} in {result.seconds:.0f} s; best epoch {result.best_epoch} "
-        f"(validation accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}). "
+        f"(validation accuracy {m['accuracy']:.3f}, {shown}). "
         f"Checkpoint: [bold]{result.checkpoint}[/]; model card: {result.card_json}, "
         f"{result.card_md}. Next: xraydebug evaluate {data} --model {result.checkpoint}"
     )
@@ -472,24 +546,50 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @app.command("import-model")
 @handle_errors
 def import_model_cmd(
-    file: Annotated[
-        Path,
-        typer.Argument(help=f"A model file: {', '.join(format_names())}."),
-    ],
     out: Annotated[Path, typer.Option(help="The xraydebug checkpoint to write.")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(help=f"A model file: {', '.join(format_names())} (none for xrv:NAME)."),
+    ] = None,
     classes: Annotated[
-        str | None, typer.Option(help="Output names in output order: a,b,c.")
+        str | None,
+        typer.Option(help="Output names in output order: a,b,c (findings with --multilabel)."),
+    ] = None,
+    multilabel: Annotated[
+        bool | None,
+        typer.Option(help="One sigmoid per finding, not one softmax. \\[default: softmax]"),
     ] = None,
     arch: Annotated[
         str | None,
-        typer.Option(help="For a state_dict: torchvision:NAME (any torchvision classifier)."),
+        typer.Option(
+            help="For a state_dict: torchvision:NAME or timm:NAME (any timm model; the timm "
+            "extra). xrv:NAME: a TorchXRayVision classifier (densenet121-res224-all, ...; the "
+            "xrv extra) from --weights, with its findings and preprocessing."
+        ),
     ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="For xrv:NAME: the weights file xrv would download, on disk."),
+    ] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Load weights saved as a whole pickled model (xrv's DenseNet files): this "
+            "runs code from the file, so only for a file you trust.",
+        ),
+    ] = False,
     input_size: Annotated[
-        int | None, typer.Option(help="Input side in px. \\[default: 224]")
+        int | None, typer.Option(help="Input side in px. \\[default: 224; xrv:NAME: its own]")
     ] = None,
-    channels: Annotated[int | None, typer.Option(help="1 or 3. \\[default: 3]")] = None,
+    channels: Annotated[
+        int | None, typer.Option(help="1 or 3. \\[default: 3; xrv:NAME: 1]")
+    ] = None,
     mean: Annotated[
-        str | None, typer.Option(help="Per-channel mean of [0, 1] input. \\[default: ImageNet]")
+        str | None,
+        typer.Option(
+            help="Per-channel mean of [0, 1] input. \\[default: ImageNet; xrv:NAME: its range]"
+        ),
     ] = None,
     std: Annotated[str | None, typer.Option(help="Per-channel std. \\[default: ImageNet]")] = None,
     crop_top: Annotated[
@@ -518,16 +618,12 @@ def import_model_cmd(
         "mean": _floats(mean),
         "std": _floats(std),
         "crop_top": crop_top,
+        "multilabel": multilabel,
     }
-    if spec is not None:
-        model_spec: ModelSpec | None = ModelSpec.from_json(spec, **given)
-    elif given["classes"] is None:
-        model_spec = None  # fine for an xraydebug checkpoint; any other file is refused
-    else:
-        model_spec = ModelSpec(**{k: v for k, v in given.items() if v is not None})
-    result = import_model(file, model_spec, out)
+    model_spec = ModelSpec.from_options(spec, **given)  # None: an xraydebug checkpoint's own
+    result = import_model(file, model_spec, out, weights=weights, trust_pickle=trust_pickle)
     console.print(
-        f"Imported {file} ({result.format}, sha256 {result.sha256[:12]}…, "
+        f"Imported {file or weights} ({result.format}, sha256 {result.sha256[:12]}…, "
         f"{result.output_width} outputs) into [bold]{result.checkpoint}[/]. "
         f"Next: xraydebug evaluate DATA --model {result.checkpoint} --text-sensitivity",
         highlight=False,
@@ -571,12 +667,20 @@ def evaluate(
     draws: Annotated[int | None, typer.Option(help="Pastes per text-free film. \\[default: 2]")] = (
         None
     ),
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Multi-label models: one decision threshold for every finding \\[default: the "
+            "model's per-finding ones, else F1-best on the data's val split, else 0.5]."
+        ),
+    ] = None,
+    uncertain: UncertainOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Per-class and per-source metrics with patient-level bootstrap CIs; with
-    --text-sensitivity, does the model react to burned-in text?
+    """Per-class (multi-label: per-finding AUROC) and per-source metrics with patient-level
+    bootstrap CIs; with --text-sensitivity, does the model react to burned-in text?
 
     Example: [bold]xraydebug evaluate covidx/ --model models/covidnet.pt --text-sensitivity[/]
     """
@@ -590,9 +694,10 @@ def evaluate(
     test_text = options.pop("text_sensitivity")
     text = {k: options.pop(k) for k in ("detector", "long_side", "precision")}
     text["device"] = options["device"]
+    labels = {k: options.pop(k) for k in ("threshold", "uncertain")}  # the evaluation's alone
     settings = build_config(TextSensitivityConfig, options) if test_text else None
     del options["draws"]  # the text-sensitivity test's alone
-    evaluation = build_config(EvaluateConfig, options)
+    evaluation = build_config(EvaluateConfig, {**options, **labels})
     result = evaluate_model(data, model, split, out, manifest=manifest, config=evaluation)
     print_metrics(result.metrics, console, f"{model} on {data} [{split}]")
     for _rec, message in result.skipped:
@@ -688,6 +793,13 @@ def scan(
             f"{ScanConfig.explain}]"
         ),
     ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Explain this class or finding in every image (repeat for several; one row "
+            "each). \\[default: the predicted class; multi-label: every finding called]"
+        ),
+    ] = None,
     split: Annotated[
         str | None, typer.Option(help="all, or splits separated by commas. \\[default: all]")
     ] = None,
@@ -727,6 +839,7 @@ def scan(
     from xraydebug.stages.scan import scan as run_scan
 
     options["shard"] = parse_shard(shard) if shard else None
+    options["targets"] = tuple(options.pop("target") or ()) or None
     config = ScanConfig.from_options(options, parse_assignments(set_ or []))
     with progress_bar() as progress:
         result = run_scan(
@@ -955,10 +1068,24 @@ def retrain(
             max=1.0,
         ),
     ] = None,
+    finetune_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="An imported baseline (fine-tuned, not retrained): epochs of its fine-tuning "
+            "run. \\[default: its arch's fine-tuning recipe]",
+            min=1,
+        ),
+    ] = None,
     device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Retrain the baseline's recipe on cleaned data; compare both models before/after.
+
+    A multi-label baseline is compared per finding (AUROC, and recall at each model's
+    thresholds). An imported baseline (import-model) records no recipe: it is fine-tuned on
+    the cleaned data from its own weights with its own preprocessing (torchvision:/timm:
+    state_dicts rebuilt from their arch; TorchScript and torch.export files in place, where
+    their parameters can train); --repeats must then be 1.
 
     Example: [bold]xraydebug retrain covidx-clean/ --baseline models/covidnet.pt --test covidx/[/]
     """

@@ -116,9 +116,12 @@ _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}
 
 
-def mask_filename(path: str) -> str:
-    """``train/a b.png`` -> ``masks/train/a b.png.npz`` (relative to the scan folder)."""
-    return f"{MASKS_DIR}/{path}.npz"
+def mask_filename(path: str, target: str | None = None) -> str:
+    """``train/a b.png`` -> ``masks/train/a b.png.npz`` (relative to the scan folder); with a
+    ``target`` (scans that explain several targets of an image) ``masks/train/a b.png.<target>.npz``
+    (``/`` in the target becomes ``_``)."""
+    suffix = f".{target.replace('/', '_')}" if target is not None else ""
+    return f"{MASKS_DIR}/{path}{suffix}.npz"
 
 
 def load_masks(scan_dir: Path | str, mask_file: str) -> dict[str, np.ndarray]:

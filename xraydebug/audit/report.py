@@ -34,6 +34,7 @@ import pandas as pd
 
 from xraydebug.audit import figures
 from xraydebug.data.imageio import read_image
+from xraydebug.data.labels import LABELS_UNUSED
 from xraydebug.data.layouts import load_index
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.flagging import saliency_to_original
@@ -168,12 +169,18 @@ def _by_source(ok: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _text_vs_prediction(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, Any]]:
-    """Share of each predicted class among images with and without detected text."""
+def _text_vs_prediction(
+    ok: pd.DataFrame, classes: list[str], multilabel: bool = False
+) -> list[dict[str, Any]]:
+    """Share of each predicted class (multi-label: of the images called each finding) among
+    images with and without detected text."""
     has_text = has_detected_text(ok)
     rows = []
     for name, part in (("with detected text", ok[has_text]), ("without text", ok[~has_text])):
-        counts = part["pred"].value_counts()
+        if multilabel:
+            counts = pd.Series(_per_finding_counts(part, "pred", classes))
+        else:
+            counts = part["pred"].value_counts()
         rows.append(
             {
                 "group": name,
@@ -206,33 +213,50 @@ def _text_confusions(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, Any
     return out
 
 
+def _per_finding_counts(table: pd.DataFrame, column: str, names: list[str]) -> dict[str, int]:
+    """Per name: the rows whose ``column`` (findings joined by ``|``) includes it."""
+    sets = table[column].str.split("|")
+    return {name: int(sets.map(lambda found, n=name: n in found).sum()) for name in names}
+
+
 def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
-    ok = table[table["status"] == "ok"]
-    errors = table[table["status"] != "ok"]
+    """The scan part of the report. ``scan.csv`` may hold several rows (targets) per image:
+    image counts count each image once (flagged when any of its rows is); the table by class
+    (multi-label: by finding) counts rows."""
+    ok_rows = table[table["status"] == "ok"]
+    flagged_rows = ok_rows[ok_rows["flagged"] == "true"]
+    images = table.drop_duplicates("path")
+    flagged = flagged_rows.drop_duplicates("path")
+    ok = ok_rows.drop_duplicates("path")
+    ok = ok.assign(flagged=np.where(ok["path"].isin(flagged["path"]), "true", "false"))
+    errors = images[images["status"] != "ok"]
     measured = ok[ok["n_boxes"] != ""]
-    flagged = ok[ok["flagged"] == "true"]
     classes = list(run.get("classes") or sorted(ok["label"].unique()))
+    multilabel = bool(run.get("multilabel"))
     with_text = int(has_detected_text(measured).sum())
     config = run.get("config", {})
+    if multilabel:
+        by_label = _per_finding_counts(flagged, "label", classes)
+    else:
+        by_label = flagged["label"].value_counts().reindex(classes, fill_value=0).to_dict()
     return {
-        "n": len(table),
+        "n": len(images),
         "n_ok": len(ok),
         "n_errors": len(errors),
         "n_measured": len(measured),
         "n_with_text": with_text,
         "n_flagged": len(flagged),
-        "flagged_by_label": flagged["label"]
-        .value_counts()
-        .reindex(classes, fill_value=0)
-        .to_dict(),
-        "flagged_by_target": flagged["target"]
+        "flagged_by_label": by_label,
+        "flagged_by_target": flagged_rows["target"]
         .value_counts()
         .reindex(classes, fill_value=0)
         .to_dict(),
         "by_source": _by_source(ok),
-        "text_vs_pred": _text_vs_prediction(measured, classes),
-        "confusions": _text_confusions(measured, classes),
+        "text_vs_pred": _text_vs_prediction(measured, classes, multilabel),
+        "confusions": [] if multilabel else _text_confusions(measured, classes),
         "classes": classes,
+        "multilabel": multilabel,
+        "noun": "finding" if multilabel else "class",
         "errors": errors[["path", "error"]].to_dict("records"),
         "deletion_auc": pd.to_numeric(ok["deletion_auc"], errors="coerce").mean(),
         "insertion_auc": pd.to_numeric(ok["insertion_auc"], errors="coerce").mean(),
@@ -264,7 +288,7 @@ def _patient_ids(data_root: Path | None, classes: tuple[str, ...]) -> dict[str, 
     if data_root is None or not data_root.is_dir():
         return {}
     try:
-        index = load_index(data_root, classes=classes)
+        index = load_index(data_root, classes=classes, uncertain=LABELS_UNUSED)
     except (DatasetError, ValueError):
         return {}
     return {r.path: r.patient_id or "" for r in index.records}
@@ -425,10 +449,17 @@ def _clean_summary(clean_dir: Path) -> dict[str, Any]:
 
 
 def _retrain_summary(retrain_dir: Path) -> dict[str, Any]:
+    """The retrain part of the report. A multi-label comparison (``multilabel`` in
+    ``before_after.json``) has per-finding AUROC and recall and no confusion matrices or
+    precision/recall plot (its tables hold the numbers)."""
     comparison = json.loads((retrain_dir / BEFORE_AFTER_JSON).read_text())
     classes = comparison["classes"]
+    multilabel = bool(comparison.get("multilabel"))
     sets = []
     for name, result in comparison["test_sets"].items():
+        if multilabel:
+            sets.append({"name": name, "result": result, "plot": None})
+            continue
         sets.append(
             {
                 "name": name,
@@ -450,7 +481,15 @@ def _retrain_summary(retrain_dir: Path) -> dict[str, Any]:
         image = cv2.imread(str(sheet), cv2.IMREAD_GRAYSCALE) if sheet.exists() else None
         if image is not None:
             sheets[side] = figures.jpeg_uri(image)
-    return {"comparison": comparison, "classes": classes, "sets": sets, "sheets": sheets}
+    return {
+        "comparison": comparison,
+        "classes": classes,
+        "sets": sets,
+        "sheets": sheets,
+        "multilabel": multilabel,
+        "noun": "finding" if multilabel else "class",
+        "imported": comparison.get("baseline", {}).get("imported"),
+    }
 
 
 # ----------------------------------------------------------------------------- rendering

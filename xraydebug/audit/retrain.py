@@ -8,6 +8,30 @@ each model with patient-level bootstrap 95% CIs, and the after-minus-before diff
 *paired* bootstrap CI (both models scored on the same resampled patients). ``before_after.csv``
 holds the same numbers one row per (test set, class, metric).
 
+**Multi-label baselines** (one sigmoid per finding): the retrained model is trained multi-label
+on the same findings, stopping on validation AUROC. ``before_after.json`` then has
+``multilabel: true`` and, per test set, ``per_finding`` entries instead of ``per_class``: AUROC,
+and precision, recall and F1 at each model's own thresholds (the per-finding F1-best
+thresholds its training chose on validation; else those :func:`resolve_thresholds` finds), with
+CIs, plus ``macro_auroc``; the paired differences reuse one set of patient draws for both
+models (:func:`paired_finding_bootstrap`). ``before_after.csv`` has one row per (test set,
+finding, metric) (the finding in the ``class`` column; ``all/macro_auroc`` last). The text
+breakdown is per finding: how often each finding is called on films with and without detected
+text, among the films that have it and those that do not (:func:`finding_text_breakdown`).
+
+**Imported baselines** (``xraydebug import-model``) record no recipe to repeat: the retrained
+model is the baseline fine-tuned on the cleaned data, starting from its own weights, with its
+own preprocessing (input size, channels, mean/std, top crop) and the fine-tuning recipe of its
+architecture (:func:`finetune_train_config`). A ``torchvision:``/``timm:``/``xrv:`` state_dict
+is rebuilt from its arch; an embedded TorchScript or ``torch.export`` network is fine-tuned in
+place when its parameters can train (:func:`check_trainable`), and its checkpoint keeps the
+embedded file plus the fine-tuned ``state_dict``. BatchNorm layers of a scripted module train
+as usual; a traced or exported network keeps the mode it was traced or exported in (for an
+inference export: eval, i.e. normalising with its stored statistics, which fine-tuning leaves
+as they are while the layers' scale and shift train), and ``finetune.batchnorm`` records which
+happened. ONNX graphs and frozen TorchScript hold their weights as constants and are refused.
+No other seeds of an imported model can be trained, so ``repeats`` must be 1.
+
 With ``repeats = N > 1`` both sides are trained with N seeds (the baseline's seed + 0..N-1; seed
 +0 is the baseline checkpoint itself, the other "before" models are retrained on the baseline's
 training data) and the per-seed point estimates are summarised as mean, standard deviation,
@@ -17,6 +41,7 @@ minimum and maximum, which separates the effect of cleaning from seed-to-seed no
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,16 +61,28 @@ from xraydebug.audit.text_sensitivity import (
 from xraydebug.data.layouts import load_index
 from xraydebug.data.text_pool import boxes_from_table
 from xraydebug.device import machine_info, resolve_device
-from xraydebug.errors import DatasetError
+from xraydebug.errors import CheckpointError, DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
-from xraydebug.models.checkpoint import file_sha256, load_model, read_checkpoint
-from xraydebug.models.evaluate import patient_groups, predict_records_many
+from xraydebug.models.architectures import LARGE_RECIPE, Preprocessing, get_arch
+from xraydebug.models.checkpoint import LoadedModel, file_sha256, load_model, read_checkpoint
+from xraydebug.models.evaluate import (
+    EvaluateConfig,
+    finding_targets,
+    patient_groups,
+    predict_records_many,
+    predicted_label,
+    resolve_thresholds,
+)
 from xraydebug.models.metrics import (
     METRIC_KEYS,
+    _group_codes,
+    _interval,
     bootstrap_ci,
     paired_difference_ci,
     summary_metrics,
 )
+from xraydebug.models.multilabel import _BOOT_CHUNK, _weighted_auroc
+from xraydebug.models.multilabel import summary as finding_summary
 from xraydebug.models.train import (
     TrainConfig,
     checkpoint_is_current,
@@ -56,6 +93,10 @@ from xraydebug.runfolder import BEFORE_AFTER_CSV, BEFORE_AFTER_JSON, CLEAN_STATE
 
 TEST_SETS = ("original", "cleaned")
 """``original``: the test split of the data the baseline saw; ``cleaned``: the cleaned copy."""
+
+FINDING_METRIC_KEYS = ("auroc", "precision", "recall", "f1")
+"""Per-finding metrics of a multi-label comparison that get CIs (all but AUROC at each model's
+own thresholds)."""
 
 BEFORE_AFTER_COLUMNS = [
     "test_set",
@@ -84,6 +125,13 @@ REPEAT_COLUMNS = [
     "diff_max",
 ]
 
+# an embedded network has no registered architecture, so no recipe of its own: it fine-tunes
+# with the rule of the large architectures (a tenth of their learning rate, all at full size)
+EMBEDDED_FINETUNE_RECIPE = replace(
+    LARGE_RECIPE.for_finetuning(), note="fine-tuning an embedded network: the large nets' rule"
+)
+EMBEDDED_NAMES = {"torchscript": "TorchScript", "exported_program": "torch.export", "onnx": "ONNX"}
+
 
 @dataclass(frozen=True)
 class RetrainConfig:
@@ -98,6 +146,9 @@ class RetrainConfig:
     # retrain with burned-in text pasted onto this share of training films of every class
     # (the text ``clean`` found in the original data; ``TrainConfig.decorrelate_text``)
     decorrelate_text: float = 0.0
+    # an imported baseline (no recipe recorded): epochs of its fine-tuning run (None: the
+    # fine-tuning recipe's)
+    finetune_epochs: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.decorrelate_text <= 1.0:
@@ -106,6 +157,8 @@ class RetrainConfig:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.n_boot < 1:
             raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
+        if self.finetune_epochs is not None and self.finetune_epochs < 1:
+            raise ValueError(f"finetune_epochs must be >= 1, got {self.finetune_epochs}")
 
 
 @dataclass
@@ -126,14 +179,106 @@ def baseline_train_config(meta: dict[str, Any], device: str) -> TrainConfig:
     if imported and not isinstance(recorded, dict):
         raise DatasetError(
             f"the baseline was imported ({imported.get('format')}: {imported.get('path')}) and "
-            "records no training recipe; retraining an imported model is not supported yet: "
-            "train a baseline with `xraydebug train`, or evaluate and scan the imported one"
+            "records no training recipe to repeat; retrain fine-tunes it instead "
+            "(finetune_train_config)"
         )
     if not isinstance(recorded, dict):
         raise DatasetError("the baseline checkpoint records no training config to repeat")
     known = {f.name for f in fields(TrainConfig)}
     settings = {k: v for k, v in recorded_train_config(meta).items() if k in known}
     return TrainConfig(**{**settings, "device": device})
+
+
+def finetune_train_config(meta: dict[str, Any], config: RetrainConfig) -> TrainConfig:
+    """How an imported baseline (checkpoint ``meta``) is fine-tuned on the cleaned data: its
+    arch's fine-tuning recipe (:attr:`ArchSpec.finetune_recipe`; an embedded network:
+    :data:`EMBEDDED_FINETUNE_RECIPE`) with ``config.finetune_epochs`` where given, resolved;
+    a multi-label model trains on its findings, in its order, and stops on AUROC."""
+    multilabel = bool(meta.get("multilabel"))
+    given = TrainConfig(
+        arch=meta["arch"],
+        epochs=config.finetune_epochs,
+        monitor="auroc" if multilabel else None,
+        device=config.device,
+        uncertain=meta.get("uncertain"),
+        findings=tuple(meta["classes"]) if multilabel else (),
+    )
+    recipe = (
+        EMBEDDED_FINETUNE_RECIPE if "embedded" in meta else get_arch(meta["arch"]).finetune_recipe
+    )
+    unset = {k: v for k, v in recipe.values().items() if getattr(given, k) is None}
+    return replace(given, **unset)
+
+
+def check_trainable(loaded: LoadedModel, name: Path | str) -> dict[str, Any]:
+    """Can the embedded network of ``loaded`` (an imported TorchScript, ``torch.export`` or
+    ONNX file) be fine-tuned? It must have float parameters that require grad, and one
+    forward and backward pass in train mode on a dummy batch must give them gradients.
+
+    Returns what was found: ``parameters``, ``trainable``, ``with_gradient`` and
+    ``batchnorm``: ``train`` (its BatchNorm layers use batch statistics and update their
+    running ones in train mode), ``eval`` (they keep the mode the file was traced or exported
+    in and normalise with their stored statistics; their scale and shift still train) or
+    ``none``. The model is left as it was (weights, statistics, eval mode, no gradients).
+    Raises one ``CheckpointError`` line naming ``name`` otherwise.
+    """
+    fmt = loaded.meta.get("imported", {}).get("format") or loaded.arch
+    shown = EMBEDDED_NAMES.get(fmt, fmt)
+    model, prep = loaded.model, loaded.preprocessing
+
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(
+            f"{name}: this {shown} model's parameters cannot be trained here ({why}); import "
+            "its state_dict with --arch torchvision:NAME (or timm:NAME) so retrain can rebuild it"
+        )
+
+    params = list(model.named_parameters())
+    if not params:
+        kind = {
+            "onnx": "xraydebug runs an ONNX file as a fixed graph whose weights are constants",
+            "torchscript": "its weights are constants of the graph, e.g. a torch.jit.freeze'd "
+            "module",
+        }.get(fmt, "its weights are constants of the graph")
+        raise refuse(f"it has no parameters: {kind}")
+    trainable = [p for _n, p in params if p.requires_grad and p.is_floating_point()]
+    if not trainable:
+        raise refuse(f"none of its {len(params)} parameters is a float tensor that requires grad")
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    size = prep.input_size
+    x = torch.randn(2, prep.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+    x = x.to(next(iter(saved.values())).device if saved else "cpu")
+    model.train()
+    try:
+        model(x).float().square().mean().backward()
+    except Exception as exc:  # any failure of the user's network: one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise refuse(f"a forward and backward pass on a dummy batch fails: {first}") from exc
+    finally:
+        model.eval()
+    with_grad = [p for p in trainable if p.grad is not None and bool(torch.isfinite(p.grad).all())]
+    after = model.state_dict()
+    stats = [k for k in saved if k.endswith("running_mean")]
+    moved = any(not torch.equal(saved[k], after[k]) for k in stats)
+    model.load_state_dict(saved)  # the dummy batch moved the running statistics
+    model.zero_grad(set_to_none=True)
+    if not with_grad:
+        raise refuse("a backward pass on a dummy batch gives none of its parameters a gradient")
+    return {
+        "format": fmt,
+        "parameters": len(params),
+        "trainable": len(trainable),
+        "with_gradient": len(with_grad),
+        "batchnorm": "none" if not stats else "train" if moved else "eval",
+    }
+
+
+BATCHNORM_NOTES = {
+    "train": "its BatchNorm layers train as usual (batch statistics, running ones updated)",
+    "eval": "its BatchNorm layers keep the mode the file was traced or exported in (eval): "
+    "they normalise with their stored statistics, which fine-tuning leaves as they are, while "
+    "their scale and shift train (as do all other weights)",
+    "none": "it has no BatchNorm layers",
+}
 
 
 def _original_data(clean_data: Path, test_data: Path | str | None, meta: dict[str, Any]) -> Path:
@@ -151,6 +296,33 @@ def _original_data(clean_data: Path, test_data: Path | str | None, meta: dict[st
     )
 
 
+def _check_data_kind(data: Path, meta: dict[str, Any], baseline: Path) -> None:
+    """One line where ``data`` is not the kind of data the baseline was trained for: softmax
+    classes vs multi-label findings, other classes (in order), findings it lacks."""
+    classes = tuple(meta["classes"])
+    multilabel = bool(meta.get("multilabel"))
+    index = load_index(data, uncertain=meta.get("uncertain"))
+    if index.multilabel != multilabel:
+        model_kind = "multi-label (one sigmoid per finding)" if multilabel else "softmax"
+        data_kind = "multi-label findings" if index.multilabel else "one label per image"
+        raise DatasetError(
+            f"{data}: the baseline {baseline} is {model_kind} but the {index.layout} layout has "
+            f"{data_kind}; retrain needs data of the kind the baseline was trained for"
+        )
+    if multilabel:
+        missing = [f for f in classes if f not in index.classes]
+        if missing:
+            raise DatasetError(
+                f"{data}: the {index.layout} layout lacks the baseline's findings "
+                f"{', '.join(missing)}"
+            )
+    elif index.classes != classes:
+        raise DatasetError(
+            f"{data}: its classes ({', '.join(index.classes)}) are not the baseline's "
+            f"({', '.join(classes)}, in this order); retrain trains on the data's classes"
+        )
+
+
 def _fit(data: Path, out: Path, config: TrainConfig, console: Console) -> Path:
     """Train ``config`` on ``data`` into ``out`` unless a finished identical run is there."""
     if checkpoint_is_current(out, data, config):
@@ -160,23 +332,112 @@ def _fit(data: Path, out: Path, config: TrainConfig, console: Console) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class _Start:
+    """Where the retrained model of an imported baseline starts: the baseline's weights
+    (``source``: its path and sha256) and input; ``probe``: what :func:`check_trainable`
+    found of an embedded network (None: rebuilt from its arch)."""
+
+    imported: dict[str, Any]
+    source: dict[str, str]
+    preprocessing: Preprocessing
+    probe: dict[str, Any] | None = None
+
+
+def _finetune(data: Path, out: Path, config: TrainConfig, start: _Start, console: Console) -> Path:
+    """Fine-tune the imported baseline ``start.source`` on ``data`` into ``out`` with
+    ``config``, unless a finished identical run from the same baseline is there."""
+    if _finetune_is_current(out, data, config, start):
+        console.print(f"reusing {out} (same baseline, data and fine-tuning settings)")
+        return out
+    baseline = Path(start.source["path"])
+    extra: dict[str, Any] = {"imported": start.imported, "finetuned_from": start.source}
+    line = f"Fine-tuning the imported baseline {baseline} on {data}"
+    if start.probe is None:  # a registered arch: rebuilt, the baseline's state_dict loaded
+        console.print(f"{line} (rebuilt as {config.arch})", highlight=False)
+        # the recipe's own values left for train to fill in, so its model card names them
+        recipe = get_arch(config.arch).finetune_recipe.values()
+        given = {k: None for k, v in recipe.items() if getattr(config, k) == v}
+        train(
+            data,
+            out,
+            config=replace(config, **given),
+            init_weights=baseline,
+            preprocessing=start.preprocessing,
+            checkpoint_extra=extra,
+            console=console,
+        )
+        return out
+    loaded = load_model(baseline, "cpu")
+    extra["embedded"] = read_checkpoint(baseline)["embedded"]
+    extra["finetune"] = start.probe
+    note = BATCHNORM_NOTES[start.probe["batchnorm"]]
+    console.print(f"{line} in place ({start.probe['format']}; {note})", highlight=False)
+    train(
+        data,
+        out,
+        config=config,
+        model=loaded.model,
+        preprocessing=start.preprocessing,
+        checkpoint_extra=extra,
+        console=console,
+    )
+    return out
+
+
+def _finetune_is_current(out: Path, data: Path, config: TrainConfig, start: _Start) -> bool:
+    """True where ``out`` was fine-tuned from the same baseline file with the same input,
+    settings and training images."""
+    if not checkpoint_is_current(out, data, config):
+        return False
+    meta = read_checkpoint(out)
+    return (
+        meta.get("finetuned_from", {}).get("sha256") == start.source["sha256"]
+        and meta.get("preprocessing") == start.preprocessing.to_dict()
+    )
+
+
+@dataclass
+class _Predicted:
+    """Both models' predictions on one test split: tables as
+    :func:`~xraydebug.models.evaluate.predict_records_many` returns them (multi-label: ``pred``
+    at ``thresholds``, each model's own), the skipped images' messages."""
+
+    before: pd.DataFrame
+    after: pd.DataFrame
+    classes: tuple[str, ...]
+    skipped: list[str]
+    multilabel: bool = False
+    thresholds: tuple[np.ndarray, np.ndarray] | None = None
+    threshold_sources: tuple[str, str] | None = None
+
+
 def _predict_pair(
     before: Path, after: Path, data: Path, device: torch.device, batch_size: int
-) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], list[str]]:
+) -> _Predicted:
     """Both models' predictions on the test split of ``data`` (each image decoded once)."""
     models = [load_model(path, device) for path in (before, after)]
-    if models[1].classes != models[0].classes:
+    first = models[0]
+    if models[1].classes != first.classes or models[1].multilabel != first.multilabel:
         raise DatasetError(
-            f"{after}: classes {models[1].classes} differ from the baseline's {models[0].classes}"
+            f"{after}: classes {models[1].classes} differ from the baseline's {first.classes}"
         )
-    index = load_index(data, classes=models[0].classes)
+    index = load_index(data, classes=first.classes, uncertain=first.meta.get("uncertain"))
     records = index.usable("test")
     if not records:
         raise DatasetError(f"{data}: no readable labelled images in split 'test'")
-    (table_before, table_after), skipped = predict_records_many(
-        models, index.root, records, device, batch_size
-    )
-    return table_before, table_after, models[0].classes, [message for _rec, message in skipped]
+    tables, skipped = predict_records_many(models, index.root, records, device, batch_size)
+    predicted = _Predicted(*tables, first.classes, [message for _rec, message in skipped])
+    if first.multilabel:
+        settings = EvaluateConfig(batch_size=batch_size, device=str(device))
+        chosen = [resolve_thresholds(m, index, "test", settings, device) for m in models]
+        for table, loaded, (thresholds, _source) in zip(tables, models, chosen, strict=True):
+            probs = table[[f"prob_{f}" for f in first.classes]].to_numpy(dtype=np.float64)
+            table["pred"] = [predicted_label(p, loaded, thresholds) for p in probs]
+        predicted.multilabel = True
+        predicted.thresholds = (chosen[0][0], chosen[1][0])
+        predicted.threshold_sources = (chosen[0][1], chosen[1][1])
+    return predicted
 
 
 def _arrays(
@@ -221,77 +482,425 @@ def compare_predictions(
     return result
 
 
-def _metric_rows(classes: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(class or "all", metric) in report order."""
-    rows = [(c, m) for c in classes for m in METRIC_KEYS]
-    return [*rows, ("all", "accuracy"), ("all", "macro_f1")]
+# ----------------------------------------------------------------------------- multi-label
 
 
-def _pick(metrics: dict[str, Any], cls: str, metric: str) -> Any:
-    return metrics[metric] if cls == "all" else metrics["per_class"][cls][metric]
+def _patient_weights(
+    groups: np.ndarray | None, n: int, n_boot: int, seed: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Chunks ``(start, weights (b, n))`` of ``n_boot`` patient-level bootstrap replicates:
+    each draws the patients with replacement and weights every film by its patient's count.
+    The same draws as :func:`~xraydebug.models.multilabel.auroc_bootstrap` for ``seed``."""
+    codes = _group_codes(groups, n)
+    n_groups = int(codes.max()) + 1 if n else 0
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CHUNK // max(n, 1))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_groups, size=(b, n_groups))
+        offsets = (np.arange(b) * n_groups)[:, None]
+        per_group = np.bincount((draws + offsets).ravel(), minlength=b * n_groups)
+        yield start, per_group.reshape(b, n_groups)[:, codes].astype(np.float64)
 
 
-def _ci(metrics: dict[str, Any], cls: str, metric: str) -> list[float]:
+def paired_finding_bootstrap(
+    targets: np.ndarray,
+    probs: Sequence[np.ndarray],
+    calls: Sequence[np.ndarray],
+    groups: np.ndarray | None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
+    """Per-finding AUROC, precision, recall and F1 of ``n_boot`` patient-level bootstrap
+    replicates, for several models scored on the same films, every model on the SAME draws
+    (so differences between models get paired intervals).
+
+    ``targets`` (N, C) 1/0/NaN; ``probs`` one (N, C) array per model; ``calls`` one boolean
+    (N, C) array per model (its findings called at its thresholds). Returns one
+    ``{metric: (n_boot, C)}`` per model (:data:`FINDING_METRIC_KEYS`), NaN where a replicate
+    leaves the metric undefined. The AUROC replicates of one model equal
+    :func:`~xraydebug.models.multilabel.auroc_bootstrap`'s for the same ``seed``.
+    """
+    if len(probs) != len(calls):
+        raise ValueError(f"one calls array per probs array; got {len(probs)} and {len(calls)}")
+    n, c = targets.shape
+    known = ~np.isnan(targets)
+    present = ((targets == 1.0) & known).astype(np.float64)
+    out = [{key: np.empty((n_boot, c)) for key in FINDING_METRIC_KEYS} for _ in probs]
+    for start, weights in _patient_weights(groups, n, n_boot, seed):
+        rows = slice(start, start + len(weights))
+        positives = weights @ present
+        for result, p, called in zip(out, probs, calls, strict=True):
+            for k in range(c):
+                keep = known[:, k]
+                result["auroc"][rows, k] = _weighted_auroc(
+                    p[keep, k], targets[keep, k] == 1.0, weights[:, keep]
+                )
+            said = (called & known).astype(np.float64)
+            hits = weights @ (said * present)
+            said_w = weights @ said
+            with np.errstate(invalid="ignore", divide="ignore"):
+                result["precision"][rows] = np.where(said_w > 0, hits / said_w, np.nan)
+                result["recall"][rows] = np.where(positives > 0, hits / positives, np.nan)
+                both = said_w + positives
+                result["f1"][rows] = np.where(both > 0, 2 * hits / both, np.nan)
+    return out
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Mean of each row over its defined (non-NaN) values; NaN for a row with none."""
+    defined = ~np.isnan(values)
+    count = defined.sum(1)
+    total = np.where(defined, values, 0.0).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _merged_findings(
+    before: pd.DataFrame, after: pd.DataFrame, findings: tuple[str, ...]
+) -> pd.DataFrame:
+    """The two tables paired by ``path``: ``pred_before``/``pred_after`` and
+    ``prob_<finding>_before``/``_after``, with the before table's other columns."""
+    probs = [f"prob_{f}" for f in findings]
+    return before.merge(after[["path", "pred", *probs]], on="path", suffixes=("_before", "_after"))
+
+
+def _finding_arrays(
+    merged: pd.DataFrame, findings: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """targets (N, C), before and after probabilities (N, C) of a :func:`_merged_findings`."""
+    targets = finding_targets(merged)
+    probs = [
+        merged[[f"prob_{f}_{side}" for f in findings]].to_numpy(dtype=np.float64)
+        for side in ("before", "after")
+    ]
+    return targets, probs[0], probs[1]
+
+
+def compare_findings(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    findings: tuple[str, ...] | list[str],
+    thresholds: tuple[Sequence[float], Sequence[float]],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Before/after metrics of two multi-label prediction tables over the same test films.
+
+    ``before``/``after``: columns ``path, prob_<finding>..., findings, patient_id`` (as
+    :func:`~xraydebug.models.evaluate.predict_records_many` returns them); rows are paired by
+    ``path``. ``thresholds``: (before's, after's) per-finding thresholds, each model's own.
+    Returns ``{"n", "before", "after", "difference"}``: each side
+    :func:`~xraydebug.models.multilabel.summary` (``per_finding`` {finding: {auroc,
+    precision, recall, f1, threshold, support, n}}, ``macro_auroc``, ...) plus ``ci``
+    (``per_finding`` {finding: {metric: [lo, hi]}}, ``macro_auroc``); ``difference``:
+    ``per_finding`` {finding: {metric: {before, after, diff, ci}}} and ``macro_auroc``, the
+    CIs paired (:func:`paired_finding_bootstrap`). Undefined values (an AUROC without
+    positive or negative films) are None, their intervals None.
+    """
+    findings = tuple(findings)
+    merged = _merged_findings(before, after, findings)
+    if len(merged) == 0:
+        raise DatasetError("the two models share no scored test image to compare")
+    targets, probs_before, probs_after = _finding_arrays(merged, findings)
+    cuts = [np.asarray(t, dtype=np.float64) for t in thresholds]
+    probs = (probs_before, probs_after)
+    calls = [p >= t[None, :] for p, t in zip(probs, cuts, strict=True)]
+    groups = patient_groups(merged)
+    boots = paired_finding_bootstrap(targets, probs, calls, groups, n_boot, seed)
+    result: dict[str, Any] = {"n": len(merged)}
+    header = {"n_boot": int(n_boot), "level": 0.95, "unit": "patient"}
+    points = []
+    for side, p, cut, boot in zip(("before", "after"), probs, cuts, boots, strict=True):
+        metrics = finding_summary(targets, p, findings, cut)
+        ci: dict[str, Any] = {"per_finding": {}, **header}
+        for k, name in enumerate(findings):
+            row = metrics["per_finding"][name]
+            ci["per_finding"][name] = {
+                key: _interval(boot[key][:, k], 0.05) if row[key] is not None else None
+                for key in FINDING_METRIC_KEYS
+            }
+        macro = metrics["macro_auroc"]
+        ci["macro_auroc"] = (
+            _interval(_nanmean_rows(boot["auroc"]), 0.05) if macro is not None else None
+        )
+        metrics["ci"] = ci
+        result[side] = metrics
+        points.append(metrics)
+
+    def entry(before: float | None, after: float | None, replicates: np.ndarray) -> dict:
+        if before is None or after is None:
+            return {"before": before, "after": after, "diff": None, "ci": None}
+        return {
+            "before": before,
+            "after": after,
+            "diff": after - before,
+            "ci": _interval(replicates, 0.05),
+        }
+
+    difference: dict[str, Any] = {"per_finding": {}, **header}
+    for k, name in enumerate(findings):
+        rows = [point["per_finding"][name] for point in points]
+        difference["per_finding"][name] = {
+            key: entry(rows[0][key], rows[1][key], boots[1][key][:, k] - boots[0][key][:, k])
+            for key in FINDING_METRIC_KEYS
+        }
+    macro_before, macro_after = (_nanmean_rows(boot["auroc"]) for boot in boots)
+    difference["macro_auroc"] = entry(
+        points[0]["macro_auroc"], points[1]["macro_auroc"], macro_after - macro_before
+    )
+    result["difference"] = difference
+    return result
+
+
+def _finding_calls(preds: pd.Series, findings: tuple[str, ...]) -> np.ndarray:
+    """(N, C) booleans: the findings each ``pred`` (findings joined by ``|``) names."""
+    called = preds.fillna("").astype(str).str.split("|")
+    return np.array([[f in names for f in findings] for names in called], dtype=bool).reshape(
+        len(preds), len(findings)
+    )
+
+
+def finding_text_breakdown(
+    merged: pd.DataFrame, text_paths: set[str], findings: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Per finding, how often it is called on films with and without detected text, among the
+    films that have the finding and those that do not.
+
+    ``merged``: columns ``path, findings`` (the targets), ``pred_before``, ``pred_after`` (the
+    called findings joined by ``|``). Where text is independent of the findings (a
+    decorrelated test set), a model that does not read text calls a finding as often with text
+    as without; a finding called far more often on films with text (above all on films
+    without it) is a shortcut that survived cleaning. Returns rows ``{"finding", "present",
+    "label" ("Infiltration" / "no Infiltration"), "text", "n", "before": share called,
+    "after": share called}``; films whose target for the finding is unknown are left out.
+    """
+    has_text = merged["path"].isin(text_paths).to_numpy()
+    targets = finding_targets(merged) if len(merged) else np.zeros((0, len(findings)))
+    called = {
+        side: _finding_calls(merged[f"pred_{side}"], findings) for side in ("before", "after")
+    }
+    rows = []
+    for k, name in enumerate(findings):
+        known = ~np.isnan(targets[:, k])
+        for present in (True, False):
+            for text in (True, False):
+                keep = known & ((targets[:, k] == 1.0) == present) & (has_text == text)
+                n = int(keep.sum())
+                row: dict[str, Any] = {
+                    "finding": name,
+                    "present": present,
+                    "label": name if present else f"no {name}",
+                    "text": text,
+                    "n": n,
+                }
+                for side in ("before", "after"):
+                    row[side] = float(called[side][keep, k].mean()) if n else 0.0
+                rows.append(row)
+    return rows
+
+
+def _finding_gaps(
+    breakdown: list[dict[str, Any]], min_n: int
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(with text, without text) row pairs of a :func:`finding_text_breakdown` with at least
+    ``min_n`` films on each side."""
+    by_key = {(r["finding"], r["present"], r["text"]): r for r in breakdown}
+    pairs = []
+    for (name, present, text), with_text in by_key.items():
+        without = by_key.get((name, present, False))
+        if text and without is not None and min(with_text["n"], without["n"]) >= min_n:
+            pairs.append((with_text, without))
+    return pairs
+
+
+def _films(row: dict[str, Any]) -> str:
+    """'films with Infiltration' / 'films without Infiltration' of a breakdown row."""
+    return f"films {'with' if row['present'] else 'without'} {row['finding']}"
+
+
+def finding_shortcut_warnings(
+    breakdown: list[dict[str, Any]], test_set: str, min_gap: float = 0.25, min_n: int = 5
+) -> list[str]:
+    """Warnings where the retrained model calls a finding much more often on films with
+    detected text than on those without (among films with, or without, the finding)."""
+    warnings = []
+    for with_text, without in _finding_gaps(breakdown, min_n):
+        gap = with_text["after"] - without["after"]
+        if gap >= min_gap:
+            warnings.append(
+                f"{test_set} test set: the retrained model calls {with_text['finding']} on "
+                f"{with_text['after']:.0%} of the {_films(with_text)} that carry detected text "
+                f"(vs {without['after']:.0%} of those without text; before cleaning "
+                f"{with_text['before']:.0%}): a text shortcut survived cleaning, e.g. from "
+                "text the detector missed in training"
+            )
+    return warnings
+
+
+def finding_shortcut_check(
+    breakdown: list[dict[str, Any]], max_gap: float = 0.10, min_n: int = 5
+) -> dict[str, Any]:
+    """:func:`shortcut_check` for multi-label models: per finding, among films with and films
+    without it, the share called that finding with detected text minus without, before and
+    after; ``gone`` when no gap after cleaning exceeds ``max_gap`` (groups under ``min_n``
+    films are skipped). Same keys as :func:`shortcut_check` (``worst`` names the ``finding``
+    and the films' ``label``)."""
+    gaps: dict[str, list[tuple[float, dict, dict]]] = {"before": [], "after": []}
+    for with_text, without in _finding_gaps(breakdown, min_n):
+        for side in gaps:
+            gaps[side].append((with_text[side] - without[side], with_text, without))
+    if not gaps["after"]:
+        return {"gone": None, "sentence": "too few films with and without text to tell"}
+    worst = max(gaps["after"], key=lambda g: g[0])
+    before = max(gaps["before"], key=lambda g: g[0])
+    gone = bool(worst[0] <= max_gap)
+
+    def said(gap: tuple[float, dict, dict], side: str) -> str:
+        value, with_text, without = gap
+        return (
+            f"{with_text['finding']} is called on {with_text[side]:.0%} of the "
+            f"{_films(with_text)} that carry text vs {without[side]:.0%} of those without "
+            f"({value:+.0%})"
+        )
+
+    sentence = (
+        f"largest gap after cleaning: {said(worst, 'after')}; before cleaning the largest gap "
+        f"was: {said(before, 'before')}"
+    )
+    return {
+        "gone": gone,
+        "max_gap_before": float(before[0]),
+        "max_gap_after": float(worst[0]),
+        "worst": {
+            "finding": worst[1]["finding"],
+            "label": worst[1]["label"],
+            "with_text": worst[1]["after"],
+            "without_text": worst[2]["after"],
+        },
+        "sentence": ("The text shortcut is gone: " if gone else "A text shortcut remains: ")
+        + sentence,
+    }
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one kind of comparison keeps its numbers: ``per`` (``per_class`` or
+    ``per_finding``), the ``metrics`` of each class or finding, the ``overall`` ones (class
+    ``all``) and the ``shown`` ones of the console table and report summary."""
+
+    per: str
+    metrics: tuple[str, ...]
+    overall: tuple[str, ...]
+    shown: tuple[str, ...]
+
+
+_CLASSES = _Layout("per_class", METRIC_KEYS, ("accuracy", "macro_f1"), ("precision", "recall"))
+_FINDINGS = _Layout("per_finding", FINDING_METRIC_KEYS, ("macro_auroc",), ("auroc", "recall"))
+
+
+def _layout(multilabel: bool) -> _Layout:
+    return _FINDINGS if multilabel else _CLASSES
+
+
+def _metric_rows(classes: tuple[str, ...], multilabel: bool = False) -> list[tuple[str, str]]:
+    """(class or finding or "all", metric) in report order."""
+    layout = _layout(multilabel)
+    rows = [(c, m) for c in classes for m in layout.metrics]
+    return [*rows, *(("all", m) for m in layout.overall)]
+
+
+def _pick(metrics: dict[str, Any], cls: str, metric: str, multilabel: bool = False) -> Any:
+    return metrics[metric] if cls == "all" else metrics[_layout(multilabel).per][cls][metric]
+
+
+def _ci(metrics: dict[str, Any], cls: str, metric: str, multilabel: bool = False) -> Any:
     ci = metrics["ci"]
-    return ci[metric] if cls == "all" else ci["per_class"][cls][metric]
+    return ci[metric] if cls == "all" else ci[_layout(multilabel).per][cls][metric]
 
 
-def summarise_repeats(per_seed: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, Any]:
+def _spread(values: np.ndarray) -> dict[str, float | None]:
+    """mean, sd (ddof=1; 0 for one value), min and max of the defined values (None: none)."""
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return {"mean": None, "sd": None, "min": None, "max": None}
+    return {
+        "mean": float(values.mean()),
+        "sd": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+
+
+def summarise_repeats(
+    per_seed: list[dict[str, Any]], classes: tuple[str, ...], *, multilabel: bool = False
+) -> dict[str, Any]:
     """Mean, sd (ddof=1; 0 for one seed), min and max over seeds of before, after and diff.
 
-    ``per_seed``: ``[{"seed", test_set: {"before": summary_metrics, "after": ...}}, ...]``.
-    Returns ``{test_set: {"cls/metric": {"before": {...}, "after": {...}, "diff": {...}}}}``.
+    ``per_seed``: ``[{"seed", test_set: {"before": summary_metrics, "after": ...}}, ...]``
+    (``multilabel``: :func:`~xraydebug.models.multilabel.summary` per side, and ``classes``
+    are findings). Returns ``{test_set: {"cls/metric": {"before": {...}, "after": {...},
+    "diff": {...}}}}``; a value undefined for a seed (an AUROC) is left out, None if all are.
     """
     out: dict[str, Any] = {}
     for test_set in TEST_SETS:
         if not all(test_set in entry for entry in per_seed):
             continue
         out[test_set] = {}
-        for cls, metric in _metric_rows(classes):
+        for cls, metric in _metric_rows(classes, multilabel):
             values = {
                 side: np.array(
-                    [float(_pick(entry[test_set][side], cls, metric)) for entry in per_seed]
+                    [
+                        _number(_pick(entry[test_set][side], cls, metric, multilabel))
+                        for entry in per_seed
+                    ]
                 )
                 for side in ("before", "after")
             }
             values["diff"] = values["after"] - values["before"]
-            out[test_set][f"{cls}/{metric}"] = {
-                side: {
-                    "mean": float(v.mean()),
-                    "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-                    "min": float(v.min()),
-                    "max": float(v.max()),
-                }
-                for side, v in values.items()
-            }
+            out[test_set][f"{cls}/{metric}"] = {side: _spread(v) for side, v in values.items()}
     return out
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def comparison_table(comparison: dict[str, Any]) -> pd.DataFrame:
     """``before_after.csv``: one row per (test set, class, metric); columns
-    :data:`BEFORE_AFTER_COLUMNS` (+ :data:`REPEAT_COLUMNS` with several seeds)."""
+    :data:`BEFORE_AFTER_COLUMNS` (+ :data:`REPEAT_COLUMNS` with several seeds). A multi-label
+    comparison has one row per (test set, finding, metric), the finding in ``class`` and its
+    positives in ``support``; undefined values are empty."""
     classes = tuple(comparison["classes"])
+    multilabel = bool(comparison.get("multilabel"))
+    per = _layout(multilabel).per
     repeats = comparison.get("repeats", {}).get("summary", {})
     n_seeds = len(comparison.get("repeats", {}).get("seeds", []))
     rows = []
     for test_set, result in comparison["test_sets"].items():
-        for cls, metric in _metric_rows(classes):
-            diff = _pick(result["difference"], cls, metric)
-            support = result["before"]["per_class"][cls]["support"] if cls != "all" else result["n"]
+        for cls, metric in _metric_rows(classes, multilabel):
+            diff = _pick(result["difference"], cls, metric, multilabel)
+            support = result["before"][per][cls]["support"] if cls != "all" else result["n"]
+            before_ci = _ci(result["before"], cls, metric, multilabel) or [None, None]
+            after_ci = _ci(result["after"], cls, metric, multilabel) or [None, None]
+            diff_ci = diff["ci"] or [None, None]
             row = {
                 "test_set": test_set,
                 "class": cls,
                 "metric": metric,
                 "support": support,
-                "before": _pick(result["before"], cls, metric),
-                "before_ci_low": _ci(result["before"], cls, metric)[0],
-                "before_ci_high": _ci(result["before"], cls, metric)[1],
-                "after": _pick(result["after"], cls, metric),
-                "after_ci_low": _ci(result["after"], cls, metric)[0],
-                "after_ci_high": _ci(result["after"], cls, metric)[1],
+                "before": _pick(result["before"], cls, metric, multilabel),
+                "before_ci_low": before_ci[0],
+                "before_ci_high": before_ci[1],
+                "after": _pick(result["after"], cls, metric, multilabel),
+                "after_ci_low": after_ci[0],
+                "after_ci_high": after_ci[1],
                 "diff": diff["diff"],
-                "diff_ci_low": diff["ci"][0],
-                "diff_ci_high": diff["ci"][1],
+                "diff_ci_low": diff_ci[0],
+                "diff_ci_high": diff_ci[1],
             }
             stats = repeats.get(test_set, {}).get(f"{cls}/{metric}")
             if n_seeds > 1 and stats:
@@ -440,6 +1049,9 @@ def retrain(
     ``clean`` recorded). ``scan_dir`` (default: the scan ``clean`` reused, if any) is named in the
     JSON so the HTML report can show the flagged images next to the numbers. Finished models are
     reused on a rerun. With ``report`` the audit report ``run_dir/report.html`` is written.
+
+    An imported baseline is fine-tuned on ``clean_data`` instead (see the module docstring);
+    ``config.repeats`` must then be 1, and a network whose parameters cannot train is refused.
     """
     console = console or Console()
     inputs = _resolve_inputs(
@@ -456,7 +1068,9 @@ def retrain(
     )
     comparison["baseline"]["sha256"] = file_sha256(inputs.baseline)
     comparison["retrained"]["sha256"] = file_sha256(inputs.out)
-    comparison["repeats"] = _repeats_record(seeds, pairs, per_seed, tuple(comparison["classes"]))
+    comparison["repeats"] = _repeats_record(
+        seeds, pairs, per_seed, tuple(comparison["classes"]), multilabel=inputs.multilabel
+    )
     if config.text_sensitivity:
         _add_text_sensitivity(
             comparison, warnings, inputs=inputs, pair=pairs[0], config=config, console=console
@@ -475,9 +1089,11 @@ class _Inputs:
     run_dir: Path
     original: Path  # the dataset ``clean_data`` was cleaned from
     before_data: Path  # the baseline's training data, else ``original``
-    recipe: TrainConfig  # the baseline's
+    recipe: TrainConfig  # the baseline's (imported: the fine-tuning run's)
     after_recipe: TrainConfig  # the recipe on the cleaned data
     device: torch.device
+    multilabel: bool = False
+    start: _Start | None = None  # an imported baseline: fine-tuned from its weights
 
     @property
     def cleaning_csv(self) -> Path:
@@ -499,20 +1115,44 @@ def _resolve_inputs(
     config: RetrainConfig,
 ) -> _Inputs:
     """The paths and recipes of :func:`retrain`; errors where an output would land inside a
-    dataset or overwrite the baseline."""
+    dataset or overwrite the baseline, the data is not the baseline's kind, or an imported
+    baseline cannot be fine-tuned (or is asked for several seeds)."""
     clean_data, baseline, run_dir = Path(clean_data), Path(baseline), Path(run_dir)
     out = Path(out) if out is not None else baseline.with_name(f"{baseline.stem}-clean.pt")
     meta = read_checkpoint(baseline)
+    imported = meta.get("imported")
+    if imported and config.repeats > 1:
+        raise DatasetError(
+            f"--repeats {config.repeats}: the baseline {baseline} was imported "
+            f"({imported.get('format')}), so no models of it with other seeds can be trained "
+            "to compare against; use --repeats 1"
+        )
     original = _original_data(clean_data, test_data, meta)
     for path, what in ((run_dir, "the run folder"), (out.parent, "--out")):
         for data in (clean_data, original):
             ensure_outside(path, data, what)
     if out.resolve() == baseline.resolve():
         raise ValueError(f"--out {out} would overwrite the baseline checkpoint")
-    recipe = baseline_train_config(meta, config.device)
+    _check_data_kind(clean_data, meta, baseline)
+    multilabel = bool(meta.get("multilabel"))
+    start = None
+    if imported:
+        recipe = finetune_train_config(meta, config)
+        start = _Start(
+            imported=imported,
+            source={"path": str(baseline), "sha256": file_sha256(baseline)},
+            preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
+            probe=check_trainable(load_model(baseline, "cpu"), baseline)
+            if "embedded" in meta
+            else None,
+        )
+    else:
+        recipe = baseline_train_config(meta, config.device)
     device = resolve_device(config.device)
     train_data = Path(meta["data"]) if meta.get("data") and Path(meta["data"]).is_dir() else None
     after_recipe = replace(recipe, decorrelate_text=config.decorrelate_text)
+    if multilabel:  # the baseline's findings, in its order, whatever the data has besides
+        after_recipe = replace(after_recipe, findings=tuple(meta["classes"]))
     cleaning_csv = clean_data / CLEANING_CSV
     if config.decorrelate_text > 0 and cleaning_csv.exists():
         after_recipe = replace(
@@ -530,11 +1170,20 @@ def _resolve_inputs(
         recipe,
         after_recipe,
         device,
+        multilabel,
+        start,
     )
 
 
 def _baseline_warnings(inputs: _Inputs) -> list[str]:
-    """A warning where the baseline is not what its recorded recipe gives on its data."""
+    """A warning where the baseline is not what its recorded recipe gives on its data (an
+    imported one: that it was not trained here)."""
+    if inputs.start is not None:
+        return [
+            f"the baseline {inputs.baseline} was imported: its training data and recipe are "
+            "unknown, so the retrained model is the baseline fine-tuned on the cleaned data; "
+            "the comparison shows what that fine-tuning changed, not a retraining from scratch"
+        ]
     if checkpoint_is_current(inputs.baseline, inputs.before_data, inputs.recipe):
         return []
     return [
@@ -560,7 +1209,11 @@ def _train_pairs(
     for k, seed in enumerate(seeds):
         console.rule(f"retrain seed {seed} ({k + 1}/{len(seeds)}) on the cleaned data")
         after_path = inputs.out if k == 0 else inputs.run_dir / "models" / f"after-seed{seed}.pt"
-        _fit(inputs.clean_data, after_path, replace(inputs.after_recipe, seed=seed), console)
+        after_recipe = replace(inputs.after_recipe, seed=seed)
+        if inputs.start is not None:
+            _finetune(inputs.clean_data, after_path, after_recipe, inputs.start, console)
+        else:
+            _fit(inputs.clean_data, after_path, after_recipe, console)
         if k == 0:
             before_path = inputs.baseline
         else:
@@ -575,8 +1228,9 @@ def _new_comparison(
     inputs: _Inputs, config: RetrainConfig, *, scan_dir: Path | str | None
 ) -> dict[str, Any]:
     """The head of ``before_after.json``: what was compared, with which settings."""
-    return {
+    comparison: dict[str, Any] = {
         "classes": [],
+        "multilabel": inputs.multilabel,
         "baseline": {"path": str(inputs.baseline)},
         "retrained": {"path": str(inputs.out)},
         "train_config": {k: v for k, v in inputs.recipe.to_dict().items() if k != "device"},
@@ -590,6 +1244,17 @@ def _new_comparison(
         "test_sets": {},
         "skipped": {},
     }
+    if inputs.start is not None:
+        comparison["baseline"]["imported"] = inputs.start.imported
+        comparison["retrained"]["finetuned"] = {
+            "from": inputs.start.source,
+            "preprocessing": inputs.start.preprocessing.to_dict(),
+            "in_place": inputs.start.probe,
+            "batchnorm": BATCHNORM_NOTES[inputs.start.probe["batchnorm"]]
+            if inputs.start.probe
+            else None,
+        }
+    return comparison
 
 
 def _score_pairs(
@@ -608,15 +1273,15 @@ def _score_pairs(
     for k, (seed, before_path, after_path) in enumerate(pairs):
         entry: dict[str, Any] = {"seed": seed}
         for name, data in inputs.test_sets.items():
-            before, after, classes, skipped = _predict_pair(
+            predicted = _predict_pair(
                 before_path, after_path, data, inputs.device, config.batch_size
             )
             if k == 0:
-                comparison["classes"] = list(classes)
+                comparison["classes"] = list(predicted.classes)
                 entry[name] = _compare_test_set(
                     name,
                     data,
-                    (before, after, classes, skipped),
+                    predicted,
                     comparison,
                     inputs=inputs,
                     config=config,
@@ -624,19 +1289,32 @@ def _score_pairs(
                     warnings=warnings,
                 )
             else:
-                labels, preds_before, preds_after, _, _ = _arrays(before, after, classes)
-                entry[name] = {
-                    side: summary_metrics(labels, preds, list(classes))
-                    for side, preds in (("before", preds_before), ("after", preds_after))
-                }
+                entry[name] = _points(predicted)
         per_seed.append(entry)
     return per_seed
+
+
+def _points(predicted: _Predicted) -> dict[str, Any]:
+    """Point estimates of both models (no CIs) for another seed's pair."""
+    classes = predicted.classes
+    if predicted.multilabel:
+        merged = _merged_findings(predicted.before, predicted.after, classes)
+        targets, *probs = _finding_arrays(merged, classes)
+        return {
+            side: finding_summary(targets, p, classes, np.asarray(cut))
+            for side, p, cut in zip(("before", "after"), probs, predicted.thresholds, strict=True)
+        }
+    labels, preds_before, preds_after, _, _ = _arrays(predicted.before, predicted.after, classes)
+    return {
+        side: summary_metrics(labels, preds, list(classes))
+        for side, preds in (("before", preds_before), ("after", preds_after))
+    }
 
 
 def _compare_test_set(
     name: str,
     data: Path,
-    predicted: tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], list[str]],
+    predicted: _Predicted,
     comparison: dict[str, Any],
     *,
     inputs: _Inputs,
@@ -646,17 +1324,31 @@ def _compare_test_set(
 ) -> dict[str, Any]:
     """The full comparison of the first pair on one test set into ``comparison`` (with the
     text breakdown and its ``warnings``), its predictions file; returns before/after metrics."""
-    before, after, classes, skipped = predicted
-    result = compare_predictions(before, after, classes, config.n_boot, inputs.recipe.seed)
+    before, after, classes = predicted.before, predicted.after, predicted.classes
+    seed = inputs.recipe.seed
+    if predicted.multilabel:
+        result = compare_findings(before, after, classes, predicted.thresholds, config.n_boot, seed)
+        result["threshold_source"] = dict(
+            zip(("before", "after"), predicted.threshold_sources, strict=True)
+        )
+        merged = _merged_findings(before, after, classes)
+    else:
+        result = compare_predictions(before, after, classes, config.n_boot, seed)
+        *_, merged = _arrays(before, after, classes)
     comparison["test_sets"][name] = {"data": str(data), **result}
-    comparison["skipped"][name] = skipped
-    *_, merged = _arrays(before, after, classes)
+    comparison["skipped"][name] = predicted.skipped
     _write_predictions(inputs.run_dir / f"predictions_{name}.csv", merged)
     if text_paths is not None:
-        breakdown = text_breakdown(merged, text_paths, classes)
+        if predicted.multilabel:
+            breakdown = finding_text_breakdown(merged, text_paths, classes)
+            check = finding_shortcut_check(breakdown)
+            warnings += finding_shortcut_warnings(breakdown, name)
+        else:
+            breakdown = text_breakdown(merged, text_paths, classes)
+            check = shortcut_check(breakdown)
+            warnings += residual_shortcut_warnings(breakdown, name)
         comparison["test_sets"][name]["by_text"] = breakdown
-        comparison["test_sets"][name]["shortcut_check"] = shortcut_check(breakdown)
-        warnings += residual_shortcut_warnings(breakdown, name)
+        comparison["test_sets"][name]["shortcut_check"] = check
     return {"before": result["before"], "after": result["after"]}
 
 
@@ -665,6 +1357,8 @@ def _repeats_record(
     pairs: list[tuple[int, Path, Path]],
     per_seed: list[dict[str, Any]],
     classes: tuple[str, ...],
+    *,
+    multilabel: bool = False,
 ) -> dict[str, Any]:
     """``before_after.json``'s ``repeats``: the seeds, their models, point estimates and
     their summary over seeds."""
@@ -675,13 +1369,15 @@ def _repeats_record(
             {
                 "seed": entry["seed"],
                 **{
-                    name: {side: _point(entry[name][side]) for side in ("before", "after")}
+                    name: {
+                        side: _point(entry[name][side], multilabel) for side in ("before", "after")
+                    }
                     for name in TEST_SETS
                 },
             }
             for entry in per_seed
         ],
-        "summary": summarise_repeats(per_seed, classes),
+        "summary": summarise_repeats(per_seed, classes, multilabel=multilabel),
     }
 
 
@@ -761,8 +1457,14 @@ def _text_sensitivity_pair(
     return {"before": b, "after": a, "sentence": sentence}
 
 
-def _point(metrics: dict[str, Any]) -> dict[str, Any]:
+def _point(metrics: dict[str, Any], multilabel: bool = False) -> dict[str, Any]:
     """Point estimates only (no CIs, no confusion matrix) for the per-seed record."""
+    if multilabel:
+        return {
+            "macro_auroc": metrics["macro_auroc"],
+            "macro_f1": metrics["macro_f1"],
+            "per_finding": metrics["per_finding"],
+        }
     return {
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
@@ -771,35 +1473,52 @@ def _point(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def before_after_table(comparison: dict[str, Any], test_set: str = "original") -> Table:
-    """A rich table of precision and recall before/after with CIs for one test set."""
+    """A rich table of precision and recall (multi-label: per finding, AUROC and recall at
+    each model's thresholds, and macro AUROC) before/after with CIs for one test set."""
     result = comparison["test_sets"][test_set]
+    multilabel = bool(comparison.get("multilabel"))
+    layout = _layout(multilabel)
     n_seeds = len(comparison.get("repeats", {}).get("seeds", []))
     summary = comparison.get("repeats", {}).get("summary", {}).get(test_set, {})
     table = Table(title=f"Before / after cleaning, {test_set} test set (n = {result['n']})")
-    for name in ("class", "metric", "before [95% CI]", "after [95% CI]", "after - before [CI]"):
-        table.add_column(name, justify="left" if name in ("class", "metric") else "right")
+    first = "finding" if multilabel else "class"
+    for name in (first, "metric", "before [95% CI]", "after [95% CI]", "after - before [CI]"):
+        table.add_column(name, justify="left" if name in (first, "metric") else "right")
     if n_seeds > 1:
         table.add_column(f"diff over {n_seeds} seeds (mean ± sd)", justify="right")
     classes = tuple(comparison["classes"])
-    for cls, metric in _metric_rows(classes):
-        if metric == "f1" and cls != "all":
+    for cls, metric in _metric_rows(classes, multilabel):
+        if metric not in layout.shown and cls != "all":
             continue
-        diff = _pick(result["difference"], cls, metric)
+        diff = _pick(result["difference"], cls, metric, multilabel)
 
         def cell(side: str, cls: str = cls, metric: str = metric) -> str:
-            lo, hi = _ci(result[side], cls, metric)
-            return f"{_pick(result[side], cls, metric):.3f} [{lo:.2f}, {hi:.2f}]"
+            value = _pick(result[side], cls, metric, multilabel)
+            bounds = _ci(result[side], cls, metric, multilabel)
+            if value is None:
+                return "n/a"
+            return f"{value:.3f}" + (f" [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else "")
 
-        colour = "green" if diff["ci"][0] > 0 else "red" if diff["ci"][1] < 0 else ""
-        change = f"{diff['diff']:+.3f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]"
+        if diff["diff"] is None:
+            change, colour = "n/a", ""
+        else:
+            colour = "green" if diff["ci"][0] > 0 else "red" if diff["ci"][1] < 0 else ""
+            change = f"{diff['diff']:+.3f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]"
         cells = [cls, metric, cell("before"), cell("after"), _colour(change, colour)]
         if n_seeds > 1:
             stats = summary.get(f"{cls}/{metric}", {}).get("diff")
-            cells.append(f"{stats['mean']:+.3f} ± {stats['sd']:.3f}" if stats else "")
+            defined = stats and stats["mean"] is not None
+            cells.append(f"{stats['mean']:+.3f} ± {stats['sd']:.3f}" if defined else "")
         table.add_row(*cells)
     table.caption = (
         "95% CIs: patient-level bootstrap; the difference's CI is paired (both models on the "
         "same resampled patients); green/red: the CI excludes 0"
+        + (
+            "; recall at each model's own per-finding thresholds; n/a: no positive or no "
+            "negative film"
+            if multilabel
+            else ""
+        )
     )
     return table
 

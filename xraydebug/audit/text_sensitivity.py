@@ -10,10 +10,12 @@ the pasted films are compared with its answers on the same films unchanged. What
 * **placebo**: crops of the same boxes cut from another text-free film (plain film, no text),
   pasted the same way. It shows what any paste does by itself.
 
-For each class ``C``, ``into[C]`` holds ``text``: the share of films the model did not call
-``C`` that it calls ``C`` once text is pasted; ``placebo``: the same share with placebo
-pastes; ``sensitivity`` = text - placebo and its patient-level bootstrap 95% CI. A model that
-learned a text shortcut toward COVID-19 has a clearly positive sensitivity toward COVID-19.
+For each class ``C`` (multi-label: each finding, called when its sigmoid reaches the model's
+threshold, so a film may be called several findings), ``into[C]`` holds ``text``: the share
+of films the model did not call ``C`` that it calls ``C`` once text is pasted; ``placebo``:
+the same share with placebo pastes; ``sensitivity`` = text - placebo and its patient-level
+bootstrap 95% CI. A model that learned a text shortcut toward COVID-19 has a clearly
+positive sensitivity toward COVID-19.
 
 Everything happens in the model's input frame (the film resized to ``S x S`` after its top
 ``crop_top`` rows are dropped), so the test costs forward passes only: ``1 + 2 x draws``
@@ -36,6 +38,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from xraydebug.data.labels import LABELS_UNUSED
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import DatasetIndex, ImageRecord
 from xraydebug.data.text_pool import (
@@ -52,7 +55,7 @@ from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
-from xraydebug.models.evaluate import patient_groups
+from xraydebug.models.evaluate import check_kind, patient_groups
 from xraydebug.models.inference import predict_probs
 from xraydebug.runfolder import EXAMPLES_FILE, TEXT_PASS_DIR, TEXT_SENSITIVITY_JSON
 from xraydebug.stages import driver
@@ -143,6 +146,14 @@ def _bootstrap_ci(
     return [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
 
 
+def calls(probs: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:
+    """Boolean calls (..., K) of probabilities (..., K): the top class of a softmax model
+    (``thresholds`` None), or every finding at or above its threshold (multi-label)."""
+    if thresholds is not None:
+        return probs >= thresholds
+    return np.eye(probs.shape[-1], dtype=bool)[probs.argmax(-1)]
+
+
 def summarise(
     base: np.ndarray,
     text: np.ndarray,
@@ -151,16 +162,20 @@ def summarise(
     groups: np.ndarray,
     classes: Sequence[str],
     config: TextSensitivityConfig,
+    thresholds: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The numbers of ``text_sensitivity.json`` from probabilities ``base`` (N, K) and ``text``
-    / ``placebo`` (N, D, K) (D draws), true ``labels`` (N,) class indices, bootstrap ``groups``."""
-    pred0 = base.argmax(1)
-    pred_t, pred_p = text.argmax(2), placebo.argmax(2)
+    / ``placebo`` (N, D, K) (D draws), true ``labels`` (N,) class indices (multi-label: (N, K)
+    findings), bootstrap ``groups``. ``thresholds`` (K,): a multi-label model's, whose films
+    are "called FINDING" when its probability reaches the threshold (several at once); then
+    ``into_by_label`` is empty and ``changed`` has one entry, ``all`` films."""
+    called0 = calls(base, thresholds)
+    called_t, called_p = calls(text, thresholds), calls(placebo, thresholds)
     into, by_label, changed, prob_change = {}, {}, {}, {}
     for c, name in enumerate(classes):
-        eligible = pred0 != c
-        share_t = (pred_t == c).mean(1)  # per film, over draws
-        share_p = (pred_p == c).mean(1)
+        eligible = ~called0[:, c]
+        share_t = called_t[:, :, c].mean(1)  # per film, over draws
+        share_p = called_p[:, :, c].mean(1)
         n = int(eligible.sum())
         t = float(share_t[eligible].mean()) if n else 0.0
         p = float(share_p[eligible].mean()) if n else 0.0
@@ -175,7 +190,16 @@ def summarise(
             "text": float((text[:, :, c] - base[:, None, c]).mean()),
             "placebo": float((placebo[:, :, c] - base[:, None, c]).mean()),
         }
-    for k, label in enumerate(classes):
+    if thresholds is not None:
+        moved_t = (called_t != called0[:, None]).any(2)
+        moved_p = (called_p != called0[:, None]).any(2)
+        changed["all"] = {
+            "n": len(base),
+            "text": float(moved_t.mean()),
+            "placebo": float(moved_p.mean()),
+        }
+    pred0, pred_t, pred_p = base.argmax(1), text.argmax(2), placebo.argmax(2)
+    for k, label in enumerate(classes if thresholds is None else ()):
         rows = labels == k
         changed[label] = {
             "n": int(rows.sum()),
@@ -200,7 +224,8 @@ def summarise(
     reacts = bool(w["sensitivity"] > config.reacts_above and w["ci"] is not None and w["ci"][0] > 0)
     ci = f", 95% CI [{w['ci'][0]:+.0%}, {w['ci'][1]:+.0%}]" if w["ci"] else ""
     detail = (
-        f"pasted text turns {w['text']:.0%} of the films it did not call {worst} into {worst} "
+        f"pasted text makes it call {worst} on {w['text']:.0%} of the films it did not call "
+        f"{worst} "
         f"(placebo pastes: {w['placebo']:.0%}; difference {w['sensitivity']:+.0%}{ci})"
     )
     sentence = (
@@ -251,7 +276,10 @@ def text_sensitivity(
     device = resolve_device(config.device)
     models = _load_models(model, device)
     first = models[0]
-    index = load_index(data, manifest, first.classes)
+    # the findings' labels play no part in the test: uncertain ones need no policy
+    uncertain = first.meta.get("uncertain") or LABELS_UNUSED
+    index = load_index(data, manifest, first.classes, uncertain=uncertain)
+    check_kind(first, index)
     tested = index.usable(split)
     if not tested:
         raise DatasetError(f"{index.root}: no readable labelled images in split {split!r}")
@@ -434,7 +462,14 @@ def _score(
         rows = slice(start, min(start + _CHUNK, n))
         stacked = torch.from_numpy(pastes.variants(rows).reshape(-1, 1, *films.shape[1:]))
         for k, loaded in enumerate(models):
-            out_k = predict_probs(loaded.model, prep, stacked, device, config.batch_size)
+            out_k = predict_probs(
+                loaded.model,
+                prep,
+                stacked,
+                device,
+                config.batch_size,
+                activation=loaded.activation,
+            )
             probs[k][:, rows] = out_k.numpy().reshape(1 + 2 * draws, rows.stop - start, -1)
     return probs
 
@@ -466,8 +501,13 @@ def _model_summary(
     placebo = probs[1 + config.draws :].transpose(1, 0, 2)
     classes = loaded.classes
     labels = cache.labels.numpy()
+    thresholds = None
+    if loaded.multilabel:
+        thresholds = np.asarray(loaded.thresholds or [0.5] * len(classes))
     summary = {
         "classes": list(classes),
+        "multilabel": loaded.multilabel,
+        "thresholds": thresholds.tolist() if thresholds is not None else None,
         "model": str(loaded.path) if loaded.path else None,
         "model_sha256": loaded.sha256,
         **header,
@@ -475,7 +515,7 @@ def _model_summary(
         "machine": machine_info(),
         "skipped": [{"path": r.path, "error": m} for r, m in cache.failed],
         "config": {k: v for k, v in asdict(config).items() if k != "device"},
-        **summarise(base, text, placebo, labels, groups, classes, config),
+        **summarise(base, text, placebo, labels, groups, classes, config, thresholds),
     }
     summary["examples"] = _examples(base, text, placebo, cache)
     return summary
@@ -538,8 +578,9 @@ def _examples(
 def text_sensitivity_table(summary: dict[str, Any], title: str = "") -> Table:
     """A rich table of ``into[C]``: text, placebo, sensitivity and its CI per class."""
     table = Table(title=title or "Does the model react to burned-in text?")
-    for name in ("pushed into", "with text", "placebo", "text - placebo [95% CI]"):
-        table.add_column(name, justify="left" if name == "pushed into" else "right")
+    first = "now called (finding)" if summary.get("multilabel") else "pushed into"
+    for name in (first, "with text", "placebo", "text - placebo [95% CI]"):
+        table.add_column(name, justify="left" if name == first else "right")
     for cls, row in summary["into"].items():
         ci = f" [{row['ci'][0]:+.2f}, {row['ci'][1]:+.2f}]" if row["ci"] else ""
         table.add_row(
@@ -548,7 +589,11 @@ def text_sensitivity_table(summary: dict[str, Any], title: str = "") -> Table:
     table.caption = (
         f"{summary['n_films']} text-free films, {summary['config']['draws']} pastes each, "
         f"{summary['n_donors']} {summary['donors']} text donors; share of the films not called "
-        "a class that become that class"
+        + (
+            "a finding that are called it"
+            if summary.get("multilabel")
+            else "a class that become that class"
+        )
     )
     return table
 

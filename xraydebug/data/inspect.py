@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from xraydebug.data.imageio import read_image
-from xraydebug.data.labels import DEFAULT_CLASSES
+from xraydebug.data.labels import NO_FINDING
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import (
     STATUS_ERROR,
@@ -105,18 +105,21 @@ def inspect_dataset(
     out: Path | str | None = None,
     *,
     manifest: Path | str | None = None,
-    classes: tuple[str, ...] = DEFAULT_CLASSES,
+    classes: tuple[str, ...] | None = None,
+    uncertain: str | None = None,
     workers: int = 4,
     progress: Callable[[int, int], None] | None = None,
 ) -> InspectResult:
     """Read every image under ``data``; write ``out`` (CSV) when given.
 
-    ``progress(done, total)`` is called after each image. Duplicate pixel content is reported as a
-    warning on the later copies (an error-free leak check across splits is in
-    ``dataset_problems``).
+    ``classes`` (None: the layout's own) and ``uncertain`` (CheXpert/MIMIC's -1 labels:
+    ``zeros`` | ``ones`` | ``ignore``) go to :func:`load_index`. Multi-label records' ``label``
+    column is their findings joined by ``|``. ``progress(done, total)`` is called after each
+    image. Duplicate pixel content is reported as a warning on the later copies (an error-free
+    leak check across splits is in ``dataset_problems``).
     """
     root = Path(data)
-    index = load_index(root, manifest, classes)
+    index = load_index(root, manifest, classes, uncertain=uncertain)
     total = len(index.records)
     results: list[tuple[ImageRecord, dict, str | None]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -158,11 +161,27 @@ def inspect_dataset(
     return InspectResult(index, table, csv_path, _dataset_checks(records))
 
 
-def summarize_counts(table: pd.DataFrame) -> pd.DataFrame:
-    """Counts of readable images per split x label (rows) with a total column."""
+def summarize_counts(table: pd.DataFrame, *, multilabel: bool = False) -> pd.DataFrame:
+    """Counts of readable images per split x label (rows) with a total column.
+
+    ``multilabel``: one column per finding (a film counts once in each of its findings, split
+    from the ``|``-joined label) and ``total`` is the number of films, not the column sum.
+    """
     ok = table[table["status"] != STATUS_ERROR]
     if ok.empty:
         return pd.DataFrame()
-    counts = ok.groupby(["split", "label"]).size().unstack(fill_value=0)
-    counts["total"] = counts.sum(axis=1)
+    if not multilabel:
+        counts = ok.groupby(["split", "label"]).size().unstack(fill_value=0)
+        counts["total"] = counts.sum(axis=1)
+        return counts
+    ok = ok[ok["label"] != ""]  # skipped (unlisted) films
+    if ok.empty:
+        return pd.DataFrame()
+    findings = ok.assign(label=ok["label"].str.split("|")).explode("label")
+    counts = findings.groupby(["split", "label"]).size().unstack(fill_value=0)
+    order = [c for c in counts.columns if c != NO_FINDING] + (
+        [NO_FINDING] if NO_FINDING in counts.columns else []
+    )
+    counts = counts[order]
+    counts["total"] = ok.groupby("split").size()
     return counts

@@ -33,6 +33,10 @@ UNCERTAIN_POLICIES: dict[str, float] = {"zeros": 0.0, "ones": 1.0, "ignore": flo
 """CheXpert's uncertain label (-1) under each ``--uncertain`` policy (Irvin et al. 2019, U-Zeros,
 U-Ones, U-Ignore). There is no default: a dataset with uncertain labels needs a stated policy."""
 
+LABELS_UNUSED = "ignore"
+"""The uncertain policy of stages that read a dataset but not its labels (text, clean, the
+report's patient ids): any policy lists the same films, and none needs stating."""
+
 
 def findings_label(findings: tuple[float, ...], names: tuple[str, ...]) -> str:
     """``label`` text of a multi-label record: present findings joined by ``|``, or NO_FINDING."""

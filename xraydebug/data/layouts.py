@@ -1,5 +1,8 @@
 """Dataset layout readers: COVIDx label files, folder per class, CSV manifest.
 
+The multi-label public releases (NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG) are read by
+:mod:`xraydebug.data.public_layouts`; :func:`detect_layout` and :func:`load_index` cover all.
+
 Every reader returns a :class:`DatasetIndex` whose records include the broken entries
 (``status='error'`` with a one-line reason) so that nothing is silently dropped. Readers only
 list and stat files; they never open images (``inspect`` does) and never write under ``root``.
@@ -10,7 +13,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from xraydebug.data.labels import DEFAULT_CLASSES, normalize_label
@@ -223,18 +226,25 @@ def read_manifest(
 
 
 def detect_layout(root: Path) -> str:
-    """Return ``covidx`` or ``folders`` for ``root``; raise DatasetError when neither fits."""
+    """Return the layout name of ``root`` (``nih``, ``chexpert``, ``mimic``, ``covidx`` or
+    ``folders``); raise DatasetError when none fits."""
+    from xraydebug.data.public_layouts import PUBLIC_LAYOUTS, detect_public_layout
+
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset directory not found")
+    public = detect_public_layout(root)
+    if public is not None:
+        return public
     if _label_files(root):
         return "covidx"
     candidates = [root] + [root / s for s in SPLITS if (root / s).is_dir()]
     if any(_class_dirs(folder, DEFAULT_CLASSES) for folder in candidates):
         return "folders"
+    public_hints = ", ".join(layout.hint for layout in PUBLIC_LAYOUTS.values())
     raise DatasetError(
         f"{root}: no dataset layout found (expected train.txt/test.txt label files with "
         "train/ and test/ folders, class folders such as normal/ pneumonia/ COVID-19/, "
-        "or pass --manifest FILE.csv)"
+        f"{public_hints}, or pass --manifest FILE.csv)"
     )
 
 
@@ -247,12 +257,28 @@ _READERS: dict[str, Callable[[Path, tuple[str, ...]], DatasetIndex]] = {
 def load_index(
     root: Path | str,
     manifest: Path | str | None = None,
-    classes: tuple[str, ...] = DEFAULT_CLASSES,
+    classes: Iterable[str] | None = None,
+    *,
+    uncertain: str | None = None,
 ) -> DatasetIndex:
-    """Detect the layout of ``root`` (or use ``manifest``) and list its records."""
+    """Detect the layout of ``root`` (or use ``manifest``) and list its records.
+
+    ``classes=None``: the layout's own (:data:`DEFAULT_CLASSES` for COVIDx, folders and
+    manifests; the release's findings for the multi-label layouts). Given classes (a model's)
+    select and order a multi-label layout's findings; one it lacks raises DatasetError.
+    ``uncertain`` (``zeros`` | ``ones`` | ``ignore``) maps CheXpert/MIMIC uncertain labels;
+    single-label layouts ignore it.
+    """
+    from xraydebug.data.public_layouts import PUBLIC_LAYOUTS, check_uncertain
+
     root = Path(root)
+    check_uncertain(uncertain)
+    single = DEFAULT_CLASSES if classes is None else tuple(classes)
     if manifest is not None:
         if not root.is_dir():
             raise DatasetError(f"{root}: dataset directory not found")
-        return read_manifest(root, Path(manifest), classes)
-    return _READERS[detect_layout(root)](root, classes)
+        return read_manifest(root, Path(manifest), single)
+    layout = detect_layout(root)
+    if layout in PUBLIC_LAYOUTS:
+        return PUBLIC_LAYOUTS[layout].read(root, classes, uncertain)
+    return _READERS[layout](root, single)

@@ -643,7 +643,7 @@ def _film_grain(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 def render_radiograph(
     rng: np.random.Generator,
     size: int,
-    label: str,
+    label: str | tuple[str, ...],
     *,
     lesion_strength: float = 1.0,
     pose_jitter: float = 1.0,
@@ -651,11 +651,14 @@ def render_radiograph(
     """A chest-radiograph-like image without text, float32 ``(size, size)`` in [0, 1].
 
     ``label`` selects the class signal in the lungs: ``normal`` (none), ``pneumonia`` (one lobar
-    consolidation) or ``COVID-19`` (bilateral peripheral lower-zone ground-glass opacities).
+    consolidation) or ``COVID-19`` (bilateral peripheral lower-zone ground-glass opacities); a
+    tuple of labels draws each of their lesions, in order (multi-label films).
     The layers are drawn from ``rng`` in a fixed order; changing that order changes every image.
     """
-    if label not in _KNOWN_LABELS:
-        raise ValueError(f"label must be one of {list(_KNOWN_LABELS)}; got {label!r}")
+    labels = (label,) if isinstance(label, str) else tuple(label)
+    for name in labels:
+        if name not in _KNOWN_LABELS:
+            raise ValueError(f"label must be one of {list(_KNOWN_LABELS)}; got {name!r}")
     # the lesion has its own stream: the same rng gives the same anatomy and pose for every label
     lesion_rng = np.random.default_rng(rng.integers(2**63))
 
@@ -686,7 +689,8 @@ def render_radiograph(
     img -= 0.07 * _trachea(rng, size) * body
     img += 0.14 * _clavicles(rng, size) * body
 
-    _add_class_signal(img, lesion_rng, label, lungs, med, strength=lesion_strength)
+    for name in labels:
+        _add_class_signal(img, lesion_rng, name, lungs, med, strength=lesion_strength)
     img = _exposure(rng, img)
     img = _pose(rng, img, jitter=pose_jitter)
     return _film_grain(rng, img)
@@ -917,12 +921,10 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _iter_results(
-    config: SynthConfig, records: list[SynthRecord], out: Path, workers: int
-) -> Iterator[tuple[str, list[list[int]]]]:
-    tasks = [(config, r, str(out)) for r in records]
+def iter_rendered(work: Callable[[Any], Any], tasks: list[Any], workers: int) -> Iterator[Any]:
+    """``work(task)`` for every task in order, in ``workers`` processes (1: in this one)."""
     if workers <= 1:
-        yield from map(_render_and_write, tasks)
+        yield from map(work, tasks)
         return
     # fork where available: spawn would re-run an unguarded user script in every worker. The
     # workers only use numpy, OpenCV (which re-creates its thread pool after a fork; do not call
@@ -930,7 +932,7 @@ def _iter_results(
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ctx.Pool(workers) as pool:
-        yield from pool.imap(_render_and_write, tasks, chunksize=4)
+        yield from pool.imap(work, tasks, chunksize=4)
 
 
 def synthesize(
@@ -963,7 +965,9 @@ def synthesize(
     if progress:
         progress(0, total)
     boxes_by_key: dict[str, list[list[int]]] = {}
-    for done, (key, boxes) in enumerate(_iter_results(config, records, out, workers), start=1):
+    tasks = [(config, r, str(out)) for r in records]
+    results = iter_rendered(_render_and_write, tasks, workers)
+    for done, (key, boxes) in enumerate(results, start=1):
         boxes_by_key[key] = boxes
         if progress:
             progress(done, total)

@@ -39,9 +39,18 @@ def resize_gray(image: np.ndarray, size: int, crop_top: float = 0.0) -> np.ndarr
     return cv2.resize(image, (size, size), interpolation=interp).astype(np.float32)
 
 
+def record_targets(records: Sequence[ImageRecord], classes: Sequence[str]) -> torch.Tensor:
+    """Training targets of ``records``: class indices (N,) int64 for one-label records, or the
+    findings (N, C) float32 (1 present, 0 absent, NaN unknown) of multi-label ones."""
+    if records and records[0].findings is not None:
+        return torch.tensor([r.findings for r in records], dtype=torch.float32)
+    return torch.tensor([list(classes).index(r.label) for r in records], dtype=torch.long)
+
+
 @dataclass
 class ImageCache:
-    """Decoded images ``images`` (N, 1, S, S) float16 in [0, 1] for ``records`` in order.
+    """Decoded images ``images`` (N, 1, S, S) float16 in [0, 1] for ``records`` in order, and
+    their ``labels`` (:func:`record_targets`).
 
     ``failed`` lists (record, message) for images that could not be read; they are left out of
     ``records`` / ``images`` so indices line up. With ``keep_originals`` the full-resolution gray
@@ -91,7 +100,7 @@ class ImageCache:
             if arrays
             else torch.zeros(0, 1, size, size, dtype=torch.float16)
         )
-        labels = torch.tensor([list(classes).index(r.label) for r in kept], dtype=torch.long)
+        labels = record_targets(kept, classes)
         return cls(kept, images, labels, failed, originals if keep_originals else None)
 
     def __len__(self) -> int:

@@ -583,16 +583,24 @@ def _torchvision_arch(name: str) -> ArchSpec:
 
 
 def get_arch(name: str) -> ArchSpec:
-    """The :class:`ArchSpec` called ``name`` (registered, or ``torchvision:NAME``); an unknown
-    name raises ``ValueError`` listing the valid ones."""
+    """The :class:`ArchSpec` called ``name`` (registered, ``torchvision:NAME``, or, through
+    :mod:`.zoo`, ``timm:NAME`` and ``xrv:NAME``); an unknown name raises ``ValueError``
+    listing the valid ones."""
     if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
         return _torchvision_arch(name)
+    if isinstance(name, str) and name not in _REGISTRY:
+        from xraydebug.models.zoo import zoo_arch  # timm:NAME, xrv:NAME (optional extras)
+
+        spec = zoo_arch(name)
+        if spec is not None:
+            return spec
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(
             f"unknown architecture {name!r}; valid names: {', '.join(list_archs())}, or "
-            f"{TORCHVISION_PREFIX}NAME for a torchvision classifier"
+            f"{TORCHVISION_PREFIX}NAME for a torchvision classifier, timm:NAME for a timm "
+            "model, xrv:NAME for a TorchXRayVision classifier"
         ) from None
 
 

@@ -5,10 +5,13 @@ Keys: ``format``, ``arch``, ``classes``, ``preprocessing`` (dict), ``train_confi
 epoch), ``state_dict``. An imported model (:mod:`.foreign`) has ``imported`` (its source
 file's format, path and sha256) instead of the training keys, and a TorchScript or
 ``torch.export`` one carries its file whole in ``embedded`` (format, and the bytes as a uint8
-tensor). ``multilabel`` (absent: False) marks a model with one sigmoid per finding, whose
-``classes`` are findings; ``uncertain`` then records the CheXpert uncertain-label policy it was
-trained with, if any. Only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
-without executing code; an embedded TorchScript or ``torch.export`` file is code, run by
+tensor); a fine-tuned one (``retrain``) also has a non-empty ``state_dict`` of the embedded
+network's parameters and buffers, loaded strictly over the file's, and ``finetuned_from``.
+``multilabel`` (absent: False) marks a model with one sigmoid per finding, whose ``classes``
+are findings; ``uncertain`` then records the CheXpert uncertain-label policy it was
+trained with, if any, and ``thresholds`` its per-finding F1-best thresholds on validation. Only
+tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it without executing
+code; an embedded TorchScript or ``torch.export`` file is code, run by
 :func:`load_model` as the user's own model (import only files you would run).
 """
 
@@ -49,6 +52,13 @@ class LoadedModel:
         return bool(self.meta.get("multilabel", False))
 
     @property
+    def thresholds(self) -> tuple[float, ...] | None:
+        """Per-finding decision thresholds chosen on validation when it was trained (None:
+        none recorded, e.g. an imported model)."""
+        values = self.meta.get("thresholds")
+        return tuple(float(v) for v in values) if values else None
+
+    @property
     def activation(self) -> str:
         """``sigmoid`` for a multi-label model, else ``softmax`` (the explainers' argument)."""
         return "sigmoid" if self.multilabel else "softmax"
@@ -86,14 +96,11 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
         model = ImportedModel(inner, len(classes), payload["arch"])
+        if payload.get("state_dict"):  # fine-tuned (``retrain``): its weights replace the file's
+            _load_weights(model, payload["state_dict"], path, f"the embedded {embedded['format']}")
     else:
         model = build_model(payload["arch"], num_classes=len(classes))
-        try:
-            model.load_state_dict(payload["state_dict"], strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"{path}: weights do not fit arch {payload['arch']!r}: {exc}"
-            ) from exc
+        _load_weights(model, payload["state_dict"], path, f"arch {payload['arch']!r}")
     model.eval().to(device)
     meta = {k: v for k, v in payload.items() if k not in ("state_dict", "embedded")}
     return LoadedModel(
@@ -105,3 +112,11 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
         path=Path(path),
         sha256=file_sha256(path),
     )
+
+
+def _load_weights(model: nn.Module, state: dict[str, Any], path: Path | str, what: str) -> None:
+    """``model.load_state_dict(state, strict=True)``, a mismatch as one ``CheckpointError``."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit {what}: {exc}") from exc

@@ -17,8 +17,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from xraydebug.data.labels import findings_label
 from xraydebug.data.layouts import load_index
-from xraydebug.data.records import ImageRecord
+from xraydebug.data.records import DatasetIndex, ImageRecord
 from xraydebug.data.torch_dataset import iter_caches
 from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
@@ -26,6 +27,7 @@ from xraydebug.fsutil import atomic_open, atomic_write_json
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.inference import predict_probs
 from xraydebug.models.metrics import evaluate_predictions
+from xraydebug.models.multilabel import evaluate_multilabel, f1_thresholds
 from xraydebug.runfolder import METRICS_JSON, PREDICTIONS_CSV
 
 
@@ -50,6 +52,18 @@ def predict_records(
     return table, skipped
 
 
+def predicted_label(probs: np.ndarray, loaded: LoadedModel, thresholds: Any = None) -> str:
+    """What the model calls an image with ``probs`` (K,): its top class, or for a multi-label
+    model the findings at or above their ``thresholds`` (default: the model's own, else 0.5)
+    joined by ``|`` (``No Finding`` when none)."""
+    if not loaded.multilabel:
+        return loaded.classes[int(probs.argmax())]
+    if thresholds is None:
+        thresholds = loaded.thresholds or 0.5
+    called = tuple(float(v) for v in probs >= np.asarray(thresholds))
+    return findings_label(called, loaded.classes)
+
+
 def predict_records_many(
     models: list[LoadedModel],
     root: Path,
@@ -58,7 +72,10 @@ def predict_records_many(
     batch_size: int = 64,
 ) -> tuple[list[pd.DataFrame], list[tuple[ImageRecord, str]]]:
     """:func:`predict_records` for several models that share classes and preprocessing (e.g.
-    a model before and after retraining), decoding every image once. One table per model."""
+    a model before and after retraining), decoding every image once. One table per model.
+
+    Columns ``path, split, label, source, pred, prob_<class>...`` (``predictions.csv``) plus
+    ``patient_id`` and, for multi-label records, ``findings`` (the record's targets)."""
     first = models[0]
     prep = first.preprocessing
     for other in models[1:]:
@@ -74,21 +91,33 @@ def predict_records_many(
         if not len(cache):
             continue
         for loaded, model_rows in zip(models, rows, strict=True):
-            probs = predict_probs(loaded.model, prep, cache.images, device, batch_size).numpy()
+            probs = predict_probs(
+                loaded.model,
+                prep,
+                cache.images,
+                device,
+                batch_size,
+                activation=loaded.activation,
+            ).numpy()
             for rec, p in zip(cache.records, probs, strict=True):
                 row = {
                     "path": rec.path,
                     "split": rec.split,
                     "label": rec.label,
                     "source": rec.source,
-                    "pred": first.classes[int(p.argmax())],
+                    "pred": predicted_label(p, loaded),
                 }
                 row.update({f"prob_{c}": float(v) for c, v in zip(first.classes, p, strict=True)})
                 row["patient_id"] = rec.patient_id
+                row["findings"] = rec.findings
                 model_rows.append(row)
     columns = ["path", "split", "label", "source", "pred"] + [f"prob_{c}" for c in first.classes]
-    tables = [pd.DataFrame(r, columns=[*columns, "patient_id"]) for r in rows]
+    tables = [pd.DataFrame(r, columns=[*columns, *HIDDEN_COLUMNS]) for r in rows]
     return tables, skipped
+
+
+HIDDEN_COLUMNS = ("patient_id", "findings")
+"""Columns of prediction tables that ``predictions.csv`` leaves out (identifiers, targets)."""
 
 
 def patient_groups(table: pd.DataFrame) -> np.ndarray:
@@ -117,15 +146,72 @@ def metrics_from_predictions(
     )
 
 
+def finding_targets(table: pd.DataFrame) -> np.ndarray:
+    """(N, C) targets (1, 0, NaN unknown) of a multi-label predictions table."""
+    return np.array([list(f) for f in table["findings"]], dtype=np.float64)
+
+
+def multilabel_metrics_from_predictions(
+    table: pd.DataFrame,
+    findings: tuple[str, ...],
+    thresholds: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Multi-label metrics.json content (:func:`evaluate_multilabel`) of a predictions table."""
+    probs = table[[f"prob_{f}" for f in findings]].to_numpy(dtype=np.float64)
+    return evaluate_multilabel(
+        finding_targets(table),
+        probs,
+        findings,
+        np.asarray(thresholds, dtype=np.float64),
+        groups=patient_groups(table),
+        sources=table["source"].to_numpy(),
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Settings of :func:`evaluate`: ``batch_size`` images per forward pass, the ``device``,
-    ``n_boot`` patient-level bootstrap resamples for the 95% CIs and their ``seed``."""
+    ``n_boot`` patient-level bootstrap resamples for the 95% CIs and their ``seed``.
+
+    Multi-label models: ``threshold`` (one probability for every finding) overrides the
+    per-finding thresholds, which otherwise come from the model (chosen on its validation
+    split when xraydebug trained it), else from the data's ``val`` split (F1-best), else 0.5.
+    ``uncertain`` is the CheXpert uncertain-label policy (default: the one the model was
+    trained with)."""
 
     batch_size: int = 64
     device: str = "auto"
     n_boot: int = 1000
     seed: int = 0
+    threshold: float | None = None
+    uncertain: str | None = None
+
+
+def resolve_thresholds(
+    loaded: LoadedModel,
+    index: DatasetIndex,
+    split: str,
+    config: EvaluateConfig,
+    device: torch.device,
+) -> tuple[np.ndarray, str]:
+    """Per-finding thresholds for a multi-label evaluation and where they came from."""
+    k = len(loaded.classes)
+    if config.threshold is not None:
+        return np.full(k, config.threshold), f"given ({config.threshold:g} for every finding)"
+    if loaded.thresholds is not None:
+        return np.asarray(loaded.thresholds), "the model's (F1-best on its validation split)"
+    val = index.usable("val") if split != "val" else []
+    if val:
+        table, _ = predict_records(loaded, index.root, val, device, config.batch_size)
+        if not table.empty:
+            probs = table[[f"prob_{f}" for f in loaded.classes]].to_numpy(dtype=np.float64)
+            chosen = f1_thresholds(finding_targets(table), probs)
+            return chosen, f"F1-best on the data's val split ({len(table)} films)"
+    return np.full(k, 0.5), "0.5 (no validation split and none recorded in the model)"
 
 
 def evaluate(
@@ -142,7 +228,9 @@ def evaluate(
     batch_size, device, n_boot, seed = config.batch_size, config.device, config.n_boot, config.seed
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, dev)
-    index = load_index(data, manifest, loaded.classes)
+    uncertain = config.uncertain or loaded.meta.get("uncertain")
+    index = load_index(data, manifest, loaded.classes, uncertain=uncertain)
+    check_kind(loaded, index)
     records = index.usable(split)
     if not records:
         raise DatasetError(
@@ -152,7 +240,18 @@ def evaluate(
     table, skipped = predict_records(loaded, index.root, records, dev, batch_size)
     if table.empty:
         raise DatasetError(f"{index.root}: none of the {split!r} images could be read")
-    metrics = metrics_from_predictions(table, loaded.classes, n_boot, seed)
+    if loaded.multilabel:
+        thresholds, threshold_source = resolve_thresholds(loaded, index, split, config, dev)
+        table["pred"] = [
+            predicted_label(p, loaded, thresholds)
+            for p in table[[f"prob_{f}" for f in loaded.classes]].to_numpy()
+        ]
+        metrics = multilabel_metrics_from_predictions(
+            table, loaded.classes, thresholds, n_boot, seed
+        )
+        metrics["threshold_source"] = threshold_source
+    else:
+        metrics = metrics_from_predictions(table, loaded.classes, n_boot, seed)
     metrics.update(
         split=split,
         model=str(loaded.path) if loaded.path else None,
@@ -166,8 +265,49 @@ def evaluate(
         metrics_path = atomic_write_json(out / METRICS_JSON, metrics)
         predictions_path = out / PREDICTIONS_CSV
         with atomic_open(predictions_path, "w", newline="", encoding="utf-8") as handle:
-            table.drop(columns=["patient_id"]).to_csv(handle, index=False)
+            table.drop(columns=list(HIDDEN_COLUMNS)).to_csv(handle, index=False)
     return EvalResult(metrics, table, metrics_path, predictions_path, skipped)
+
+
+def check_kind(loaded: LoadedModel, index: DatasetIndex) -> None:
+    """One line when a softmax model meets multi-label data or the other way round."""
+    if loaded.multilabel != index.multilabel:
+        model_kind = "multi-label (one sigmoid per finding)" if loaded.multilabel else "softmax"
+        data_kind = "multi-label findings" if index.multilabel else "one label per image"
+        raise DatasetError(
+            f"{index.root}: the model is {model_kind} but the {index.layout} layout has "
+            f"{data_kind}; use a model trained for this kind of labels"
+        )
+
+
+def multilabel_table(metrics: dict[str, Any], title: str) -> Table:
+    """A rich table of per-finding AUROC (95% CI) and precision/recall/F1 at the thresholds."""
+    table = Table(title=title)
+    for name in ("finding", "AUROC", "precision", "recall", "F1", "threshold", "positives"):
+        table.add_column(name, justify="right" if name != "finding" else "left")
+    for name, row in metrics["per_finding"].items():
+        ci = row.get("auroc_ci")
+        auroc = "n/a" if row["auroc"] is None else f"{row['auroc']:.3f}"
+        if ci:
+            auroc += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+        table.add_row(
+            name,
+            auroc,
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            f"{row['threshold']:.2f}",
+            f"{row['support']} of {row['n']}",
+        )
+    macro, macro_ci = metrics.get("macro_auroc"), metrics.get("ci", {}).get("macro_auroc")
+    table.caption = (
+        (f"macro AUROC {macro:.3f}" if macro is not None else "macro AUROC n/a")
+        + (f" [{macro_ci[0]:.2f}, {macro_ci[1]:.2f}]" if macro is not None and macro_ci else "")
+        + f", macro-F1 {metrics['macro_f1']:.3f}, micro-F1 {metrics['micro_f1']:.3f}, "
+        f"n = {metrics['n']}; thresholds: {metrics.get('threshold_source', 'given')}; "
+        "brackets: patient-level bootstrap 95% CI"
+    )
+    return table
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
@@ -199,6 +339,7 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
 
 
 def print_metrics(metrics: dict[str, Any], console: Console, title: str) -> None:
-    console.print(metrics_table(metrics, title))
+    show = multilabel_table if metrics.get("multilabel") else metrics_table
+    console.print(show(metrics, title))
     for warning in metrics.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)

@@ -2,12 +2,15 @@
 
 Formats (a registry: :func:`register_importer`): a TorchScript archive (``torch.jit.save``),
 a ``torch.export`` program (``torch.export.save``, ``.pt2``), an ONNX file (run by
-:mod:`.onnx_graph`), a state_dict of a torchvision classifier (``arch="torchvision:NAME"``),
-and an xraydebug checkpoint (passed through). What
-the file cannot say (the class order, the input size, channels, mean, std, top crop) comes
-from a :class:`ModelSpec`. The import runs one forward pass on a dummy batch, refuses a model
-whose output width does not match the classes, and records the file's format and sha256 in
-the checkpoint and its model card.
+:mod:`.onnx_graph`), a state_dict of a torchvision classifier (``arch="torchvision:NAME"``) or
+of a timm model (``arch="timm:NAME"``), and an xraydebug checkpoint (passed through). A
+TorchXRayVision classifier (``arch="xrv:NAME"``, :mod:`.zoo`) is imported from the weights
+file xrv would download, which the user has on disk; its findings, sigmoid outputs and
+preprocessing come with the name. What the file cannot say (the class or finding order,
+softmax or one sigmoid per finding, the input size, channels, mean, std, top crop) comes from
+a :class:`ModelSpec`. The import runs one forward pass on a dummy batch, refuses a model whose
+output width does not match the classes, and records the file's format and sha256 in the
+checkpoint and its model card.
 
 From Python, :func:`import_module` takes any ``torch.nn.Module`` without a file.
 """
@@ -18,7 +21,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +40,70 @@ from xraydebug.models.architectures import (
 )
 from xraydebug.models.checkpoint import read_checkpoint, save_checkpoint
 from xraydebug.models.embedded import ImportedModel, load_embedded, to_tensor
+from xraydebug.models.zoo import (
+    TIMM_PREFIX,
+    XRV_PREFIX,
+    load_xrv_weights,
+    spec_defaults,
+    timm_arch_for_channels,
+    xrv_op_threshs,
+    xrv_weights_file,
+)
+
+# what a spec field is when neither it nor its arch (spec_defaults) says otherwise
+_SPEC_DEFAULTS: dict[str, Any] = {
+    "input_size": 224,
+    "channels": 3,
+    "mean": IMAGENET_MEAN,
+    "std": IMAGENET_STD,
+    "crop_top": 0.0,
+    "multilabel": False,
+}
+STATE_DICT_ARCHS = (TORCHVISION_PREFIX, TIMM_PREFIX)  # the networks a bare state_dict can fit
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a model file does not record: its output order and its input.
+    """What a model file does not record: its outputs and its input.
 
-    ``classes``: one name per output, in output order. ``arch``: for a state_dict,
-    ``torchvision:NAME``. The rest is the :class:`Preprocessing` the model was trained with.
+    ``classes``: one name per output, in output order (findings where ``multilabel``).
+    ``multilabel``: the outputs are one sigmoid per finding, not one softmax. ``arch``: for
+    a state_dict, ``torchvision:NAME`` or ``timm:NAME``; ``xrv:NAME`` for TorchXRayVision
+    weights. The rest is the :class:`Preprocessing` the model was trained with.
+
+    A field left at None (``classes`` empty) takes the arch's value (``xrv:NAME``: its
+    findings, multi-label, its preprocessing; ``timm:NAME,in_chans=1``: one channel), else
+    224 px, 3 channels, ImageNet mean and std, no crop, softmax. ``channels=1`` with
+    ``timm:NAME`` records ``timm:NAME,in_chans=1`` (the network is built for it).
     """
 
-    classes: tuple[str, ...]
+    classes: tuple[str, ...] = ()
     arch: str = ""
-    input_size: int = 224
-    channels: int = 3
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    crop_top: float = 0.0
+    input_size: int | None = None
+    channels: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_top: float | None = None
+    multilabel: bool | None = None
 
     def __post_init__(self) -> None:
+        arch_given = spec_defaults(self.arch)  # refuses an unknown xrv: name, a missing extra
+        if self.multilabel is False and arch_given.get("multilabel"):
+            raise ValueError(f"{self.arch} is multi-label (one sigmoid per finding)")
+        for name, value in {**_SPEC_DEFAULTS, **arch_given}.items():
+            if getattr(self, name) is None or (name == "classes" and not self.classes):
+                object.__setattr__(self, name, value)
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"classes must be two or more distinct names; got {self.classes}")
+        object.__setattr__(self, "mean", tuple(self.mean))
+        object.__setattr__(self, "std", tuple(self.std))
+        object.__setattr__(self, "multilabel", bool(self.multilabel))
+        object.__setattr__(self, "arch", timm_arch_for_channels(self.arch, self.channels))
+        fewest = 1 if self.multilabel else 2
+        if len(self.classes) < fewest or len(set(self.classes)) != len(self.classes):
+            what = (
+                "findings must be one or more" if self.multilabel else "classes must be two or more"
+            )
+            raise ValueError(f"{what} distinct names; got {self.classes}")
         self.preprocessing()  # checks sizes, channels, mean and std now
 
     def preprocessing(self) -> Preprocessing:
@@ -67,6 +112,19 @@ class ModelSpec:
         if self.channels == 1 and len(self.mean) == 3:
             raise ValueError("--channels 1 needs --mean and --std with one value each")
         return Preprocessing(self.input_size, self.channels, self.mean, self.std, self.crop_top)
+
+    @classmethod
+    def from_options(cls, spec_file: Path | str | None = None, **given: Any) -> ModelSpec | None:
+        """The spec of the import-model options ``given`` (None: not given) over the JSON
+        ``spec_file``; None where nothing names the outputs (no file, no classes, an arch
+        without findings of its own): what an xraydebug checkpoint, which names its own, takes.
+        """
+        if spec_file is not None:
+            return cls.from_json(spec_file, **given)
+        given = {k: v for k, v in given.items() if v is not None}
+        if not given.get("classes") and "classes" not in spec_defaults(given.get("arch", "")):
+            return None
+        return cls(**given)
 
     @classmethod
     def from_json(cls, path: Path | str, **overrides: Any) -> ModelSpec:
@@ -139,9 +197,10 @@ def _is_state_dict_file(path: Path, names: list[str]) -> bool:
 
 
 def _load_state_dict(path: Path, spec: ModelSpec) -> tuple[nn.Module, dict[str, Any]]:
-    if not spec.arch.startswith(TORCHVISION_PREFIX):
+    if not spec.arch.startswith(STATE_DICT_ARCHS):
         raise CheckpointError(
-            f"{path}: a state_dict needs --arch {TORCHVISION_PREFIX}NAME (the network it fits)"
+            f"{path}: a state_dict needs --arch {TORCHVISION_PREFIX}NAME or {TIMM_PREFIX}NAME "
+            "(the network it fits)"
         )
     model = build_model(spec.arch, num_classes=len(spec.classes))
     load_init_weights(model, path)  # strict; counts and first keys of any mismatch
@@ -198,7 +257,8 @@ register_importer(
         "state_dict",
         _is_state_dict_file,
         _load_state_dict,
-        f"torch.save(model.state_dict()) of a {TORCHVISION_PREFIX}NAME network",
+        f"torch.save(model.state_dict()) of a {TORCHVISION_PREFIX}NAME or {TIMM_PREFIX}NAME "
+        "network",
     )
 )
 
@@ -270,16 +330,20 @@ def import_module(
     *,
     source: dict[str, Any] | None = None,
     stored: dict[str, Any] | None = None,
+    multilabel: bool | None = None,
 ) -> ImportResult:
     """Write ``module`` (any network taking ``spec``'s input) as an xraydebug checkpoint.
 
     ``stored``: how the checkpoint rebuilds it (``arch`` plus, for an embedded file,
-    ``embedded``); by default the state_dict of ``spec.arch`` (a registered architecture or
-    ``torchvision:NAME``), or, without ``spec.arch``, the module itself exported with
-    ``torch.export`` (batch dynamic) and carried whole. ``source``: what is recorded of the
-    original file.
+    ``embedded``); by default the state_dict of ``spec.arch`` (a registered architecture,
+    ``torchvision:NAME``, ``timm:NAME`` or ``xrv:NAME``), or, without ``spec.arch``, the
+    module itself exported with ``torch.export`` (batch dynamic) and carried whole.
+    ``source``: what is recorded of the original file. ``multilabel`` (None: the spec's):
+    the outputs are one sigmoid per finding; recorded as the checkpoint's ``multilabel``.
     """
     out = Path(out)
+    if multilabel is not None:
+        spec = replace(spec, multilabel=multilabel)
     source = source or {"format": "module", "path": None, "sha256": None}
     stored = stored or ({"arch": spec.arch} if spec.arch else _export_whole(module, spec))
     if "embedded" not in stored:  # the checkpoint will rebuild it: check that it can
@@ -293,13 +357,17 @@ def import_module(
     wrapped = ImportedModel(module, len(spec.classes), stored["arch"])
     width = _check_output(wrapped, spec, source.get("path") or "module")
     prep = spec.preprocessing()
+    outputs = "one sigmoid per finding" if spec.multilabel else "softmax"
     meta: dict[str, Any] = {
         "arch": stored["arch"],
         "classes": list(spec.classes),
+        "multilabel": spec.multilabel,
         "preprocessing": prep.to_dict(),
         "imported": source,
         "history": [],
-        "summary": [f"Imported from {source.get('path') or 'a module'} ({source['format']})."],
+        "summary": [
+            f"Imported from {source.get('path') or 'a module'} ({source['format']}; {outputs})."
+        ],
     }
     if "embedded" in stored:
         meta["embedded"] = stored["embedded"]
@@ -311,6 +379,7 @@ def import_module(
         {
             "arch": stored["arch"],
             "classes": list(spec.classes),
+            "multilabel": spec.multilabel,
             "preprocessing": prep.to_dict(),
             "imported": source,
         },
@@ -332,7 +401,7 @@ def _export_whole(module: nn.Module, spec: ModelSpec) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"the module cannot be exported with torch.export ({first}); give spec.arch "
-            "(torchvision:NAME) or save it with torch.jit.save and import the file"
+            "(torchvision:NAME, timm:NAME) or save it with torch.jit.save and import the file"
         ) from exc
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
@@ -342,23 +411,58 @@ def _export_whole(module: nn.Module, spec: ModelSpec) -> dict[str, Any]:
 
 def _card_markdown(arch: str, spec: ModelSpec, source: dict[str, Any]) -> str:
     prep = spec.preprocessing()
-    return (
+    outputs = "sigmoid, one per finding" if spec.multilabel else "softmax, in order"
+    text = (
         f"# Imported model\n\n- source: `{source.get('path')}` ({source['format']}, sha256 "
-        f"`{source.get('sha256')}`)\n- rebuilt as: `{arch}`\n- outputs (softmax, in order): "
+        f"`{source.get('sha256')}`)\n- rebuilt as: `{arch}`\n- outputs ({outputs}): "
         f"{', '.join(spec.classes)}\n- input: {prep.in_channels} channel(s), "
         f"{prep.input_size} px, mean {list(prep.mean)}, std {list(prep.std)}, top crop "
         f"{prep.crop_top}\n"
     )
+    if "op_threshs" in source:
+        text += (
+            "- TorchXRayVision: the outputs are its logits; its op_threshs calibration "
+            "(`op_norm`) is not applied (the thresholds are in the .json)\n"
+        )
+    return text
 
 
-def import_model(path: Path | str, spec: ModelSpec | None, out: Path | str) -> ImportResult:
+def import_model(
+    path: Path | str | None,
+    spec: ModelSpec | None,
+    out: Path | str,
+    *,
+    weights: Path | str | None = None,
+    trust_pickle: bool = False,
+    multilabel: bool | None = None,
+) -> ImportResult:
     """Import the model file ``path`` (format detected) with ``spec`` into checkpoint ``out``
     (``spec`` may be None only for an xraydebug checkpoint, which is copied with its card).
 
+    ``spec.arch="xrv:NAME"`` imports TorchXRayVision's classifier from ``weights`` (the file
+    xrv would download; ``path`` None): a whole pickled model, which xrv's DenseNet files are,
+    is loaded only with ``trust_pickle`` (it runs code from the file). ``multilabel`` (None:
+    the spec's): one sigmoid per finding.
+
     Every refusal (unknown format, keys that do not fit, an output width other than the
-    classes', a model that does not run on the input) is one :class:`CheckpointError` line,
-    and nothing is written.
+    classes', a model that does not run on the input, xrv weights not on disk) is one
+    :class:`CheckpointError` line, and nothing is written.
     """
+    if spec is not None and multilabel is not None:
+        spec = replace(spec, multilabel=multilabel)
+    if spec is not None and spec.arch.startswith(XRV_PREFIX):
+        if path is not None:
+            raise CheckpointError(
+                f"{spec.arch} takes its weights as --weights FILE, not as the model FILE {path}"
+            )
+        return _import_xrv(weights, spec, out, trust_pickle=trust_pickle)
+    if weights is not None:
+        raise CheckpointError(
+            f"--weights goes with --arch {XRV_PREFIX}NAME; a state_dict of another network is "
+            "the model FILE, with its --arch"
+        )
+    if path is None:
+        raise CheckpointError("no model FILE given")
     path = Path(path)
     fmt = detect_format(path)
     sha256 = file_sha256(path)
@@ -375,6 +479,28 @@ def import_model(path: Path | str, spec: ModelSpec | None, out: Path | str) -> I
     module, stored = _IMPORTERS[fmt].load(path, spec)
     source = {"format": fmt, "path": str(path.resolve()), "sha256": sha256}
     return import_module(module, spec, out, source=source, stored=stored)
+
+
+def _import_xrv(
+    weights: Path | str | None, spec: ModelSpec, out: Path | str, *, trust_pickle: bool
+) -> ImportResult:
+    """TorchXRayVision's ``spec.arch`` with the local ``weights`` file; nothing is fetched."""
+    if weights is None or not Path(weights).is_file():
+        found = f"; {weights} is not a file" if weights is not None else ""
+        raise CheckpointError(
+            f"{spec.arch} needs its weights on disk: --weights FILE (xraydebug downloads "
+            f"nothing; xrv's file for it is {xrv_weights_file(spec.arch)}){found}"
+        )
+    weights = Path(weights)
+    model = build_model(spec.arch, num_classes=len(spec.classes))
+    load_xrv_weights(model, weights, trust_pickle=trust_pickle)
+    source = {
+        "format": "xrv",
+        "path": str(weights.resolve()),
+        "sha256": file_sha256(weights),
+        "op_threshs": xrv_op_threshs(spec.arch),  # recorded, not applied: the outputs are logits
+    }
+    return import_module(model, spec, out, source=source, stored={"arch": spec.arch})
 
 
 def classes_from_option(text: str) -> Sequence[str]:

@@ -15,8 +15,10 @@ def predict_probs(
     device: torch.device,
     batch_size: int = 64,
     amp: bool = True,
+    activation: str = "softmax",
 ) -> torch.Tensor:
-    """Softmax probabilities (N, K) for gray images already at the model's size.
+    """Probabilities (N, K) for gray images already at the model's size: ``softmax`` over the
+    classes, or the ``sigmoid`` of each finding's logit (multi-label models).
 
     ``gray`` (N, 1, S, S) in [0, 1] on any device (any float dtype); runs in inference mode.
     """
@@ -27,9 +29,14 @@ def predict_probs(
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
                 logits = model(x)
-            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+            outputs.append(class_probabilities(logits.float(), activation).cpu())
     k = getattr(model, "num_classes", None)
     return torch.cat(outputs) if outputs else torch.zeros(0, k or 0)
+
+
+def class_probabilities(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
+    """(N, K) logits -> probabilities: ``softmax`` over the classes or ``sigmoid`` per finding."""
+    return torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=1)
 
 
 def autocast(device: torch.device, amp: bool) -> torch.autocast:

@@ -14,7 +14,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from xraydebug.data.labels import UNCERTAIN_POLICIES
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import DatasetIndex, ImageRecord
 from xraydebug.data.splits import grouped_split
@@ -40,6 +41,7 @@ from xraydebug.data.torch_dataset import ImageCache
 from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from xraydebug.models import multilabel
 from xraydebug.models.architectures import (
     Preprocessing,
     TrainRecipe,
@@ -51,6 +53,7 @@ from xraydebug.models.augment import AugmentConfig, augment_batch
 from xraydebug.models.checkpoint import read_checkpoint, save_checkpoint
 from xraydebug.models.inference import autocast, predict_probs
 from xraydebug.models.monitor import Monitor, get_monitor, validation_metrics
+from xraydebug.models.multilabel import f1_thresholds, masked_bce
 
 SCHEDULES = ("constant", "cosine")
 EpochHook = Callable[[dict[str, Any], nn.Module], None]
@@ -124,6 +127,11 @@ class TrainConfig:
     decorrelate_text: float = 0.0
     text_data: str = ""
     text_boxes: str = ""
+    # CheXpert's uncertain label (-1) on multi-label data: zeros | ones | ignore (no default:
+    # a dataset with uncertain labels is refused without it)
+    uncertain: str | None = None
+    # multi-label data: train on these findings only, in this order (empty: all of the layout's)
+    findings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.schedule is not None and self.schedule not in SCHEDULES:
@@ -140,6 +148,10 @@ class TrainConfig:
             raise ValueError(f"smoothing must be in [0, 1); got {self.smoothing!r}")
         if not 0.0 <= self.decorrelate_text <= 1.0:
             raise ValueError(f"decorrelate_text must be in [0, 1]; got {self.decorrelate_text!r}")
+        if self.uncertain is not None and self.uncertain not in UNCERTAIN_POLICIES:
+            raise ValueError(
+                f"uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}; got {self.uncertain!r}"
+            )
         if bool(self.text_data) != bool(self.text_boxes):
             raise ValueError("text_data and text_boxes go together (the films and their boxes)")
 
@@ -155,15 +167,21 @@ class TrainConfig:
         """This config with every recipe field left at None taken from the architecture's
         recipe (what a run actually uses, and what checkpoints record); ``finetune``: its
         fine-tuning recipe (a run that starts from ``init_weights``)."""
+        unset = [key for key in TrainRecipe().values() if getattr(self, key) is None]
+        if not unset:  # nothing to take from the arch (which may be none: an embedded network)
+            return self
         recipe = self.recipe(finetune=finetune).values()
-        return replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
+        return replace(self, **{key: recipe[key] for key in unset})
 
     def recipe_lines(self, *, finetune: bool = False) -> list[str]:
         """One line per recipe field: its value, and whether the user or the architecture set
         it (call on the config as given, before :meth:`resolved`)."""
         name = f"{self.arch}'s {'fine-tuning ' if finetune else ''}recipe"
+        keys = TrainRecipe().values()
+        unset = any(getattr(self, key) is None for key in keys)
+        defaults = self.recipe(finetune=finetune).values() if unset else keys
         lines = []
-        for key, default in self.recipe(finetune=finetune).values().items():
+        for key, default in defaults.items():
             given = getattr(self, key)
             source = "set by you" if given is not None else name
             lines.append(f"{key} {given if given is not None else default} ({source})")
@@ -217,7 +235,7 @@ def _text_pool(
         return [], None
     donors: list[Donor] = []
     if config.text_data:
-        index = load_index(config.text_data, classes=classes)
+        index = load_index(config.text_data, classes=classes, uncertain=config.uncertain)
         records = [r for r in index.usable() if r.split != "test"]
         boxes = boxes_from_table(config.text_boxes)
         donors = detected_donors(
@@ -249,14 +267,36 @@ def checkpoint_is_current(
     if not checkpoint.exists():
         return False
     meta = read_checkpoint(checkpoint)
+    index = _load_training_index(data, manifest, config)
+    config = _for_data(config, index)
     wanted = {k: v for k, v in config.resolved().to_dict().items() if k != "device"}
     recorded = recorded_train_config(meta)
     saved = {k: v for k, v in recorded.items() if k != "device"}
     if saved != wanted:
         return False
-    index = load_index(data, manifest)
     train_records, _ = _split_records(index, config)
     return meta.get("data_fingerprint") == data_fingerprint(index, train_records)
+
+
+def _load_training_index(
+    data: Path | str, manifest: Path | str | None, config: TrainConfig
+) -> DatasetIndex:
+    """The records ``config`` trains on (``findings``: a multi-label layout's subset)."""
+    index = load_index(data, manifest, config.findings or None, uncertain=config.uncertain)
+    if config.findings and not index.multilabel:
+        raise DatasetError(
+            f"{index.root}: --findings selects findings of a multi-label layout (NIH, CheXpert, "
+            f"MIMIC); this is a {index.layout} layout with one label per image"
+        )
+    return index
+
+
+def _for_data(config: TrainConfig, index: DatasetIndex) -> TrainConfig:
+    """``config`` for ``index``'s kind of labels: multi-label runs stop on mean per-finding
+    validation AUROC unless a monitor is given."""
+    if index.multilabel and config.monitor is None:
+        return replace(config, monitor="auroc")
+    return config
 
 
 # what a run did before these settings existed: checkpoints written earlier lack the keys,
@@ -280,9 +320,13 @@ def recorded_train_config(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def class_weight_tensor(spec: str, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
-    """``auto``: inverse class frequency normalised to mean 1; ``none``; or explicit weights."""
+    """``auto``: inverse class frequency normalised to mean 1; ``none``; or explicit weights.
+
+    For multi-label ``labels`` (N, C) the weights multiply each finding's positives (BCE's
+    ``pos_weight``) and ``auto`` means none: plain BCE, as CheXpert's and NIH's baselines train,
+    with thresholds chosen on validation afterwards."""
     spec = spec.strip().lower()
-    if spec == "none":
+    if spec == "none" or (spec == "auto" and labels.ndim == 2):
         return None
     if spec == "auto":
         counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
@@ -382,8 +426,9 @@ class _Fit:
 @dataclass(frozen=True)
 class _Setup:
     """What every epoch of one run uses: the resolved config, preprocessing, class names,
-    device, class weights (None: unweighted), text donors (empty: no pasting) and augmentation
-    (None: off)."""
+    device, class weights (None: unweighted; for multi-label runs the positives' weight per
+    finding), text donors (empty: no pasting), augmentation (None: off) and whether the
+    classes are findings (one sigmoid each, masked BCE)."""
 
     config: TrainConfig
     prep: Preprocessing
@@ -392,6 +437,7 @@ class _Setup:
     weights: torch.Tensor | None
     pool: list[Donor]
     augment: AugmentConfig | None
+    multilabel: bool = False
 
 
 def _decode_caches(
@@ -508,7 +554,10 @@ def _train_epoch(
         y = train_cache.labels[batch].to(device)
         with autocast(device, config.amp):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=setup.weights)
+        if setup.multilabel:
+            loss = masked_bce(logits.float(), y, pos_weight=setup.weights)
+        else:
+            loss = F.cross_entropy(logits.float(), y, weight=setup.weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -605,8 +654,12 @@ def _run_epochs(
             )
             fit.model.eval()
             val = rescale(val_cache.images, scale)
-            probs = predict_probs(fit.model, prep, val, device, amp=config.amp)
-            metrics = validation_metrics(val_cache.labels.numpy(), probs.numpy(), setup.classes)
+            activation = "sigmoid" if setup.multilabel else "softmax"
+            probs = predict_probs(
+                fit.model, prep, val, device, amp=config.amp, activation=activation
+            )
+            measure = multilabel.validation_metrics if setup.multilabel else validation_metrics
+            metrics = measure(val_cache.labels.numpy(), probs.numpy(), setup.classes)
             if epoch == low_res_epochs(config) + 1:
                 _restart_bookkeeping(fit.state)
             record = _record_epoch(
@@ -649,13 +702,21 @@ def chance_macro_f1(labels: np.ndarray, num_classes: int) -> float:
 
 
 def training_summary(
-    history: list[dict[str, Any]], *, best_epoch: int, config: TrainConfig, chance: float
+    history: list[dict[str, Any]],
+    *,
+    best_epoch: int,
+    config: TrainConfig,
+    chance: float,
+    curve_key: str = "macro_f1",
 ) -> list[str]:
     """Lines on how a run of a resolved ``config`` went: where it stopped and why, the
-    half-size epochs, the validation curve in a few points, and, when validation macro-F1
-    never rose clearly above ``chance``, that the model learned nothing."""
+    half-size epochs, the validation curve of ``curve_key`` (macro_f1; auroc for multi-label
+    runs) in a few points, and, when it never rose clearly above ``chance``, that the model
+    learned nothing."""
     ran, epochs = len(history), config.epochs
-    curve = [row["val_macro_f1"] for row in history]
+    curve = [row[f"val_{curve_key}"] for row in history]
+    curve = [value if math.isfinite(value) else 0.0 for value in curve]
+    shown = "macro-F1" if curve_key == "macro_f1" else curve_key.upper()
     marks = sorted({0, ran // 4, ran // 2, (3 * ran) // 4, ran - 1})
     points = ", ".join(f"{i + 1}: {curve[i]:.2f}" for i in marks)
     stop = (
@@ -673,12 +734,17 @@ def training_summary(
     )
     lines = [
         f"Training {stop}{phase}; best epoch {best_epoch} (by validation {config.monitor}); "
-        f"validation macro-F1 by epoch: {points}."
+        f"validation {shown} by epoch: {points}."
     ]
     if max(curve) <= chance + LEARNED_MARGIN:
+        baseline = (
+            "always answering the most frequent class"
+            if curve_key == "macro_f1"
+            else ("a constant score")
+        )
         lines.append(
-            f"The model learned nothing: validation macro-F1 never rose above chance "
-            f"({chance:.2f}, always answering the most frequent class, + {LEARNED_MARGIN}); "
+            f"The model learned nothing: validation {shown} never rose above chance "
+            f"({chance:.2f}, {baseline}, + {LEARNED_MARGIN}); "
             "check the data and the recipe before auditing it."
         )
     return lines
@@ -704,13 +770,23 @@ def _checkpoint_meta(
     """Everything the checkpoint and its model card record besides the weights, with the
     closing summary of the run (:func:`training_summary`)."""
     config, state = setup.config, fit.state
-    chance = chance_macro_f1(caches[1].labels.numpy(), len(setup.classes))
+    if setup.multilabel:
+        chance, curve_key = 0.5, "auroc"
+    else:
+        chance = chance_macro_f1(caches[1].labels.numpy(), len(setup.classes))
+        curve_key = "macro_f1"
     summary = training_summary(
-        state["history"], best_epoch=state["best_epoch"], config=config, chance=chance
+        state["history"],
+        best_epoch=state["best_epoch"],
+        config=config,
+        chance=chance,
+        curve_key=curve_key,
     )
     return {
         "arch": config.arch,
         "classes": list(setup.classes),
+        "multilabel": setup.multilabel,
+        "uncertain": config.uncertain,
         "preprocessing": setup.prep.to_dict(),
         "train_config": config.to_dict(),
         "recipe": recipe_lines,
@@ -742,6 +818,9 @@ def train(
     resume: bool = True,
     console: Console | None = None,
     on_epoch: EpochHook | None = None,
+    preprocessing: Preprocessing | None = None,
+    model: nn.Module | None = None,
+    checkpoint_extra: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``data`` and write the best checkpoint to ``out``.
 
@@ -750,22 +829,44 @@ def train(
     (a local state_dict) switches to the architecture's fine-tuning recipe. ``on_epoch``
     is called after every epoch with its history row (keys it adds are kept in the history)
     and the model in eval mode (at the epoch's ``scale`` of the input size).
+
+    Fine-tuning a model that is not built from ``config.arch``'s defaults (``retrain`` of an
+    imported model): ``preprocessing`` replaces the arch's input (size, channels, mean/std,
+    top crop) and is what the checkpoint records; ``model`` is an already built network
+    (e.g. an imported TorchScript file) trained instead of a new ``config.arch``, its weights
+    the starting point (a fine-tuning run; not with ``init_weights``); ``checkpoint_extra``
+    holds keys stored in the checkpoint beside the weights but not in the model card (e.g.
+    the embedded file the fine-tuned weights belong to).
     """
     start_time = time.perf_counter()
     console = console or Console()
     out = Path(out)
     torch.manual_seed(config.seed)  # before anything draws: the model's initial weights
-    index = load_index(data, manifest)
+    index = _load_training_index(data, manifest, config)
     classes = index.classes
+    config = _for_data(config, index)
     train_records, val_records = _split_records(index, config)  # seed and val_fraction only
-    model, finetune = _initial_model(config.arch, len(classes), init_weights)
+    if model is not None:
+        if init_weights is not None:
+            raise ValueError("train: give the starting weights as model or init_weights, not both")
+        width = getattr(model, "num_classes", len(classes))
+        if width != len(classes):
+            raise DatasetError(
+                f"{index.root}: the model has {width} outputs but the data has {len(classes)} "
+                f"{'findings' if index.multilabel else 'classes'} ({', '.join(classes)})"
+            )
+        identity_of_start = _module_identity(model)
+        finetune = True
+    else:
+        model, finetune = _initial_model(config.arch, len(classes), init_weights)
+        identity_of_start = _file_identity(init_weights)
     recipe_lines = config.recipe_lines(finetune=finetune)
     config = config.resolved(finetune=finetune)
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     console.print(f"Training {config.arch}: " + ", ".join(recipe_lines), highlight=False)
     device = resolve_device(config.device)
-    prep = get_arch(config.arch).preprocessing
+    prep = preprocessing if preprocessing is not None else get_arch(config.arch).preprocessing
     fingerprint = data_fingerprint(index, train_records)
     train_cache, val_cache, skipped = _decode_caches(
         index, (train_records, val_records), prep, console=console
@@ -775,14 +876,16 @@ def train(
     weights = class_weight_tensor(config.class_weights, train_cache.labels, len(classes))
     resume_path = out.parent / f".{out.stem}.resume.pt"
     identity = {"train_config": config.to_dict(), "data_fingerprint": fingerprint}
-    identity["init_weights"] = _file_identity(init_weights)
+    identity["init_weights"] = identity_of_start
+    if preprocessing is not None:
+        identity["preprocessing"] = preprocessing.to_dict()
     if resume and resume_path.exists():
         _resume_fit(fit, resume_path, identity, out=out, console=console)
     generator = _shuffle_generator(config.seed, fit.state["epoch"], len(train_cache))
     augment = AugmentConfig() if config.augment else None
     pool, pool_info = _text_pool(config, classes, prep, train_cache)
     weights = weights.to(device) if weights is not None else None
-    setup = _Setup(config, prep, classes, device, weights, pool, augment)
+    setup = _Setup(config, prep, classes, device, weights, pool, augment, index.multilabel)
     _run_epochs(
         fit,
         setup,
@@ -807,18 +910,29 @@ def train(
         seconds=seconds,
         init_weights=init_weights,
     )
+    if setup.multilabel:  # per-finding F1-best thresholds of the kept model, on validation
+        probs = predict_probs(
+            fit.model, prep, val_cache.images, device, amp=config.amp, activation="sigmoid"
+        )
+        meta["thresholds"] = f1_thresholds(val_cache.labels.numpy(), probs.numpy()).tolist()
     for line in meta["summary"]:
         console.print(line, highlight=False)
-    result = _write_outputs(out, fit.model, meta, skipped)
+    result = _write_outputs(out, fit.model, meta, skipped, extra=checkpoint_extra)
     resume_path.unlink(missing_ok=True)
     return result
 
 
 def _write_outputs(
-    out: Path, model: nn.Module, meta: dict[str, Any], skipped: list[tuple[ImageRecord, str]]
+    out: Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    skipped: list[tuple[ImageRecord, str]],
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Write the checkpoint of ``model`` with ``meta`` and its model card."""
-    save_checkpoint(out, model, **meta)
+    """Write the checkpoint of ``model`` with ``meta`` (and ``extra``, checkpoint only) and its
+    model card."""
+    save_checkpoint(out, model, **{**meta, **(extra or {})})
     card_json, card_md = _write_card(out, meta)
     return TrainResult(
         out,
@@ -838,6 +952,16 @@ def _file_identity(path: Path | str | None) -> dict[str, Any] | None:
         return None
     stat = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+
+
+def _module_identity(model: nn.Module) -> dict[str, Any]:
+    """What tells one starting network from another for the resume check: the sha256 of its
+    state_dict's names, shapes and values."""
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        digest.update(f"{name}{tuple(value.shape)}{value.dtype}".encode())
+        digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"module": type(model).__name__, "sha256": digest.hexdigest()}
 
 
 def _save_resume(

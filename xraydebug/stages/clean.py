@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from xraydebug.data.imageio import ImageMeta, read_image, read_native
+from xraydebug.data.labels import LABELS_UNUSED
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, DatasetIndex, ImageRecord
 from xraydebug.device import machine_info
@@ -124,12 +125,14 @@ def _boxes_from_scan(scan_dir: Path, only_flagged: bool) -> dict[str, list[list[
             f"{csv_path}: has no text boxes (scanned before text detection); rerun the scan "
             "or clean without --scan to detect text now"
         )
-    boxes = {}
+    boxes: dict[str, list[list[int]]] = {}
+    # a scan may explain several targets of a film (one row each, the same boxes): the film
+    # counts as flagged when any of its rows is
     for row in table.itertuples():
         if row.status != "ok":
             continue
         if only_flagged and row.flagged != "true":
-            boxes[row.path] = []
+            boxes.setdefault(row.path, [])
             continue
         boxes[row.path] = json.loads(row.boxes) if row.boxes else []
     return boxes
@@ -158,9 +161,15 @@ def _decoded_ahead(
 
 
 def _copy_label_files(data: Path, out: Path, layout: str, manifest: Path | None) -> None:
+    """Copy what makes ``out`` the same layout as ``data``: COVIDx label files, a multi-label
+    release's label/list/metadata files (NIH, CheXpert, MIMIC), the manifest, ground truth."""
+    from xraydebug.data.public_layouts import PUBLIC_LAYOUTS
+
     names = [p for p in data.iterdir() if p.is_file() and p.suffix.lower() in (".txt", ".json")]
     if layout != "covidx":
         names = [p for p in names if p.name == "ground_truth.json"]
+    if layout in PUBLIC_LAYOUTS:
+        names += PUBLIC_LAYOUTS[layout].label_files(data)
     for path in names:
         atomic_write_bytes(out / path.name, path.read_bytes())
     if manifest is not None:
@@ -450,7 +459,7 @@ def clean_dataset(
     if data.resolve().is_relative_to(out.resolve()):
         raise ValueError(f"--out {out} contains the input dataset {data}; choose another")
     stage = CleanStage(
-        load_index(data, manifest),
+        load_index(data, manifest, uncertain=LABELS_UNUSED),  # label files are copied as they are
         config or CleanConfig(),
         manifest=Path(manifest) if manifest else None,
         dry_run=dry_run,

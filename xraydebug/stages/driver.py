@@ -153,20 +153,30 @@ def _check_folder(stage: Stage, out: Path, identity: dict[str, Any], force: bool
 
 
 class _Rows:
-    """Rows by path, merged over earlier runs and batches, and the table they make."""
+    """Rows by path (one or more per path: a scan explains several targets of an image),
+    merged over earlier runs and batches, and the table they make."""
 
     def __init__(self, stage: Stage, order: Sequence[str], out: Path | None) -> None:
         self.stage, self.order, self.out = stage, list(order), out
-        self.by_path: dict[str, dict[str, Any]] = {}
+        self.by_path: dict[str, list[dict[str, Any]]] = {}
         path = out / stage.table_file if out is not None else None
         if path is not None and path.exists():
-            previous = read_table(path).to_dict("records")
-            self.by_path = {row["path"]: row for row in previous if row["status"] == "ok"}
+            for row in read_table(path).to_dict("records"):
+                if row["status"] == "ok":
+                    self.by_path.setdefault(row["path"], []).append(row)
+
+    def set(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the rows of the paths in ``rows`` by them."""
+        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            grouped[row["path"]].append(row)
+        self.by_path.update(grouped)
 
     def table(self) -> pd.DataFrame:
         chosen = set(self.order)
-        rows = [self.by_path[p] for p in self.order if p in self.by_path]
-        rows += [row for path, row in sorted(self.by_path.items()) if path not in chosen]
+        paths = [p for p in self.order if p in self.by_path]
+        paths += [p for p in sorted(self.by_path) if p not in chosen]
+        rows = [row for p in paths for row in self.by_path[p]]
         return self.stage.finish(pd.DataFrame(rows, columns=self.stage.columns))
 
     def write(self) -> pd.DataFrame:
@@ -209,7 +219,7 @@ def run(
         if record.usable:
             todo.append(item)
         else:
-            rows.by_path[record.path] = stage.error_row(record, record.message)
+            rows.set([stage.error_row(record, record.message)])
             outcome.errors.append(f"{record.path}: {record.message}")
     with open_executor(executor) as runner:
         stage.start(runner)
@@ -248,7 +258,7 @@ def _feed(
         if isinstance(result, BatchFailure):
             for item in batch:
                 record = _record_of(item)
-                rows.by_path[record.path] = stage.error_row(record, result.message)
+                rows.set([stage.error_row(record, result.message)])
                 outcome.errors.append(f"{record.path}: {result.message}")
         else:
             _merge(stage, result, rows, outcome, stats)
@@ -272,8 +282,11 @@ def _merge(
             atomic_write_bytes(rows.out / name, data)
     for key, value in result.stats.items():
         stats[key] += value
+    rows.set(result.rows)
+    new_paths = set()
     for row in result.rows:
-        rows.by_path[row["path"]] = row
-        outcome.n_new += row["status"] == "ok"
+        if row["status"] == "ok":
+            new_paths.add(row["path"])
         stage.accept(row, rows.out)
+    outcome.n_new += len(new_paths)
     outcome.errors.extend(result.errors)

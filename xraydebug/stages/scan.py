@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from xraydebug.data.labels import LABELS_UNUSED
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, DatasetIndex, ImageRecord
 from xraydebug.data.torch_dataset import ImageCache
@@ -56,7 +57,8 @@ from xraydebug.flagging import (
 )
 from xraydebug.fsutil import ensure_outside
 from xraydebug.models.checkpoint import LoadedModel, load_model
-from xraydebug.models.inference import predict_probs
+from xraydebug.models.evaluate import check_kind, predicted_label
+from xraydebug.models.inference import class_probabilities, predict_probs
 from xraydebug.runfolder import RUN_JSON, SCAN_COLUMNS, SCAN_CSV, mask_filename
 from xraydebug.saliency import (
     IGOSConfig,
@@ -101,7 +103,11 @@ class ScanConfig:
         method: the explainer (:func:`xraydebug.saliency.explainer_names`).
         saliency: the explainer's own config (``IGOSConfig`` for igospp/igos; default the
             ``balanced`` preset at mask 56); its ``seed`` seeds the explanation.
-        explain: explain the predicted (``pred``) or the labelled (``label``) class.
+        explain: explain the predicted (``pred``) or the labelled (``label``) class (one-label
+            models; a multi-label model explains every finding it calls, see ``targets``).
+        targets: classes or findings to explain in every image (one row each); empty: the
+            predicted class, or for a multi-label model every finding at or above its
+            threshold (the finding of highest probability when none is).
         metric_steps: steps of the deletion/insertion curves.
         detector: the text detector's config (:func:`xraydebug.text.detector_config`);
             None scans without text detection and flags.
@@ -116,6 +122,7 @@ class ScanConfig:
     method: str = "igospp"
     saliency: Any = field(default_factory=_default_saliency)
     explain: str = "pred"
+    targets: tuple[str, ...] = ()
     metric_steps: int = 50
     detector: DetectorConfig | None = field(default_factory=detector_config)
     precision: str = "fp32"
@@ -278,32 +285,43 @@ class ScanWorker:
         prep = loaded.preprocessing
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        probs = predict_probs(loaded.model, prep, cache.images, device, len(cache))
-        preds = probs.argmax(1)
-        targets = preds if config.explain == "pred" else cache.labels
-        images = prep.normalize(cache.images.to(device).float())
+        activation = loaded.activation
+        probs = predict_probs(
+            loaded.model, prep, cache.images, device, len(cache), activation=activation
+        )
+        owner, targets = explained_targets(loaded, probs, cache.labels, config)
+        images = prep.normalize(cache.images.to(device).float())[owner]
         timings["classify"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = self.explainer.explain(
-            loaded.model, images, targets, config.saliency, device=device
+            loaded.model, images, targets, config.saliency, device=device, activation=activation
         )
         timings["explain"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         deletion, insertion = deletion_insertion(
-            loaded.model, images, targets, result, steps=config.metric_steps
+            loaded.model,
+            images,
+            targets,
+            result,
+            steps=config.metric_steps,
+            activation=activation,
         )
         timings["metrics"] = time.perf_counter() - t0
-        text: list[dict[str, Any]] = [{} for _ in cache.records]
+        text: list[dict[str, Any]] = [{} for _ in owner]
         if self.detector is not None:
             t0 = time.perf_counter()
             size = (prep.input_size,) * 2
             saliency = result.insertion_saliency(size)
-            text = self._text_columns(self.detector, cache, images, targets, saliency)
+            text = self._text_columns(self.detector, cache, images, owner, targets, saliency)
             timings["text"] = time.perf_counter() - t0
         rows, files = [], {}
-        for i, rec in enumerate(cache.records):
-            mask_file = mask_filename(rec.path)
-            files[mask_file] = _mask_bytes(result, i, int(targets[i]))
+        several = bool(config.targets) or loaded.multilabel
+        iterations = _iterations(result, len(owner))
+        for j, (i, target) in enumerate(zip(owner.tolist(), targets.tolist(), strict=True)):
+            rec, name = cache.records[i], loaded.classes[target]
+            mask_file = mask_filename(rec.path, name if several else None)
+            files[mask_file] = _mask_bytes(result, j, target)
+            top = int(probs[i].argmax())
             rows.append(
                 {
                     **dict.fromkeys(SCAN_COLUMNS, ""),
@@ -311,19 +329,19 @@ class ScanWorker:
                     "split": rec.split,
                     "label": rec.label or "",
                     "source": rec.source,
-                    "pred": loaded.classes[int(preds[i])],
-                    "prob": round(float(probs[i, preds[i]]), 6),
-                    "deletion_auc": round(float(deletion[i]), 6),
-                    "insertion_auc": round(float(insertion[i]), 6),
+                    "pred": predicted_label(probs[i].numpy(), loaded),
+                    "prob": round(float(probs[i, top]), 6),
+                    "deletion_auc": round(float(deletion[j]), 6),
+                    "insertion_auc": round(float(insertion[j]), 6),
                     "mask_file": mask_file,
                     "status": "ok",
-                    "target": loaded.classes[int(targets[i])],
-                    "target_prob": round(float(probs[i, targets[i]]), 6),
-                    "iterations": int(_iterations(result, len(cache))[i]),
-                    **text[i],
+                    "target": name,
+                    "target_prob": round(float(probs[i, target]), 6),
+                    "iterations": int(iterations[j]),
+                    **text[j],
                 }
             )
-        return BatchResult(rows, files, stats={**timings, **_passes(result, len(cache))})
+        return BatchResult(rows, files, stats={**timings, **_passes(result, len(owner))})
 
     def _boxes(
         self, detector: TextDetector, originals: list[np.ndarray], insertion: torch.Tensor
@@ -350,17 +368,25 @@ class ScanWorker:
         detector: TextDetector,
         cache: ImageCache,
         images: torch.Tensor,
+        owner: torch.Tensor,
         targets: torch.Tensor,
         insertion: torch.Tensor,
     ) -> list[dict[str, Any]]:
         """Text boxes (with the second look's), mass_in_text, text_area and text_reveal_prob
-        for one chunk. ``images``: (B, C, S, S) model inputs; ``insertion``: (B, 1, S, S)
-        insertion saliency."""
+        for one chunk's P (image, target) pairs. ``images``: (P, C, S, S) model inputs;
+        ``owner`` (P,) the image of each pair; ``insertion``: (P, 1, S, S) insertion saliency.
+        Text is detected once per image (the second look around the first pair's saliency
+        blobs) and shared by the image's pairs."""
         prep = self.loaded.preprocessing
         masks, columns = [], []
         originals = cache.originals or []
-        found = self._boxes(detector, originals, insertion)
-        for original, sal, (boxes, extra) in zip(originals, insertion, found, strict=True):
+        first = {int(i): j for j, i in reversed(list(enumerate(owner.tolist())))}
+        per_image = self._boxes(
+            detector, originals, insertion[[first[i] for i in range(len(originals))]]
+        )
+        found = [per_image[int(i)] for i in owner]
+        for j, (sal, (boxes, extra)) in enumerate(zip(insertion, found, strict=True)):
+            original = originals[int(owner[j])]
             crop = prep.crop_rows(original.shape[0])
             mass, area = text_mass(sal[0].float().cpu().numpy(), boxes, original.shape, crop)
             masks.append(model_box_mask(boxes, original.shape, crop, prep.input_size))
@@ -387,8 +413,40 @@ class ScanWorker:
         with torch.inference_mode():
             revealed = reveal_inputs(images, blur_baseline(images), mask_tensor)
             logits = self.loaded.model(revealed.contiguous(memory_format=torch.channels_last))
-            probs = torch.softmax(logits.float(), dim=1)
+            probs = class_probabilities(logits.float(), self.loaded.activation)
             return probs.gather(1, targets.to(self.device)[:, None])[:, 0].tolist()
+
+
+def explained_targets(
+    loaded: LoadedModel, probs: torch.Tensor, labels: torch.Tensor, config: ScanConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (image, target) pairs a chunk explains, as ``owner`` (P,) image indices and
+    ``targets`` (P,) class indices, image by image: ``config.targets`` when given; else
+    the predicted class (or the label, ``explain='label'``) of a one-label model; else every
+    finding a multi-label model calls (probability >= its threshold, 0.5 without one), or its
+    most probable finding when it calls none. ``probs`` (B, K); ``labels`` the cache's."""
+    if config.targets:
+        unknown = [t for t in config.targets if t not in loaded.classes]
+        if unknown:
+            raise ValueError(
+                f"--target {', '.join(unknown)}: not among the model's "
+                f"{'findings' if loaded.multilabel else 'classes'} ({', '.join(loaded.classes)})"
+            )
+        chosen = [[loaded.classes.index(t) for t in config.targets]] * probs.shape[0]
+    elif loaded.multilabel:
+        thresholds = torch.tensor(loaded.thresholds or [0.5] * probs.shape[1])
+        calls = probs >= thresholds
+        chosen = [
+            row.nonzero()[:, 0].tolist() or [int(p.argmax())]
+            for row, p in zip(calls, probs, strict=True)
+        ]
+    elif config.explain == "label":
+        chosen = [[int(y)] for y in labels]
+    else:
+        chosen = [[int(k)] for k in probs.argmax(1)]
+    owner = torch.tensor([i for i, ks in enumerate(chosen) for _ in ks], dtype=torch.long)
+    targets = torch.tensor([k for ks in chosen for k in ks], dtype=torch.long)
+    return owner, targets
 
 
 def _iterations(result: SaliencyResult, n: int) -> list[int]:
@@ -456,6 +514,8 @@ class ScanStage(driver.Stage):
             "model_sha256": loaded.sha256,
             "arch": loaded.arch,
             "classes": list(loaded.classes),
+            "multilabel": loaded.multilabel,
+            "thresholds": list(loaded.thresholds) if loaded.thresholds else None,
             "input_size": loaded.preprocessing.input_size,
             "preprocessing": loaded.preprocessing.to_dict(),
             "data": str(self.index.root.resolve()),
@@ -527,7 +587,10 @@ def scan(
     out = Path(out)
     ensure_outside(out, Path(data), "--out")
     loaded = model if isinstance(model, LoadedModel) else load_model(model, "cpu")
-    index = load_index(data, manifest, loaded.classes)
+    # labels are only shown: uncertain ones need no policy where the model records none
+    uncertain = loaded.meta.get("uncertain") or LABELS_UNUSED
+    index = load_index(data, manifest, loaded.classes, uncertain=uncertain)
+    check_kind(loaded, index)
     outcome = driver.run(
         ScanStage(index, loaded, config), out, executor=executor, progress=progress
     )

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from xraydebug.data.imageio import read_image
+from xraydebug.data.labels import LABELS_UNUSED
 from xraydebug.data.layouts import load_index
 from xraydebug.data.records import STATUS_ERROR, DatasetIndex, ImageRecord
 from xraydebug.errors import ImageReadError
@@ -148,5 +149,7 @@ def detect_dataset(
     """
     data, out = Path(data), Path(out)
     ensure_outside(out, data, "--out")
-    stage = TextStage(load_index(data, manifest), config or TextConfig())
+    # labels play no part in finding text: uncertain ones need no policy here
+    index = load_index(data, manifest, uncertain=LABELS_UNUSED)
+    stage = TextStage(index, config or TextConfig())
     return driver.run(stage, out, executor=executor, progress=progress).table
