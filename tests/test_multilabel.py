@@ -258,3 +258,58 @@ def test_scan_with_text_shares_one_detection_per_film(nih_set, tmp_path: Path) -
         assert rows["boxes"].nunique() == 1 and rows["n_boxes"].nunique() == 1
         assert rows["mask_file"].nunique() == 2
     assert pd.to_numeric(table["mass_in_text"]).between(0, 1).all()
+
+
+class _MeanToFindings(torch.nn.Module):
+    """Logits of two findings from a film's mean: A rises with brightness, B falls with it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3))
+        return torch.stack([8 * mean, -8 * mean], dim=1)
+
+
+def test_six_films_in_the_nih_layout_by_hand(tmp_path: Path) -> None:
+    """Six NIH-layout films of constant grey, scored by a model whose Atelectasis score
+    rises with the grey level and whose Effusion score falls with it. By hand:
+
+    film:         1    2    3    4    5    6
+    grey:         200  180  160  120  120  60
+    Atelectasis:  yes  -    yes  -    -    -
+    Effusion:     -    -    yes  -    yes  -
+
+    Atelectasis: film 1 scores above all four negatives (4 pairs), film 3 above films 4, 5, 6
+    (3 pairs, below film 2): 7 of 8 pairs in order, AUROC 0.875. Effusion (scores in reverse
+    grey order): film 3 above films 1, 2 (2 pairs); film 5 above films 1, 2 and tied with film
+    4 (2.5 pairs); both below film 6: 4.5 of 8, AUROC 0.5625."""
+    from PIL import Image
+
+    from xraydebug.models.foreign import ModelSpec, import_module
+
+    root = tmp_path / "nih"
+    (root / "images_001" / "images").mkdir(parents=True)
+    films = [(200, "A"), (180, "No Finding"), (160, "A|B"), (120, ""), (120, "B"), (60, "")]
+    lines = []
+    for k, (grey, found) in enumerate(films, start=1):
+        name = f"{k:08d}_000.png"
+        Image.fromarray(np.full((32, 32), grey, np.uint8)).save(root / "images_001/images" / name)
+        label = {"A": "Atelectasis", "B": "Effusion", "A|B": "Atelectasis|Effusion"}.get(found)
+        lines.append(f"{name},{label or 'No Finding'},0,{k},50,F,PA,32,32,0.1,0.1")
+    header = (
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+        "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+    )
+    (root / "Data_Entry_2017.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
+    (root / "test_list.txt").write_text("".join(f"{k:08d}_000.png\n" for k in range(1, 7)))
+    (root / "train_val_list.txt").write_text("")
+    spec = ModelSpec(
+        classes=("Atelectasis", "Effusion"), input_size=32, channels=1, mean=(0.0,), std=(1.0,)
+    )
+    import_module(_MeanToFindings(), spec, tmp_path / "m.pt", multilabel=True)
+    out = tmp_path / "eval"
+    args = ["evaluate", str(root), "--model", str(tmp_path / "m.pt"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--n-boot", "50"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["per_finding"]["Atelectasis"]["auroc"] == pytest.approx(0.875)
+    assert metrics["per_finding"]["Effusion"]["auroc"] == pytest.approx(0.5625)
+    assert metrics["threshold_source"].startswith("0.5")

@@ -16,18 +16,17 @@ from typer.testing import CliRunner
 
 from tests.conftest import tree_digest
 from tests.test_report import assert_self_contained
+from xraydebug.audit.compare import compare_predictions
 from xraydebug.audit.retrain import (
     BEFORE_AFTER_COLUMNS,
     REPEAT_COLUMNS,
     RetrainConfig,
     before_after_table,
-    compare_predictions,
     comparison_table,
-    residual_shortcut_warnings,
     retrain,
     summarise_repeats,
-    text_breakdown,
 )
+from xraydebug.audit.shortcut_check import residual_shortcut_warnings, text_breakdown
 from xraydebug.cli import app
 from xraydebug.errors import DatasetError
 from xraydebug.models.checkpoint import read_checkpoint
@@ -325,7 +324,7 @@ def _breakdown(normal_with: float, normal_without: float) -> list[dict]:
 
 
 def test_shortcut_check_says_whether_text_still_pushes_to_a_class():
-    from xraydebug.audit.retrain import shortcut_check
+    from xraydebug.audit.shortcut_check import shortcut_check
 
     numpy_shares = json.loads(json.dumps(_breakdown(0.05, 0.04)))
     for row in numpy_shares:  # pandas hands the shares over as numpy floats

@@ -16,24 +16,29 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from tests.test_report import assert_self_contained
+from xraydebug.audit.compare import compare_findings
 from xraydebug.audit.retrain import (
     BEFORE_AFTER_COLUMNS,
-    FINDING_METRIC_KEYS,
     REPEAT_COLUMNS,
     RetrainConfig,
     before_after_table,
-    compare_findings,
     comparison_table,
-    finding_shortcut_check,
-    finding_shortcut_warnings,
-    finding_text_breakdown,
-    paired_finding_bootstrap,
     retrain,
     summarise_repeats,
 )
+from xraydebug.audit.shortcut_check import (
+    finding_shortcut_check,
+    finding_shortcut_warnings,
+    finding_text_breakdown,
+)
 from xraydebug.cli import app
 from xraydebug.models.checkpoint import load_model, read_checkpoint
-from xraydebug.models.multilabel import auroc_bootstrap, finding_aurocs
+from xraydebug.models.multilabel import (
+    FINDING_METRIC_KEYS,
+    auroc_bootstrap,
+    finding_aurocs,
+    paired_finding_bootstrap,
+)
 from xraydebug.models.train import TrainConfig
 
 FINDINGS = ("Consolidation", "Infiltration")

@@ -1076,6 +1076,7 @@ def retrain(
             min=1,
         ),
     ] = None,
+    uncertain: UncertainOpt = None,
     device: DeviceOpt = None,
     debug: DebugOpt = False,
 ) -> None:

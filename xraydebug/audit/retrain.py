@@ -5,43 +5,43 @@ architecture, epochs, learning rate, seed, ...) on the cleaned dataset. Then BOT
 scored on the same test sets: the original test split and the cleaned test split. For each test
 set ``before_after.json`` holds accuracy, macro-F1 and per-class precision/recall/F1/support of
 each model with patient-level bootstrap 95% CIs, and the after-minus-before difference with a
-*paired* bootstrap CI (both models scored on the same resampled patients). ``before_after.csv``
-holds the same numbers one row per (test set, class, metric).
+*paired* bootstrap CI (both models scored on the same resampled patients;
+:func:`~xraydebug.audit.compare.compare_predictions`). ``before_after.csv`` holds the same
+numbers one row per (test set, class, metric). The text breakdown of both models' calls on
+films with and without detected text is :mod:`xraydebug.audit.shortcut_check`'s.
 
 **Multi-label baselines** (one sigmoid per finding): the retrained model is trained multi-label
 on the same findings, stopping on validation AUROC. ``before_after.json`` then has
 ``multilabel: true`` and, per test set, ``per_finding`` entries instead of ``per_class``: AUROC,
 and precision, recall and F1 at each model's own thresholds (the per-finding F1-best
 thresholds its training chose on validation; else those :func:`resolve_thresholds` finds), with
-CIs, plus ``macro_auroc``; the paired differences reuse one set of patient draws for both
-models (:func:`paired_finding_bootstrap`). ``before_after.csv`` has one row per (test set,
-finding, metric) (the finding in the ``class`` column; ``all/macro_auroc`` last). The text
-breakdown is per finding: how often each finding is called on films with and without detected
-text, among the films that have it and those that do not (:func:`finding_text_breakdown`).
+CIs, plus ``macro_auroc`` (:func:`~xraydebug.audit.compare.compare_findings`); the paired
+differences reuse one set of patient draws for both models
+(:func:`~xraydebug.models.multilabel.paired_finding_bootstrap`). ``before_after.csv`` has one
+row per (test set, finding, metric) (the finding in the ``class`` column;
+``all/macro_auroc`` last). The text breakdown is per finding: how often each finding is called
+on films with and without detected text, among the films that have it and those that do not
+(:func:`~xraydebug.audit.shortcut_check.finding_text_breakdown`).
 
 **Imported baselines** (``xraydebug import-model``) record no recipe to repeat: the retrained
 model is the baseline fine-tuned on the cleaned data, starting from its own weights, with its
-own preprocessing (input size, channels, mean/std, top crop) and the fine-tuning recipe of its
-architecture (:func:`finetune_train_config`). A ``torchvision:``/``timm:``/``xrv:`` state_dict
-is rebuilt from its arch; an embedded TorchScript or ``torch.export`` network is fine-tuned in
-place when its parameters can train (:func:`check_trainable`), and its checkpoint keeps the
-embedded file plus the fine-tuned ``state_dict``. BatchNorm layers of a scripted module train
-as usual; a traced or exported network keeps the mode it was traced or exported in (for an
-inference export: eval, i.e. normalising with its stored statistics, which fine-tuning leaves
-as they are while the layers' scale and shift train), and ``finetune.batchnorm`` records which
-happened. ONNX graphs and frozen TorchScript hold their weights as constants and are refused.
-No other seeds of an imported model can be trained, so ``repeats`` must be 1.
+own preprocessing and the fine-tuning recipe of its architecture; an embedded network is
+fine-tuned in place when its parameters can train, and refused otherwise
+(:mod:`xraydebug.audit.finetune`). No other seeds of an imported model can be trained, so
+``repeats`` must be 1.
 
 With ``repeats = N > 1`` both sides are trained with N seeds (the baseline's seed + 0..N-1; seed
 +0 is the baseline checkpoint itself, the other "before" models are retrained on the baseline's
 training data) and the per-seed point estimates are summarised as mean, standard deviation,
 minimum and maximum, which separates the effect of cleaning from seed-to-seed noise.
+
+This module is the orchestration (inputs, training, scoring, ``before_after.json``/``.csv``)
+and the console/CSV tables of the comparison.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,30 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from xraydebug.audit.report import build_report, has_detected_text
+from xraydebug.audit.compare import (
+    compare_findings,
+    compare_predictions,
+    finding_arrays,
+    merged_findings,
+    paired_labels,
+)
+from xraydebug.audit.finetune import (
+    BATCHNORM_NOTES,
+    FinetuneStart,
+    check_trainable,
+    finetune,
+    finetune_train_config,
+)
+from xraydebug.audit.report import build_report
+from xraydebug.audit.shortcut_check import (
+    detected_text_paths,
+    finding_shortcut_check,
+    finding_shortcut_warnings,
+    finding_text_breakdown,
+    residual_shortcut_warnings,
+    shortcut_check,
+    text_breakdown,
+)
 from xraydebug.audit.text_sensitivity import (
     TextSensitivityConfig,
     text_sensitivity,
@@ -61,27 +84,18 @@ from xraydebug.audit.text_sensitivity import (
 from xraydebug.data.layouts import load_index
 from xraydebug.data.text_pool import boxes_from_table
 from xraydebug.device import machine_info, resolve_device
-from xraydebug.errors import CheckpointError, DatasetError
+from xraydebug.errors import DatasetError
 from xraydebug.fsutil import atomic_open, atomic_write_json, ensure_outside
-from xraydebug.models.architectures import LARGE_RECIPE, Preprocessing, get_arch
-from xraydebug.models.checkpoint import LoadedModel, file_sha256, load_model, read_checkpoint
+from xraydebug.models.architectures import Preprocessing
+from xraydebug.models.checkpoint import file_sha256, load_model, read_checkpoint
 from xraydebug.models.evaluate import (
     EvaluateConfig,
-    finding_targets,
-    patient_groups,
     predict_records_many,
     predicted_label,
     resolve_thresholds,
 )
-from xraydebug.models.metrics import (
-    METRIC_KEYS,
-    _group_codes,
-    _interval,
-    bootstrap_ci,
-    paired_difference_ci,
-    summary_metrics,
-)
-from xraydebug.models.multilabel import _BOOT_CHUNK, _weighted_auroc
+from xraydebug.models.metrics import METRIC_KEYS, summary_metrics
+from xraydebug.models.multilabel import FINDING_METRIC_KEYS
 from xraydebug.models.multilabel import summary as finding_summary
 from xraydebug.models.train import (
     TrainConfig,
@@ -93,10 +107,6 @@ from xraydebug.runfolder import BEFORE_AFTER_CSV, BEFORE_AFTER_JSON, CLEAN_STATE
 
 TEST_SETS = ("original", "cleaned")
 """``original``: the test split of the data the baseline saw; ``cleaned``: the cleaned copy."""
-
-FINDING_METRIC_KEYS = ("auroc", "precision", "recall", "f1")
-"""Per-finding metrics of a multi-label comparison that get CIs (all but AUROC at each model's
-own thresholds)."""
 
 BEFORE_AFTER_COLUMNS = [
     "test_set",
@@ -125,13 +135,6 @@ REPEAT_COLUMNS = [
     "diff_max",
 ]
 
-# an embedded network has no registered architecture, so no recipe of its own: it fine-tunes
-# with the rule of the large architectures (a tenth of their learning rate, all at full size)
-EMBEDDED_FINETUNE_RECIPE = replace(
-    LARGE_RECIPE.for_finetuning(), note="fine-tuning an embedded network: the large nets' rule"
-)
-EMBEDDED_NAMES = {"torchscript": "TorchScript", "exported_program": "torch.export", "onnx": "ONNX"}
-
 
 @dataclass(frozen=True)
 class RetrainConfig:
@@ -149,6 +152,9 @@ class RetrainConfig:
     # an imported baseline (no recipe recorded): epochs of its fine-tuning run (None: the
     # fine-tuning recipe's)
     finetune_epochs: int | None = None
+    # CheXpert/MIMIC uncertain labels: the baseline's recorded policy unless given here (an
+    # imported baseline records none)
+    uncertain: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.decorrelate_text <= 1.0:
@@ -189,98 +195,6 @@ def baseline_train_config(meta: dict[str, Any], device: str) -> TrainConfig:
     return TrainConfig(**{**settings, "device": device})
 
 
-def finetune_train_config(meta: dict[str, Any], config: RetrainConfig) -> TrainConfig:
-    """How an imported baseline (checkpoint ``meta``) is fine-tuned on the cleaned data: its
-    arch's fine-tuning recipe (:attr:`ArchSpec.finetune_recipe`; an embedded network:
-    :data:`EMBEDDED_FINETUNE_RECIPE`) with ``config.finetune_epochs`` where given, resolved;
-    a multi-label model trains on its findings, in its order, and stops on AUROC."""
-    multilabel = bool(meta.get("multilabel"))
-    given = TrainConfig(
-        arch=meta["arch"],
-        epochs=config.finetune_epochs,
-        monitor="auroc" if multilabel else None,
-        device=config.device,
-        uncertain=meta.get("uncertain"),
-        findings=tuple(meta["classes"]) if multilabel else (),
-    )
-    recipe = (
-        EMBEDDED_FINETUNE_RECIPE if "embedded" in meta else get_arch(meta["arch"]).finetune_recipe
-    )
-    unset = {k: v for k, v in recipe.values().items() if getattr(given, k) is None}
-    return replace(given, **unset)
-
-
-def check_trainable(loaded: LoadedModel, name: Path | str) -> dict[str, Any]:
-    """Can the embedded network of ``loaded`` (an imported TorchScript, ``torch.export`` or
-    ONNX file) be fine-tuned? It must have float parameters that require grad, and one
-    forward and backward pass in train mode on a dummy batch must give them gradients.
-
-    Returns what was found: ``parameters``, ``trainable``, ``with_gradient`` and
-    ``batchnorm``: ``train`` (its BatchNorm layers use batch statistics and update their
-    running ones in train mode), ``eval`` (they keep the mode the file was traced or exported
-    in and normalise with their stored statistics; their scale and shift still train) or
-    ``none``. The model is left as it was (weights, statistics, eval mode, no gradients).
-    Raises one ``CheckpointError`` line naming ``name`` otherwise.
-    """
-    fmt = loaded.meta.get("imported", {}).get("format") or loaded.arch
-    shown = EMBEDDED_NAMES.get(fmt, fmt)
-    model, prep = loaded.model, loaded.preprocessing
-
-    def refuse(why: str) -> CheckpointError:
-        return CheckpointError(
-            f"{name}: this {shown} model's parameters cannot be trained here ({why}); import "
-            "its state_dict with --arch torchvision:NAME (or timm:NAME) so retrain can rebuild it"
-        )
-
-    params = list(model.named_parameters())
-    if not params:
-        kind = {
-            "onnx": "xraydebug runs an ONNX file as a fixed graph whose weights are constants",
-            "torchscript": "its weights are constants of the graph, e.g. a torch.jit.freeze'd "
-            "module",
-        }.get(fmt, "its weights are constants of the graph")
-        raise refuse(f"it has no parameters: {kind}")
-    trainable = [p for _n, p in params if p.requires_grad and p.is_floating_point()]
-    if not trainable:
-        raise refuse(f"none of its {len(params)} parameters is a float tensor that requires grad")
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    size = prep.input_size
-    x = torch.randn(2, prep.in_channels, size, size, generator=torch.Generator().manual_seed(0))
-    x = x.to(next(iter(saved.values())).device if saved else "cpu")
-    model.train()
-    try:
-        model(x).float().square().mean().backward()
-    except Exception as exc:  # any failure of the user's network: one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise refuse(f"a forward and backward pass on a dummy batch fails: {first}") from exc
-    finally:
-        model.eval()
-    with_grad = [p for p in trainable if p.grad is not None and bool(torch.isfinite(p.grad).all())]
-    after = model.state_dict()
-    stats = [k for k in saved if k.endswith("running_mean")]
-    moved = any(not torch.equal(saved[k], after[k]) for k in stats)
-    model.load_state_dict(saved)  # the dummy batch moved the running statistics
-    model.zero_grad(set_to_none=True)
-    if not with_grad:
-        raise refuse("a backward pass on a dummy batch gives none of its parameters a gradient")
-    return {
-        "format": fmt,
-        "parameters": len(params),
-        "trainable": len(trainable),
-        "with_gradient": len(with_grad),
-        "batchnorm": "none" if not stats else "train" if moved else "eval",
-    }
-
-
-BATCHNORM_NOTES = {
-    "train": "its BatchNorm layers train as usual (batch statistics, running ones updated)",
-    "eval": "its BatchNorm layers keep the mode the file was traced or exported in (eval): "
-    "they normalise with their stored statistics, which fine-tuning leaves as they are, while "
-    "their scale and shift train (as do all other weights)",
-    "none": "it has no BatchNorm layers",
-}
-
-
 def _original_data(clean_data: Path, test_data: Path | str | None, meta: dict[str, Any]) -> Path:
     """``--test``, else the source recorded by ``clean``, else the baseline's training data."""
     candidates = [test_data]
@@ -296,12 +210,14 @@ def _original_data(clean_data: Path, test_data: Path | str | None, meta: dict[st
     )
 
 
-def _check_data_kind(data: Path, meta: dict[str, Any], baseline: Path) -> None:
+def _check_data_kind(
+    data: Path, meta: dict[str, Any], baseline: Path, uncertain: str | None = None
+) -> None:
     """One line where ``data`` is not the kind of data the baseline was trained for: softmax
     classes vs multi-label findings, other classes (in order), findings it lacks."""
     classes = tuple(meta["classes"])
     multilabel = bool(meta.get("multilabel"))
-    index = load_index(data, uncertain=meta.get("uncertain"))
+    index = load_index(data, uncertain=uncertain or meta.get("uncertain"))
     if index.multilabel != multilabel:
         model_kind = "multi-label (one sigmoid per finding)" if multilabel else "softmax"
         data_kind = "multi-label findings" if index.multilabel else "one label per image"
@@ -332,71 +248,6 @@ def _fit(data: Path, out: Path, config: TrainConfig, console: Console) -> Path:
     return out
 
 
-@dataclass(frozen=True)
-class _Start:
-    """Where the retrained model of an imported baseline starts: the baseline's weights
-    (``source``: its path and sha256) and input; ``probe``: what :func:`check_trainable`
-    found of an embedded network (None: rebuilt from its arch)."""
-
-    imported: dict[str, Any]
-    source: dict[str, str]
-    preprocessing: Preprocessing
-    probe: dict[str, Any] | None = None
-
-
-def _finetune(data: Path, out: Path, config: TrainConfig, start: _Start, console: Console) -> Path:
-    """Fine-tune the imported baseline ``start.source`` on ``data`` into ``out`` with
-    ``config``, unless a finished identical run from the same baseline is there."""
-    if _finetune_is_current(out, data, config, start):
-        console.print(f"reusing {out} (same baseline, data and fine-tuning settings)")
-        return out
-    baseline = Path(start.source["path"])
-    extra: dict[str, Any] = {"imported": start.imported, "finetuned_from": start.source}
-    line = f"Fine-tuning the imported baseline {baseline} on {data}"
-    if start.probe is None:  # a registered arch: rebuilt, the baseline's state_dict loaded
-        console.print(f"{line} (rebuilt as {config.arch})", highlight=False)
-        # the recipe's own values left for train to fill in, so its model card names them
-        recipe = get_arch(config.arch).finetune_recipe.values()
-        given = {k: None for k, v in recipe.items() if getattr(config, k) == v}
-        train(
-            data,
-            out,
-            config=replace(config, **given),
-            init_weights=baseline,
-            preprocessing=start.preprocessing,
-            checkpoint_extra=extra,
-            console=console,
-        )
-        return out
-    loaded = load_model(baseline, "cpu")
-    extra["embedded"] = read_checkpoint(baseline)["embedded"]
-    extra["finetune"] = start.probe
-    note = BATCHNORM_NOTES[start.probe["batchnorm"]]
-    console.print(f"{line} in place ({start.probe['format']}; {note})", highlight=False)
-    train(
-        data,
-        out,
-        config=config,
-        model=loaded.model,
-        preprocessing=start.preprocessing,
-        checkpoint_extra=extra,
-        console=console,
-    )
-    return out
-
-
-def _finetune_is_current(out: Path, data: Path, config: TrainConfig, start: _Start) -> bool:
-    """True where ``out`` was fine-tuned from the same baseline file with the same input,
-    settings and training images."""
-    if not checkpoint_is_current(out, data, config):
-        return False
-    meta = read_checkpoint(out)
-    return (
-        meta.get("finetuned_from", {}).get("sha256") == start.source["sha256"]
-        and meta.get("preprocessing") == start.preprocessing.to_dict()
-    )
-
-
 @dataclass
 class _Predicted:
     """Both models' predictions on one test split: tables as
@@ -413,16 +264,23 @@ class _Predicted:
 
 
 def _predict_pair(
-    before: Path, after: Path, data: Path, device: torch.device, batch_size: int
+    before: Path,
+    after: Path,
+    data: Path,
+    device: torch.device,
+    batch_size: int,
+    uncertain: str | None = None,
 ) -> _Predicted:
-    """Both models' predictions on the test split of ``data`` (each image decoded once)."""
+    """Both models' predictions on the test split of ``data`` (each image decoded once);
+    ``uncertain``: the policy for uncertain labels (default the baseline's)."""
     models = [load_model(path, device) for path in (before, after)]
     first = models[0]
     if models[1].classes != first.classes or models[1].multilabel != first.multilabel:
         raise DatasetError(
             f"{after}: classes {models[1].classes} differ from the baseline's {first.classes}"
         )
-    index = load_index(data, classes=first.classes, uncertain=first.meta.get("uncertain"))
+    uncertain = uncertain or first.meta.get("uncertain") or models[1].meta.get("uncertain")
+    index = load_index(data, classes=first.classes, uncertain=uncertain)
     records = index.usable("test")
     if not records:
         raise DatasetError(f"{data}: no readable labelled images in split 'test'")
@@ -438,349 +296,6 @@ def _predict_pair(
         predicted.thresholds = (chosen[0][0], chosen[1][0])
         predicted.threshold_sources = (chosen[0][1], chosen[1][1])
     return predicted
-
-
-def _arrays(
-    before: pd.DataFrame, after: pd.DataFrame, classes: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
-    """labels, before preds, after preds, patient groups over the images both models scored."""
-    merged = before.merge(after[["path", "pred"]], on="path", suffixes=("_before", "_after"))
-    index = {c: i for i, c in enumerate(classes)}
-    labels = merged["label"].map(index).to_numpy(dtype=np.int64)
-    preds_before = merged["pred_before"].map(index).to_numpy(dtype=np.int64)
-    preds_after = merged["pred_after"].map(index).to_numpy(dtype=np.int64)
-    return labels, preds_before, preds_after, patient_groups(merged), merged
-
-
-def compare_predictions(
-    before: pd.DataFrame,
-    after: pd.DataFrame,
-    classes: tuple[str, ...] | list[str],
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Before/after metrics of two prediction tables over the same test images.
-
-    ``before``/``after``: columns ``path, label, pred, patient_id`` (as
-    :func:`~xraydebug.models.evaluate.predict_records` returns); rows are paired by ``path``.
-    Returns ``{"n", "before": metrics, "after": metrics, "difference": paired}`` where metrics
-    are :func:`summary_metrics` plus ``ci`` (:func:`bootstrap_ci`) and ``difference`` is
-    :func:`paired_difference_ci`; all intervals resample patients.
-    """
-    classes = tuple(classes)
-    labels, preds_before, preds_after, groups, merged = _arrays(before, after, classes)
-    if len(merged) == 0:
-        raise DatasetError("the two models share no scored test image to compare")
-    result: dict[str, Any] = {"n": len(merged)}
-    for side, preds in (("before", preds_before), ("after", preds_after)):
-        metrics = summary_metrics(labels, preds, list(classes))
-        metrics["ci"] = bootstrap_ci(labels, preds, classes, groups, n_boot, seed=seed)
-        result[side] = metrics
-    result["difference"] = paired_difference_ci(
-        labels, preds_before, preds_after, classes, groups, n_boot, seed=seed
-    )
-    return result
-
-
-# ----------------------------------------------------------------------------- multi-label
-
-
-def _patient_weights(
-    groups: np.ndarray | None, n: int, n_boot: int, seed: int
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Chunks ``(start, weights (b, n))`` of ``n_boot`` patient-level bootstrap replicates:
-    each draws the patients with replacement and weights every film by its patient's count.
-    The same draws as :func:`~xraydebug.models.multilabel.auroc_bootstrap` for ``seed``."""
-    codes = _group_codes(groups, n)
-    n_groups = int(codes.max()) + 1 if n else 0
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOT_CHUNK // max(n, 1))
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        draws = rng.integers(0, n_groups, size=(b, n_groups))
-        offsets = (np.arange(b) * n_groups)[:, None]
-        per_group = np.bincount((draws + offsets).ravel(), minlength=b * n_groups)
-        yield start, per_group.reshape(b, n_groups)[:, codes].astype(np.float64)
-
-
-def paired_finding_bootstrap(
-    targets: np.ndarray,
-    probs: Sequence[np.ndarray],
-    calls: Sequence[np.ndarray],
-    groups: np.ndarray | None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> list[dict[str, np.ndarray]]:
-    """Per-finding AUROC, precision, recall and F1 of ``n_boot`` patient-level bootstrap
-    replicates, for several models scored on the same films, every model on the SAME draws
-    (so differences between models get paired intervals).
-
-    ``targets`` (N, C) 1/0/NaN; ``probs`` one (N, C) array per model; ``calls`` one boolean
-    (N, C) array per model (its findings called at its thresholds). Returns one
-    ``{metric: (n_boot, C)}`` per model (:data:`FINDING_METRIC_KEYS`), NaN where a replicate
-    leaves the metric undefined. The AUROC replicates of one model equal
-    :func:`~xraydebug.models.multilabel.auroc_bootstrap`'s for the same ``seed``.
-    """
-    if len(probs) != len(calls):
-        raise ValueError(f"one calls array per probs array; got {len(probs)} and {len(calls)}")
-    n, c = targets.shape
-    known = ~np.isnan(targets)
-    present = ((targets == 1.0) & known).astype(np.float64)
-    out = [{key: np.empty((n_boot, c)) for key in FINDING_METRIC_KEYS} for _ in probs]
-    for start, weights in _patient_weights(groups, n, n_boot, seed):
-        rows = slice(start, start + len(weights))
-        positives = weights @ present
-        for result, p, called in zip(out, probs, calls, strict=True):
-            for k in range(c):
-                keep = known[:, k]
-                result["auroc"][rows, k] = _weighted_auroc(
-                    p[keep, k], targets[keep, k] == 1.0, weights[:, keep]
-                )
-            said = (called & known).astype(np.float64)
-            hits = weights @ (said * present)
-            said_w = weights @ said
-            with np.errstate(invalid="ignore", divide="ignore"):
-                result["precision"][rows] = np.where(said_w > 0, hits / said_w, np.nan)
-                result["recall"][rows] = np.where(positives > 0, hits / positives, np.nan)
-                both = said_w + positives
-                result["f1"][rows] = np.where(both > 0, 2 * hits / both, np.nan)
-    return out
-
-
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
-    """Mean of each row over its defined (non-NaN) values; NaN for a row with none."""
-    defined = ~np.isnan(values)
-    count = defined.sum(1)
-    total = np.where(defined, values, 0.0).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _merged_findings(
-    before: pd.DataFrame, after: pd.DataFrame, findings: tuple[str, ...]
-) -> pd.DataFrame:
-    """The two tables paired by ``path``: ``pred_before``/``pred_after`` and
-    ``prob_<finding>_before``/``_after``, with the before table's other columns."""
-    probs = [f"prob_{f}" for f in findings]
-    return before.merge(after[["path", "pred", *probs]], on="path", suffixes=("_before", "_after"))
-
-
-def _finding_arrays(
-    merged: pd.DataFrame, findings: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """targets (N, C), before and after probabilities (N, C) of a :func:`_merged_findings`."""
-    targets = finding_targets(merged)
-    probs = [
-        merged[[f"prob_{f}_{side}" for f in findings]].to_numpy(dtype=np.float64)
-        for side in ("before", "after")
-    ]
-    return targets, probs[0], probs[1]
-
-
-def compare_findings(
-    before: pd.DataFrame,
-    after: pd.DataFrame,
-    findings: tuple[str, ...] | list[str],
-    thresholds: tuple[Sequence[float], Sequence[float]],
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Before/after metrics of two multi-label prediction tables over the same test films.
-
-    ``before``/``after``: columns ``path, prob_<finding>..., findings, patient_id`` (as
-    :func:`~xraydebug.models.evaluate.predict_records_many` returns them); rows are paired by
-    ``path``. ``thresholds``: (before's, after's) per-finding thresholds, each model's own.
-    Returns ``{"n", "before", "after", "difference"}``: each side
-    :func:`~xraydebug.models.multilabel.summary` (``per_finding`` {finding: {auroc,
-    precision, recall, f1, threshold, support, n}}, ``macro_auroc``, ...) plus ``ci``
-    (``per_finding`` {finding: {metric: [lo, hi]}}, ``macro_auroc``); ``difference``:
-    ``per_finding`` {finding: {metric: {before, after, diff, ci}}} and ``macro_auroc``, the
-    CIs paired (:func:`paired_finding_bootstrap`). Undefined values (an AUROC without
-    positive or negative films) are None, their intervals None.
-    """
-    findings = tuple(findings)
-    merged = _merged_findings(before, after, findings)
-    if len(merged) == 0:
-        raise DatasetError("the two models share no scored test image to compare")
-    targets, probs_before, probs_after = _finding_arrays(merged, findings)
-    cuts = [np.asarray(t, dtype=np.float64) for t in thresholds]
-    probs = (probs_before, probs_after)
-    calls = [p >= t[None, :] for p, t in zip(probs, cuts, strict=True)]
-    groups = patient_groups(merged)
-    boots = paired_finding_bootstrap(targets, probs, calls, groups, n_boot, seed)
-    result: dict[str, Any] = {"n": len(merged)}
-    header = {"n_boot": int(n_boot), "level": 0.95, "unit": "patient"}
-    points = []
-    for side, p, cut, boot in zip(("before", "after"), probs, cuts, boots, strict=True):
-        metrics = finding_summary(targets, p, findings, cut)
-        ci: dict[str, Any] = {"per_finding": {}, **header}
-        for k, name in enumerate(findings):
-            row = metrics["per_finding"][name]
-            ci["per_finding"][name] = {
-                key: _interval(boot[key][:, k], 0.05) if row[key] is not None else None
-                for key in FINDING_METRIC_KEYS
-            }
-        macro = metrics["macro_auroc"]
-        ci["macro_auroc"] = (
-            _interval(_nanmean_rows(boot["auroc"]), 0.05) if macro is not None else None
-        )
-        metrics["ci"] = ci
-        result[side] = metrics
-        points.append(metrics)
-
-    def entry(before: float | None, after: float | None, replicates: np.ndarray) -> dict:
-        if before is None or after is None:
-            return {"before": before, "after": after, "diff": None, "ci": None}
-        return {
-            "before": before,
-            "after": after,
-            "diff": after - before,
-            "ci": _interval(replicates, 0.05),
-        }
-
-    difference: dict[str, Any] = {"per_finding": {}, **header}
-    for k, name in enumerate(findings):
-        rows = [point["per_finding"][name] for point in points]
-        difference["per_finding"][name] = {
-            key: entry(rows[0][key], rows[1][key], boots[1][key][:, k] - boots[0][key][:, k])
-            for key in FINDING_METRIC_KEYS
-        }
-    macro_before, macro_after = (_nanmean_rows(boot["auroc"]) for boot in boots)
-    difference["macro_auroc"] = entry(
-        points[0]["macro_auroc"], points[1]["macro_auroc"], macro_after - macro_before
-    )
-    result["difference"] = difference
-    return result
-
-
-def _finding_calls(preds: pd.Series, findings: tuple[str, ...]) -> np.ndarray:
-    """(N, C) booleans: the findings each ``pred`` (findings joined by ``|``) names."""
-    called = preds.fillna("").astype(str).str.split("|")
-    return np.array([[f in names for f in findings] for names in called], dtype=bool).reshape(
-        len(preds), len(findings)
-    )
-
-
-def finding_text_breakdown(
-    merged: pd.DataFrame, text_paths: set[str], findings: tuple[str, ...]
-) -> list[dict[str, Any]]:
-    """Per finding, how often it is called on films with and without detected text, among the
-    films that have the finding and those that do not.
-
-    ``merged``: columns ``path, findings`` (the targets), ``pred_before``, ``pred_after`` (the
-    called findings joined by ``|``). Where text is independent of the findings (a
-    decorrelated test set), a model that does not read text calls a finding as often with text
-    as without; a finding called far more often on films with text (above all on films
-    without it) is a shortcut that survived cleaning. Returns rows ``{"finding", "present",
-    "label" ("Infiltration" / "no Infiltration"), "text", "n", "before": share called,
-    "after": share called}``; films whose target for the finding is unknown are left out.
-    """
-    has_text = merged["path"].isin(text_paths).to_numpy()
-    targets = finding_targets(merged) if len(merged) else np.zeros((0, len(findings)))
-    called = {
-        side: _finding_calls(merged[f"pred_{side}"], findings) for side in ("before", "after")
-    }
-    rows = []
-    for k, name in enumerate(findings):
-        known = ~np.isnan(targets[:, k])
-        for present in (True, False):
-            for text in (True, False):
-                keep = known & ((targets[:, k] == 1.0) == present) & (has_text == text)
-                n = int(keep.sum())
-                row: dict[str, Any] = {
-                    "finding": name,
-                    "present": present,
-                    "label": name if present else f"no {name}",
-                    "text": text,
-                    "n": n,
-                }
-                for side in ("before", "after"):
-                    row[side] = float(called[side][keep, k].mean()) if n else 0.0
-                rows.append(row)
-    return rows
-
-
-def _finding_gaps(
-    breakdown: list[dict[str, Any]], min_n: int
-) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(with text, without text) row pairs of a :func:`finding_text_breakdown` with at least
-    ``min_n`` films on each side."""
-    by_key = {(r["finding"], r["present"], r["text"]): r for r in breakdown}
-    pairs = []
-    for (name, present, text), with_text in by_key.items():
-        without = by_key.get((name, present, False))
-        if text and without is not None and min(with_text["n"], without["n"]) >= min_n:
-            pairs.append((with_text, without))
-    return pairs
-
-
-def _films(row: dict[str, Any]) -> str:
-    """'films with Infiltration' / 'films without Infiltration' of a breakdown row."""
-    return f"films {'with' if row['present'] else 'without'} {row['finding']}"
-
-
-def finding_shortcut_warnings(
-    breakdown: list[dict[str, Any]], test_set: str, min_gap: float = 0.25, min_n: int = 5
-) -> list[str]:
-    """Warnings where the retrained model calls a finding much more often on films with
-    detected text than on those without (among films with, or without, the finding)."""
-    warnings = []
-    for with_text, without in _finding_gaps(breakdown, min_n):
-        gap = with_text["after"] - without["after"]
-        if gap >= min_gap:
-            warnings.append(
-                f"{test_set} test set: the retrained model calls {with_text['finding']} on "
-                f"{with_text['after']:.0%} of the {_films(with_text)} that carry detected text "
-                f"(vs {without['after']:.0%} of those without text; before cleaning "
-                f"{with_text['before']:.0%}): a text shortcut survived cleaning, e.g. from "
-                "text the detector missed in training"
-            )
-    return warnings
-
-
-def finding_shortcut_check(
-    breakdown: list[dict[str, Any]], max_gap: float = 0.10, min_n: int = 5
-) -> dict[str, Any]:
-    """:func:`shortcut_check` for multi-label models: per finding, among films with and films
-    without it, the share called that finding with detected text minus without, before and
-    after; ``gone`` when no gap after cleaning exceeds ``max_gap`` (groups under ``min_n``
-    films are skipped). Same keys as :func:`shortcut_check` (``worst`` names the ``finding``
-    and the films' ``label``)."""
-    gaps: dict[str, list[tuple[float, dict, dict]]] = {"before": [], "after": []}
-    for with_text, without in _finding_gaps(breakdown, min_n):
-        for side in gaps:
-            gaps[side].append((with_text[side] - without[side], with_text, without))
-    if not gaps["after"]:
-        return {"gone": None, "sentence": "too few films with and without text to tell"}
-    worst = max(gaps["after"], key=lambda g: g[0])
-    before = max(gaps["before"], key=lambda g: g[0])
-    gone = bool(worst[0] <= max_gap)
-
-    def said(gap: tuple[float, dict, dict], side: str) -> str:
-        value, with_text, without = gap
-        return (
-            f"{with_text['finding']} is called on {with_text[side]:.0%} of the "
-            f"{_films(with_text)} that carry text vs {without[side]:.0%} of those without "
-            f"({value:+.0%})"
-        )
-
-    sentence = (
-        f"largest gap after cleaning: {said(worst, 'after')}; before cleaning the largest gap "
-        f"was: {said(before, 'before')}"
-    )
-    return {
-        "gone": gone,
-        "max_gap_before": float(before[0]),
-        "max_gap_after": float(worst[0]),
-        "worst": {
-            "finding": worst[1]["finding"],
-            "label": worst[1]["label"],
-            "with_text": worst[1]["after"],
-            "without_text": worst[2]["after"],
-        },
-        "sentence": ("The text shortcut is gone: " if gone else "A text shortcut remains: ")
-        + sentence,
-    }
 
 
 # ----------------------------------------------------------------------------- tables
@@ -920,109 +435,6 @@ def comparison_table(comparison: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _text_paths(clean_data: Path) -> set[str] | None:
-    """Paths in which ``clean`` found (and removed) text, from its ``cleaning.csv``."""
-    csv_path = clean_data / CLEANING_CSV
-    if not csv_path.exists():
-        return None
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    return set(table.loc[has_detected_text(table), "path"])
-
-
-def text_breakdown(
-    merged: pd.DataFrame, text_paths: set[str], classes: tuple[str, ...]
-) -> list[dict[str, Any]]:
-    """Share of each predicted class, per true label, for images with and without detected text.
-
-    ``merged``: columns ``path, label, pred_before, pred_after``. Where text is independent of
-    the class (a decorrelated test set), a cleaned model should give the same shares with and
-    without text; a class called far more often on images with text is a shortcut that
-    survived cleaning. Returns rows ``{"label", "text", "n", "before": {class: share},
-    "after": {class: share}}``.
-    """
-    has_text = merged["path"].isin(text_paths)
-    rows = []
-    for label in classes:
-        for text in (True, False):
-            part = merged[(merged["label"] == label) & (has_text == text)]
-            row: dict[str, Any] = {"label": label, "text": text, "n": len(part)}
-            for side in ("before", "after"):
-                counts = part[f"pred_{side}"].value_counts()
-                row[side] = {
-                    c: (counts.get(c, 0) / len(part)) if len(part) else 0.0 for c in classes
-                }
-            rows.append(row)
-    return rows
-
-
-def residual_shortcut_warnings(
-    breakdown: list[dict[str, Any]], test_set: str, min_gap: float = 0.25, min_n: int = 5
-) -> list[str]:
-    """Warnings where the retrained model calls a class much more often when text is present."""
-    by_key = {(r["label"], r["text"]): r for r in breakdown}
-    warnings = []
-    for (label, text), with_text in by_key.items():
-        without = by_key.get((label, False))
-        if not text or without is None or min(with_text["n"], without["n"]) < min_n:
-            continue
-        for cls, share in with_text["after"].items():
-            gap = share - without["after"][cls]
-            if cls != label and gap >= min_gap:
-                warnings.append(
-                    f"{test_set} test set: the retrained model still calls {share:.0%} of "
-                    f"{label} images with detected text {cls} (vs {without['after'][cls]:.0%} "
-                    f"without text; before cleaning {with_text['before'][cls]:.0%}): a text "
-                    "shortcut survived cleaning, e.g. from text the detector missed in training"
-                )
-    return warnings
-
-
-def shortcut_check(breakdown: list[dict[str, Any]], max_gap: float = 0.10, min_n: int = 5) -> dict:
-    """Is the text shortcut gone? For every true label and every other class, the share of
-    images with detected text called that class minus the share without text, before and after.
-
-    Returns ``{"gone": bool, "max_gap_before", "max_gap_after", "worst": {label, class,
-    with_text, without_text} (after), "sentence": str}``; ``gone`` when no gap after cleaning
-    exceeds ``max_gap`` (groups under ``min_n`` images are skipped).
-    """
-    by_key = {(r["label"], r["text"]): r for r in breakdown}
-    gaps = {"before": [], "after": []}
-    for (label, text), with_text in by_key.items():
-        without = by_key.get((label, False))
-        if not text or without is None or min(with_text["n"], without["n"]) < min_n:
-            continue
-        for side in gaps:
-            for cls, share in with_text[side].items():
-                if cls != label:
-                    gaps[side].append(
-                        (share - without[side][cls], label, cls, share, without[side][cls])
-                    )
-    if not gaps["after"]:
-        return {"gone": None, "sentence": "too few images with and without text to tell"}
-    worst = max(gaps["after"])
-    before = max(gaps["before"])
-    gone = bool(worst[0] <= max_gap)
-    sentence = (
-        f"largest gap after cleaning: {worst[1]} images with text are called {worst[2]} "
-        f"{worst[3]:.0%} of the time vs {worst[4]:.0%} without text ({worst[0]:+.0%}; before "
-        f"cleaning the largest gap was {before[0]:+.0%}: {before[1]} called {before[2]} "
-        f"{before[3]:.0%} vs {before[4]:.0%})"
-    )
-    return {
-        "gone": gone,
-        "max_gap_before": before[0],
-        "max_gap_after": worst[0],
-        "worst": {
-            "label": worst[1],
-            "class": worst[2],
-            "with_text": worst[3],
-            "without_text": worst[4],
-        },
-        "sentence": ("The text shortcut is gone: " if gone else "A text shortcut remains: ")
-        + sentence,
-    }
-
-
 def _write_predictions(path: Path, merged: pd.DataFrame) -> None:
     columns = ["path", "split", "label", "source", "pred_before", "pred_after"]
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
@@ -1050,7 +462,7 @@ def retrain(
     JSON so the HTML report can show the flagged images next to the numbers. Finished models are
     reused on a rerun. With ``report`` the audit report ``run_dir/report.html`` is written.
 
-    An imported baseline is fine-tuned on ``clean_data`` instead (see the module docstring);
+    An imported baseline is fine-tuned on ``clean_data`` instead (:mod:`.finetune`);
     ``config.repeats`` must then be 1, and a network whose parameters cannot train is refused.
     """
     console = console or Console()
@@ -1059,7 +471,7 @@ def retrain(
     )
     warnings = _baseline_warnings(inputs)
     scan_dir = _scan_dir(inputs.clean_data, scan_dir)
-    text_paths = _text_paths(inputs.clean_data)
+    text_paths = detected_text_paths(inputs.clean_data)
     seeds = [inputs.recipe.seed + k for k in range(config.repeats)]
     pairs = _train_pairs(inputs, seeds, console=console)
     comparison = _new_comparison(inputs, config, scan_dir=scan_dir)
@@ -1093,7 +505,7 @@ class _Inputs:
     after_recipe: TrainConfig  # the recipe on the cleaned data
     device: torch.device
     multilabel: bool = False
-    start: _Start | None = None  # an imported baseline: fine-tuned from its weights
+    start: FinetuneStart | None = None  # an imported baseline: fine-tuned from its weights
 
     @property
     def cleaning_csv(self) -> Path:
@@ -1133,12 +545,17 @@ def _resolve_inputs(
             ensure_outside(path, data, what)
     if out.resolve() == baseline.resolve():
         raise ValueError(f"--out {out} would overwrite the baseline checkpoint")
-    _check_data_kind(clean_data, meta, baseline)
+    _check_data_kind(clean_data, meta, baseline, config.uncertain)
     multilabel = bool(meta.get("multilabel"))
     start = None
     if imported:
-        recipe = finetune_train_config(meta, config)
-        start = _Start(
+        recipe = finetune_train_config(
+            meta,
+            epochs=config.finetune_epochs,
+            device=config.device,
+            uncertain=config.uncertain,
+        )
+        start = FinetuneStart(
             imported=imported,
             source={"path": str(baseline), "sha256": file_sha256(baseline)},
             preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
@@ -1211,7 +628,7 @@ def _train_pairs(
         after_path = inputs.out if k == 0 else inputs.run_dir / "models" / f"after-seed{seed}.pt"
         after_recipe = replace(inputs.after_recipe, seed=seed)
         if inputs.start is not None:
-            _finetune(inputs.clean_data, after_path, after_recipe, inputs.start, console)
+            finetune(inputs.clean_data, after_path, after_recipe, inputs.start, console)
         else:
             _fit(inputs.clean_data, after_path, after_recipe, console)
         if k == 0:
@@ -1274,7 +691,12 @@ def _score_pairs(
         entry: dict[str, Any] = {"seed": seed}
         for name, data in inputs.test_sets.items():
             predicted = _predict_pair(
-                before_path, after_path, data, inputs.device, config.batch_size
+                before_path,
+                after_path,
+                data,
+                inputs.device,
+                config.batch_size,
+                config.uncertain,
             )
             if k == 0:
                 comparison["classes"] = list(predicted.classes)
@@ -1298,13 +720,15 @@ def _points(predicted: _Predicted) -> dict[str, Any]:
     """Point estimates of both models (no CIs) for another seed's pair."""
     classes = predicted.classes
     if predicted.multilabel:
-        merged = _merged_findings(predicted.before, predicted.after, classes)
-        targets, *probs = _finding_arrays(merged, classes)
+        merged = merged_findings(predicted.before, predicted.after, classes)
+        targets, *probs = finding_arrays(merged, classes)
         return {
             side: finding_summary(targets, p, classes, np.asarray(cut))
             for side, p, cut in zip(("before", "after"), probs, predicted.thresholds, strict=True)
         }
-    labels, preds_before, preds_after, _, _ = _arrays(predicted.before, predicted.after, classes)
+    labels, preds_before, preds_after, _, _ = paired_labels(
+        predicted.before, predicted.after, classes
+    )
     return {
         side: summary_metrics(labels, preds, list(classes))
         for side, preds in (("before", preds_before), ("after", preds_after))
@@ -1331,10 +755,10 @@ def _compare_test_set(
         result["threshold_source"] = dict(
             zip(("before", "after"), predicted.threshold_sources, strict=True)
         )
-        merged = _merged_findings(before, after, classes)
+        merged = merged_findings(before, after, classes)
     else:
         result = compare_predictions(before, after, classes, config.n_boot, seed)
-        *_, merged = _arrays(before, after, classes)
+        *_, merged = paired_labels(before, after, classes)
     comparison["test_sets"][name] = {"data": str(data), **result}
     comparison["skipped"][name] = predicted.skipped
     _write_predictions(inputs.run_dir / f"predictions_{name}.csv", merged)

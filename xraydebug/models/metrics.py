@@ -105,7 +105,7 @@ def _check_aligned(values: Any, name: str, n: int) -> np.ndarray:
     return arr
 
 
-def _missing(values: np.ndarray) -> np.ndarray:
+def missing_mask(values: np.ndarray) -> np.ndarray:
     """Boolean mask of missing ids: None, NaN or the empty string (vectorised)."""
     if values.dtype.kind == "f":
         return np.isnan(values)
@@ -119,12 +119,12 @@ def _missing(values: np.ndarray) -> np.ndarray:
     return np.zeros(values.shape, dtype=bool)
 
 
-def _group_codes(groups: np.ndarray | None, n: int) -> np.ndarray:
+def group_codes(groups: np.ndarray | None, n: int) -> np.ndarray:
     """Dense codes 0..G-1 per row; every row is its own group when ``groups`` is None."""
     if groups is None:
         return np.arange(n, dtype=np.int64)
     groups = _check_aligned(groups, "groups", n)
-    missing = _missing(groups)
+    missing = missing_mask(groups)
     codes = np.empty(n, dtype=np.int64)
     present = ~missing
     if present.any():
@@ -259,7 +259,7 @@ def _resampled_cms(
     n = labels.shape[0]
     if n == 0:
         raise ValueError("the bootstrap needs at least one prediction; got 0 rows")
-    codes = _group_codes(groups, n)
+    codes = group_codes(groups, n)
     n_groups = int(codes.max()) + 1
     kk = num_classes * num_classes
     cells = [labels * num_classes + preds for preds in preds_list]
@@ -296,7 +296,7 @@ def _resampled_cms(
     return [stack.reshape(n_boot, num_classes, num_classes) for stack in out]
 
 
-def _interval(values: np.ndarray, alpha: float) -> list[float]:
+def percentile_interval(values: np.ndarray, alpha: float) -> list[float]:
     """Percentile interval of the defined (non-NaN) replicate values; [0, 0] if none."""
     values = np.asarray(values, dtype=np.float64)
     values = values[~np.isnan(values)]
@@ -331,10 +331,10 @@ def bootstrap_ci(
     (cms,) = _resampled_cms(labels, [preds], len(names), groups, int(n_boot), seed)
     r = _ratios(cms, undefined=np.nan)
     return {
-        "accuracy": _interval(r["accuracy"], alpha),
-        "macro_f1": _interval(r["macro_f1"], alpha),
+        "accuracy": percentile_interval(r["accuracy"], alpha),
+        "macro_f1": percentile_interval(r["macro_f1"], alpha),
         "per_class": {
-            name: {key: _interval(r[key][:, i], alpha) for key in METRIC_KEYS}
+            name: {key: percentile_interval(r[key][:, i], alpha) for key in METRIC_KEYS}
             for i, name in enumerate(names)
         },
         "n_boot": int(n_boot),
@@ -385,7 +385,7 @@ def paired_difference_ci(
             "before": before,
             "after": after,
             "diff": after - before,
-            "ci": _interval(pick(boot_after) - pick(boot_before), alpha),
+            "ci": percentile_interval(pick(boot_after) - pick(boot_before), alpha),
         }
 
     return {
@@ -461,7 +461,7 @@ def confounding_check(
     if sources is None:
         return []
     sources = _check_aligned(sources, "sources", labels.shape[0])
-    keep = ~_missing(sources)
+    keep = ~missing_mask(sources)
     labels, sources = labels[keep], sources[keep].astype(str)
     source_names, codes = np.unique(sources, return_inverse=True)
     codes = codes.reshape(-1)
@@ -535,7 +535,7 @@ def evaluate_predictions(
     result["per_source"] = {}
     if sources is not None:
         sources = _check_aligned(sources, "sources", n)
-        keys = np.where(_missing(sources), "(none)", sources.astype(str))
+        keys = np.where(missing_mask(sources), "(none)", sources.astype(str))
         for name in np.unique(keys):
             keep = keys == name
             result["per_source"][str(name)] = summary_metrics(labels[keep], preds[keep], names)

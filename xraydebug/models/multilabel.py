@@ -10,7 +10,8 @@ Conventions:
   positive or no negative film. Its 95% CI is a patient-level cluster bootstrap: every
   replicate draws patients with replacement and weights each film by its patient's draw count;
   all replicates of a finding come from one sort (vectorised weighted ranks), not a loop of
-  ``roc_auc_score`` calls.
+  ``roc_auc_score`` calls. :func:`paired_finding_bootstrap` scores several models (and their
+  precision, recall and F1) on the same draws, for paired differences.
 * **Precision, recall and F1** need a threshold per finding: the one that maximises F1 on a
   validation split (:func:`f1_thresholds`), or one the user gives. Macro averages are means over
   the findings where the metric is defined; micro ones pool every (film, finding) pair.
@@ -19,16 +20,25 @@ Conventions:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xraydebug.models.metrics import _group_codes, _interval, _missing, confounding_check
+from xraydebug.models.metrics import (
+    confounding_check,
+    group_codes,
+    missing_mask,
+    percentile_interval,
+)
 
 _BOOT_CHUNK = 2_000_000  # replicate x film cells per chunk of the AUROC bootstrap
+
+FINDING_METRIC_KEYS = ("auroc", "precision", "recall", "f1")
+"""Per-finding metrics that :func:`paired_finding_bootstrap` resamples (all but AUROC at a
+model's own thresholds); a multi-label before/after comparison gives each of them CIs."""
 
 
 def masked_bce(
@@ -78,6 +88,36 @@ def finding_aurocs(targets: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return out
 
 
+def _patient_weights(
+    groups: np.ndarray | None, n: int, n_boot: int, seed: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Chunks ``(start, weights (b, n))`` of ``n_boot`` patient-level bootstrap replicates:
+    each draws the patients with replacement and weights every film by its patient's count.
+    The draws of :func:`auroc_bootstrap` and :func:`paired_finding_bootstrap` for ``seed``."""
+    codes = group_codes(groups, n)
+    n_groups = int(codes.max()) + 1 if n else 0
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CHUNK // max(n, 1))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_groups, size=(b, n_groups))
+        offsets = (np.arange(b) * n_groups)[:, None]
+        per_group = np.bincount((draws + offsets).ravel(), minlength=b * n_groups)
+        yield start, per_group.reshape(b, n_groups)[:, codes].astype(np.float64)
+
+
+def _replicate_aurocs(
+    targets: np.ndarray, known: np.ndarray, probs: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Per-finding AUROC (b, C) of one chunk of replicates (film ``weights`` (b, N)), each
+    finding over its ``known`` (N, C) films."""
+    out = np.empty((weights.shape[0], targets.shape[1]))
+    for k in range(targets.shape[1]):
+        keep = known[:, k]
+        out[:, k] = _weighted_auroc(probs[keep, k], targets[keep, k] == 1.0, weights[:, keep])
+    return out
+
+
 def auroc_bootstrap(
     targets: np.ndarray,
     probs: np.ndarray,
@@ -88,22 +128,50 @@ def auroc_bootstrap(
     """Per-finding AUROC of ``n_boot`` patient-level bootstrap replicates: (n_boot, C), NaN in
     a replicate where the finding lacks positives or negatives."""
     n, c = targets.shape
-    codes = _group_codes(groups, n)
-    n_groups = int(codes.max()) + 1 if n else 0
-    rng = np.random.default_rng(seed)
+    known = ~np.isnan(targets)
     out = np.empty((n_boot, c))
-    chunk = max(1, _BOOT_CHUNK // max(n, 1))
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        draws = rng.integers(0, n_groups, size=(b, n_groups))
-        offsets = (np.arange(b) * n_groups)[:, None]
-        per_group = np.bincount((draws + offsets).ravel(), minlength=b * n_groups)
-        weights = per_group.reshape(b, n_groups)[:, codes].astype(np.float64)  # (b, N)
-        for k in range(c):
-            known = ~np.isnan(targets[:, k])
-            out[start : start + b, k] = _weighted_auroc(
-                probs[known, k], targets[known, k] == 1.0, weights[:, known]
-            )
+    for start, weights in _patient_weights(groups, n, n_boot, seed):
+        out[start : start + len(weights)] = _replicate_aurocs(targets, known, probs, weights)
+    return out
+
+
+def paired_finding_bootstrap(
+    targets: np.ndarray,
+    probs: Sequence[np.ndarray],
+    calls: Sequence[np.ndarray],
+    groups: np.ndarray | None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
+    """Per-finding AUROC, precision, recall and F1 of ``n_boot`` patient-level bootstrap
+    replicates, for several models scored on the same films, every model on the SAME draws
+    (so differences between models get paired intervals).
+
+    ``targets`` (N, C) 1/0/NaN; ``probs`` one (N, C) array per model; ``calls`` one boolean
+    (N, C) array per model (its findings called at its thresholds). Returns one
+    ``{metric: (n_boot, C)}`` per model (:data:`FINDING_METRIC_KEYS`), NaN where a replicate
+    leaves the metric undefined. The AUROC replicates of one model equal
+    :func:`auroc_bootstrap`'s for the same ``seed``.
+    """
+    if len(probs) != len(calls):
+        raise ValueError(f"one calls array per probs array; got {len(probs)} and {len(calls)}")
+    n, c = targets.shape
+    known = ~np.isnan(targets)
+    present = ((targets == 1.0) & known).astype(np.float64)
+    out = [{key: np.empty((n_boot, c)) for key in FINDING_METRIC_KEYS} for _ in probs]
+    for start, weights in _patient_weights(groups, n, n_boot, seed):
+        rows = slice(start, start + len(weights))
+        positives = weights @ present
+        for result, p, called in zip(out, probs, calls, strict=True):
+            result["auroc"][rows] = _replicate_aurocs(targets, known, p, weights)
+            said = (called & known).astype(np.float64)
+            hits = weights @ (said * present)
+            said_w = weights @ said
+            with np.errstate(invalid="ignore", divide="ignore"):
+                result["precision"][rows] = np.where(said_w > 0, hits / said_w, np.nan)
+                result["recall"][rows] = np.where(positives > 0, hits / positives, np.nan)
+                both = said_w + positives
+                result["f1"][rows] = np.where(both > 0, 2 * hits / both, np.nan)
     return out
 
 
@@ -220,15 +288,17 @@ def evaluate_multilabel(
         warnings.simplefilter("ignore", RuntimeWarning)
         macro = np.nanmean(boot, axis=1)
     result["ci"] = {
-        "auroc": {f: _interval(boot[:, k], 0.05) for k, f in enumerate(findings)},
-        "macro_auroc": _interval(macro, 0.05),
+        "auroc": {f: percentile_interval(boot[:, k], 0.05) for k, f in enumerate(findings)},
+        "macro_auroc": percentile_interval(macro, 0.05),
     }
     for name, row in result["per_finding"].items():
         row["auroc_ci"] = result["ci"]["auroc"][name] if row["auroc"] is not None else None
     result["per_source"] = {}
     notes: list[str] = []
     if sources is not None:
-        keys = np.where(_missing(np.asarray(sources)), "(none)", np.asarray(sources).astype(str))
+        keys = np.where(
+            missing_mask(np.asarray(sources)), "(none)", np.asarray(sources).astype(str)
+        )
         for name in np.unique(keys):
             keep = keys == name
             aurocs = finding_aurocs(targets[keep], probs[keep])
