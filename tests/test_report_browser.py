@@ -82,7 +82,7 @@ def test_report_in_headless_chromium(chromium: str, tmp_path: Path):
         exported = browser.evaluate(session, EXPORT_JS)
         assert exported["counter"] == f"1 of {n_cards} reviewed"
         lines = exported["csv"].strip().splitlines()
-        assert lines[0] == "rank,path,label,model_answer,target,mass_in_text,decision,note"
+        assert lines[0] == "rank,path,label,model_answer,mass_in_text,decision,note,target"
         assert len(lines) == n_cards + 1
         assert lines[1].startswith("1,test/") and ',shortcut,"marker ""L"", top left"' in lines[1]
 

@@ -81,7 +81,7 @@ UncertainOpt = Annotated[
     str | None,
     typer.Option(
         help="CheXpert/MIMIC uncertain labels (-1): zeros | ones | ignore (required where "
-        "the data has them; evaluate and scan default to the model's)."
+        "the data has them; evaluate and retrain default to the model's)."
     ),
 ]
 SetOpt = Annotated[
@@ -238,7 +238,8 @@ def synth(
     shortcut: Annotated[
         float | None,
         typer.Option(
-            help="Train P(text | COVID-19); P(text | other) = 1 - shortcut. \\[default: 0.9]"
+            help="Train P(text | COVID-19) (--multilabel: | Infiltration); P(text | other) = "
+            "1 - shortcut. \\[default: 0.9]"
         ),
     ] = None,
     text: Annotated[
@@ -432,7 +433,10 @@ def train(
     ] = None,
     class_weights: Annotated[
         str | None,
-        typer.Option(help="auto (inverse frequency) | none | w1,w2,w3 in class order."),
+        typer.Option(
+            help="auto (inverse frequency) | none | w1,w2,w3 in class order. Multi-label: "
+            "auto is none (plain BCE), weights multiply each finding's positives."
+        ),
     ] = None,
     val_fraction: Annotated[
         float | None,

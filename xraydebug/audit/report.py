@@ -34,7 +34,7 @@ import pandas as pd
 
 from xraydebug.audit import figures
 from xraydebug.data.imageio import read_image
-from xraydebug.data.labels import LABELS_UNUSED
+from xraydebug.data.labels import LABELS_UNUSED, findings_matrix
 from xraydebug.data.layouts import load_index
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.flagging import saliency_to_original
@@ -215,8 +215,8 @@ def _text_confusions(ok: pd.DataFrame, classes: list[str]) -> list[dict[str, Any
 
 def _per_finding_counts(table: pd.DataFrame, column: str, names: list[str]) -> dict[str, int]:
     """Per name: the rows whose ``column`` (findings joined by ``|``) includes it."""
-    sets = table[column].str.split("|")
-    return {name: int(sets.map(lambda found, n=name: n in found).sum()) for name in names}
+    counts = findings_matrix(table[column], names).sum(axis=0)
+    return {name: int(n) for name, n in zip(names, counts, strict=True)}
 
 
 def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
@@ -258,8 +258,9 @@ def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
         "multilabel": multilabel,
         "noun": "finding" if multilabel else "class",
         "errors": errors[["path", "error"]].to_dict("records"),
-        "deletion_auc": pd.to_numeric(ok["deletion_auc"], errors="coerce").mean(),
-        "insertion_auc": pd.to_numeric(ok["insertion_auc"], errors="coerce").mean(),
+        # explanation quality over every explained target, not one per image
+        "deletion_auc": pd.to_numeric(ok_rows["deletion_auc"], errors="coerce").mean(),
+        "insertion_auc": pd.to_numeric(ok_rows["insertion_auc"], errors="coerce").mean(),
         "run": run,
         "config": config,
         "method": _describe_method(run),

@@ -90,6 +90,7 @@ from xraydebug.models.architectures import Preprocessing
 from xraydebug.models.checkpoint import file_sha256, load_model, read_checkpoint
 from xraydebug.models.evaluate import (
     EvaluateConfig,
+    check_kind,
     predict_records_many,
     predicted_label,
     resolve_thresholds,
@@ -214,25 +215,14 @@ def _check_data_kind(
     data: Path, meta: dict[str, Any], baseline: Path, uncertain: str | None = None
 ) -> None:
     """One line where ``data`` is not the kind of data the baseline was trained for: softmax
-    classes vs multi-label findings, other classes (in order), findings it lacks."""
+    classes vs multi-label findings, other classes (in order), findings it lacks (matched
+    as every command matches them, by :func:`load_index`)."""
     classes = tuple(meta["classes"])
     multilabel = bool(meta.get("multilabel"))
-    index = load_index(data, uncertain=uncertain or meta.get("uncertain"))
-    if index.multilabel != multilabel:
-        model_kind = "multi-label (one sigmoid per finding)" if multilabel else "softmax"
-        data_kind = "multi-label findings" if index.multilabel else "one label per image"
-        raise DatasetError(
-            f"{data}: the baseline {baseline} is {model_kind} but the {index.layout} layout has "
-            f"{data_kind}; retrain needs data of the kind the baseline was trained for"
-        )
-    if multilabel:
-        missing = [f for f in classes if f not in index.classes]
-        if missing:
-            raise DatasetError(
-                f"{data}: the {index.layout} layout lacks the baseline's findings "
-                f"{', '.join(missing)}"
-            )
-    elif index.classes != classes:
+    wanted = classes if multilabel else None
+    index = load_index(data, classes=wanted, uncertain=uncertain or meta.get("uncertain"))
+    check_kind(multilabel, index, f"the baseline {baseline}")
+    if not multilabel and index.classes != classes:
         raise DatasetError(
             f"{data}: its classes ({', '.join(index.classes)}) are not the baseline's "
             f"({', '.join(classes)}, in this order); retrain trains on the data's classes"
@@ -287,8 +277,16 @@ def _predict_pair(
     tables, skipped = predict_records_many(models, index.root, records, device, batch_size)
     predicted = _Predicted(*tables, first.classes, [message for _rec, message in skipped])
     if first.multilabel:
+        # both models' thresholds by one rule: each its own F1-best on its validation split
+        # where both recorded one, else 0.5 for both (an imported baseline records none; an
+        # F1-best cut for one model against a fixed one for the other would move precision and
+        # recall by the rule rather than by the cleaning)
         settings = EvaluateConfig(batch_size=batch_size, device=str(device))
-        chosen = [resolve_thresholds(m, index, "test", settings, device) for m in models]
+        if all(m.thresholds is not None for m in models):
+            chosen = [resolve_thresholds(m, index, "test", settings, device) for m in models]
+        else:
+            half = (np.full(len(first.classes), 0.5), "0.5 for both models (one records none)")
+            chosen = [half, half]
         for table, loaded, (thresholds, _source) in zip(tables, models, chosen, strict=True):
             probs = table[[f"prob_{f}" for f in first.classes]].to_numpy(dtype=np.float64)
             table["pred"] = [predicted_label(p, loaded, thresholds) for p in probs]
@@ -874,8 +872,8 @@ def _text_sensitivity_pair(
     ci = f" (95% CI [{moved['ci'][0]:+.0%}, {moved['ci'][1]:+.0%}])" if moved["ci"] else ""
     sentence = (
         f"After retraining the model {'still reacts' if a['reacts'] else 'no longer reacts'} "
-        f"to burned-in text: pasted text turns {moved['sensitivity']:+.0%} more of the films "
-        f"it did not call {cls} into {cls} than placebo pastes do{ci}; before cleaning "
+        f"to burned-in text: pasted text makes it call {cls} on {moved['sensitivity']:+.0%} "
+        f"more of the films it did not call {cls} than placebo pastes do{ci}; before cleaning "
         f"{was['sensitivity']:+.0%}."
     )
     return {"before": b, "after": a, "sentence": sentence}

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from xraydebug.audit.report import has_detected_text
+from xraydebug.data.labels import findings_matrix
 from xraydebug.models.evaluate import finding_targets
 from xraydebug.runfolder import CLEANING_CSV
 
@@ -134,10 +135,7 @@ def shortcut_check(breakdown: list[dict[str, Any]], max_gap: float = 0.10, min_n
 
 def _finding_calls(preds: pd.Series, findings: tuple[str, ...]) -> np.ndarray:
     """(N, C) booleans: the findings each ``pred`` (findings joined by ``|``) names."""
-    called = preds.fillna("").astype(str).str.split("|")
-    return np.array([[f in names for f in findings] for names in called], dtype=bool).reshape(
-        len(preds), len(findings)
-    )
+    return findings_matrix(preds.fillna("").astype(str), findings)
 
 
 def finding_text_breakdown(

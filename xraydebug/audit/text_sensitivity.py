@@ -154,52 +154,29 @@ def calls(probs: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:
     return np.eye(probs.shape[-1], dtype=bool)[probs.argmax(-1)]
 
 
-def summarise(
+def _moved(called0: np.ndarray, called_t: np.ndarray, called_p: np.ndarray) -> dict[str, Any]:
+    """Share of (film, draw) whose calls change with text / placebo (multi-label: any
+    finding's call)."""
+    return {
+        "n": len(called0),
+        "text": float((called_t != called0[:, None]).any(2).mean()),
+        "placebo": float((called_p != called0[:, None]).any(2).mean()),
+    }
+
+
+def _by_true_label(
     base: np.ndarray,
     text: np.ndarray,
     placebo: np.ndarray,
     labels: np.ndarray,
-    groups: np.ndarray,
     classes: Sequence[str],
-    config: TextSensitivityConfig,
-    thresholds: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """The numbers of ``text_sensitivity.json`` from probabilities ``base`` (N, K) and ``text``
-    / ``placebo`` (N, D, K) (D draws), true ``labels`` (N,) class indices (multi-label: (N, K)
-    findings), bootstrap ``groups``. ``thresholds`` (K,): a multi-label model's, whose films
-    are "called FINDING" when its probability reaches the threshold (several at once); then
-    ``into_by_label`` is empty and ``changed`` has one entry, ``all`` films."""
-    called0 = calls(base, thresholds)
-    called_t, called_p = calls(text, thresholds), calls(placebo, thresholds)
-    into, by_label, changed, prob_change = {}, {}, {}, {}
-    for c, name in enumerate(classes):
-        eligible = ~called0[:, c]
-        share_t = called_t[:, :, c].mean(1)  # per film, over draws
-        share_p = called_p[:, :, c].mean(1)
-        n = int(eligible.sum())
-        t = float(share_t[eligible].mean()) if n else 0.0
-        p = float(share_p[eligible].mean()) if n else 0.0
-        into[name] = {
-            "n": n,
-            "text": t,
-            "placebo": p,
-            "sensitivity": t - p,
-            "ci": _bootstrap_ci(share_t, share_p, eligible, groups, config.n_boot, config.seed),
-        }
-        prob_change[name] = {
-            "text": float((text[:, :, c] - base[:, None, c]).mean()),
-            "placebo": float((placebo[:, :, c] - base[:, None, c]).mean()),
-        }
-    if thresholds is not None:
-        moved_t = (called_t != called0[:, None]).any(2)
-        moved_p = (called_p != called0[:, None]).any(2)
-        changed["all"] = {
-            "n": len(base),
-            "text": float(moved_t.mean()),
-            "placebo": float(moved_p.mean()),
-        }
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A softmax model's ``changed`` (share of answers that change, by true label) and
+    ``into_by_label`` (per true label, the share pushed into each other class)."""
+    changed: dict[str, Any] = {}
+    by_label: dict[str, Any] = {}
     pred0, pred_t, pred_p = base.argmax(1), text.argmax(2), placebo.argmax(2)
-    for k, label in enumerate(classes if thresholds is None else ()):
+    for k, label in enumerate(classes):
         rows = labels == k
         changed[label] = {
             "n": int(rows.sum()),
@@ -219,14 +196,58 @@ def summarise(
                 "placebo": p,
                 "sensitivity": t - p,
             }
+    return changed, by_label
+
+
+def summarise(
+    base: np.ndarray,
+    text: np.ndarray,
+    placebo: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    classes: Sequence[str],
+    config: TextSensitivityConfig,
+    thresholds: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The numbers of ``text_sensitivity.json`` from probabilities ``base`` (N, K) and ``text``
+    / ``placebo`` (N, D, K) (D draws), true ``labels`` (N,) class indices (multi-label: (N, K)
+    findings), bootstrap ``groups``. ``thresholds`` (K,): a multi-label model's, whose films
+    are "called FINDING" when its probability reaches the threshold (several at once); then
+    ``into_by_label`` is empty and ``changed`` has one entry, ``all`` films."""
+    called0 = calls(base, thresholds)
+    called_t, called_p = calls(text, thresholds), calls(placebo, thresholds)
+    into: dict[str, Any] = {}
+    by_label: dict[str, Any] = {}
+    prob_change: dict[str, Any] = {}
+    for c, name in enumerate(classes):
+        eligible = ~called0[:, c]
+        share_t = called_t[:, :, c].mean(1)  # per film, over draws
+        share_p = called_p[:, :, c].mean(1)
+        n = int(eligible.sum())
+        t = float(share_t[eligible].mean()) if n else 0.0
+        p = float(share_p[eligible].mean()) if n else 0.0
+        into[name] = {
+            "n": n,
+            "text": t,
+            "placebo": p,
+            "sensitivity": t - p,
+            "ci": _bootstrap_ci(share_t, share_p, eligible, groups, config.n_boot, config.seed),
+        }
+        prob_change[name] = {
+            "text": float((text[:, :, c] - base[:, None, c]).mean()),
+            "placebo": float((placebo[:, :, c] - base[:, None, c]).mean()),
+        }
+    if thresholds is not None:
+        changed = {"all": _moved(called0, called_t, called_p)}
+    else:
+        changed, by_label = _by_true_label(base, text, placebo, labels, classes)
     worst = max(classes, key=lambda name: into[name]["sensitivity"])
     w = into[worst]
     reacts = bool(w["sensitivity"] > config.reacts_above and w["ci"] is not None and w["ci"][0] > 0)
     ci = f", 95% CI [{w['ci'][0]:+.0%}, {w['ci'][1]:+.0%}]" if w["ci"] else ""
     detail = (
         f"pasted text makes it call {worst} on {w['text']:.0%} of the films it did not call "
-        f"{worst} "
-        f"(placebo pastes: {w['placebo']:.0%}; difference {w['sensitivity']:+.0%}{ci})"
+        f"{worst} (placebo pastes: {w['placebo']:.0%}; difference {w['sensitivity']:+.0%}{ci})"
     )
     sentence = (
         f"The model reacts to burned-in text: {detail}."
@@ -279,7 +300,7 @@ def text_sensitivity(
     # the findings' labels play no part in the test: uncertain ones need no policy
     uncertain = first.meta.get("uncertain") or LABELS_UNUSED
     index = load_index(data, manifest, first.classes, uncertain=uncertain)
-    check_kind(first, index)
+    check_kind(first.multilabel, index)
     tested = index.usable(split)
     if not tested:
         raise DatasetError(f"{index.root}: no readable labelled images in split {split!r}")
@@ -503,7 +524,7 @@ def _model_summary(
     labels = cache.labels.numpy()
     thresholds = None
     if loaded.multilabel:
-        thresholds = np.asarray(loaded.thresholds or [0.5] * len(classes))
+        thresholds = np.asarray(loaded.decision_thresholds)
     summary = {
         "classes": list(classes),
         "multilabel": loaded.multilabel,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
 DEFAULT_CLASSES: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")
 
 # Accepted spellings (lower-cased) -> canonical class name. COVIDx v9+ label files say
@@ -38,7 +42,25 @@ LABELS_UNUSED = "ignore"
 report's patient ids): any policy lists the same films, and none needs stating."""
 
 
-def findings_label(findings: tuple[float, ...], names: tuple[str, ...]) -> str:
-    """``label`` text of a multi-label record: present findings joined by ``|``, or NO_FINDING."""
+NONE_PRESENT = "(none)"
+"""The ``label`` of a multi-label record with no finding present where ``No Finding`` is itself
+one of the findings (CheXpert's and MIMIC's first observation), so that it is never read as
+that finding."""
+
+
+def findings_label(findings: Sequence[float], names: Sequence[str]) -> str:
+    """``label`` (or ``pred``) text of a multi-label record: the findings at 1 joined by ``|``;
+    none: NO_FINDING, or NONE_PRESENT where ``No Finding`` is one of ``names``."""
     present = [n for n, v in zip(names, findings, strict=True) if v == 1.0]
-    return "|".join(present) if present else NO_FINDING
+    if present:
+        return "|".join(present)
+    return NONE_PRESENT if NO_FINDING in names else NO_FINDING
+
+
+def findings_matrix(texts: Iterable[str], names: Sequence[str]) -> np.ndarray:
+    """(N, C) booleans: which of ``names`` each text (findings joined by ``|``, as
+    :func:`findings_label` writes them) names."""
+    rows = [set(str(text).split("|")) for text in texts]
+    return np.array([[n in row for n in names] for row in rows], dtype=bool).reshape(
+        len(rows), len(names)
+    )

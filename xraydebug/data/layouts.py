@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import csv
 import re
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from xraydebug.data.entries import check_inside, mark_duplicates
 from xraydebug.data.labels import DEFAULT_CLASSES, normalize_label
+from xraydebug.data.public_layouts import PUBLIC_LAYOUTS, check_uncertain, detect_public_layout
 from xraydebug.data.records import (
     STATUS_ERROR,
     STATUS_WARNING,
@@ -24,53 +25,14 @@ from xraydebug.data.records import (
     ImageRecord,
 )
 from xraydebug.errors import DatasetError
-from xraydebug.fsutil import resolves_inside
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ""}
 _LABEL_FILE = re.compile(r"^(train|val|test)(_COVIDx.*)?\.txt$", re.IGNORECASE)
 
 
-def _check_inside(root: Path, relative: str) -> str | None:
-    """Return an error message if ``root/relative`` is missing or resolves outside ``root``."""
-    candidate = root / relative
-    try:
-        inside = resolves_inside(root, relative)
-    except (OSError, RuntimeError) as exc:  # symlink loops
-        return f"cannot resolve path ({exc})"
-    if not inside:
-        return "path resolves outside the dataset directory (refused)"
-    if not candidate.exists():
-        return "file not found"
-    if not candidate.is_file():
-        return "not a regular file"
-    return None
-
-
 def _label_error(token: str, classes: tuple[str, ...]) -> str:
     return f"unknown label {token!r} (expected one of {', '.join(classes)})"
-
-
-def _mark_duplicates(records: list[ImageRecord]) -> list[ImageRecord]:
-    """Entries listed more than once: conflicting labels -> error on all; same label -> keep one."""
-    by_path: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        by_path[rec.path].append(i)
-    out: list[ImageRecord] = []
-    for i, rec in enumerate(records):
-        indices = by_path[rec.path]
-        if len(indices) == 1:
-            out.append(rec)
-            continue
-        labels = {records[j].label for j in indices}
-        if len(labels) > 1:
-            shown = " vs ".join(sorted(label or "an unknown label" for label in labels))
-            out.append(
-                rec.with_problem(STATUS_ERROR, f"listed twice with conflicting labels ({shown})")
-            )
-        elif i == indices[0]:
-            out.append(rec.with_problem(STATUS_WARNING, f"listed {len(indices)} times"))
-    return out
 
 
 def _label_files(root: Path) -> dict[str, Path]:
@@ -129,11 +91,11 @@ def read_covidx(root: Path, classes: tuple[str, ...] = DEFAULT_CLASSES) -> Datas
             rec = ImageRecord(rel, split, label, source, patient_id)
             if label is None or label not in classes:
                 rec = rec.with_problem(STATUS_ERROR, _label_error(token, classes))
-            problem = _check_inside(root, rel)
+            problem = check_inside(root, rel)
             if problem:
                 rec = rec.with_problem(STATUS_ERROR, problem)
             records.append(rec)
-    records = _mark_duplicates(records)
+    records = mark_duplicates(records)
     listed = {r.path for r in records}
     for split in SPLITS:
         folder = root / split
@@ -176,7 +138,7 @@ def read_folders(root: Path, classes: tuple[str, ...] = DEFAULT_CLASSES) -> Data
                     continue
                 rel = path.relative_to(root).as_posix()
                 rec = ImageRecord(rel, split, label)
-                problem = _check_inside(root, rel)
+                problem = check_inside(root, rel)
                 if problem:
                     rec = rec.with_problem(STATUS_ERROR, problem)
                 records.append(rec)
@@ -217,19 +179,17 @@ def read_manifest(
         )
         if label is None or label not in classes:
             rec = rec.with_problem(STATUS_ERROR, _label_error(token, classes))
-        problem = _check_inside(root, rel) if rel not in ("", ".") else "empty path"
+        problem = check_inside(root, rel) if rel not in ("", ".") else "empty path"
         if problem:
             rec = rec.with_problem(STATUS_ERROR, problem)
         records.append(rec)
-    records = _mark_duplicates(records)
+    records = mark_duplicates(records)
     return DatasetIndex(root=root, layout="manifest", classes=classes, records=records)
 
 
 def detect_layout(root: Path) -> str:
     """Return the layout name of ``root`` (``nih``, ``chexpert``, ``mimic``, ``covidx`` or
     ``folders``); raise DatasetError when none fits."""
-    from xraydebug.data.public_layouts import PUBLIC_LAYOUTS, detect_public_layout
-
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset directory not found")
     public = detect_public_layout(root)
@@ -269,8 +229,6 @@ def load_index(
     ``uncertain`` (``zeros`` | ``ones`` | ``ignore``) maps CheXpert/MIMIC uncertain labels;
     single-label layouts ignore it.
     """
-    from xraydebug.data.public_layouts import PUBLIC_LAYOUTS, check_uncertain
-
     root = Path(root)
     check_uncertain(uncertain)
     single = DEFAULT_CLASSES if classes is None else tuple(classes)

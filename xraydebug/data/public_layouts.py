@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xraydebug.data.entries import check_inside, mark_duplicates
 from xraydebug.data.labels import NO_FINDING, UNCERTAIN_POLICIES, findings_label
-from xraydebug.data.layouts import _check_inside, _mark_duplicates
 from xraydebug.data.records import (
     STATUS_ERROR,
     STATUS_WARNING,
@@ -99,7 +99,7 @@ def _key(name: str) -> str:
 class _Tree:
     """One walk of the files below ``root/under`` (hidden names skipped, symlinks not followed):
     existence checks are set lookups, and only symlinks, ``..`` and paths outside the walked
-    part take the exact (slower) :func:`_check_inside`."""
+    part take the exact (slower) :func:`check_inside`."""
 
     root: Path
     under: str = ""
@@ -149,7 +149,7 @@ class _Tree:
         return any("/".join(parts[:k]) in self.links for k in range(1, len(parts) + 1))
 
     def problem(self, rel: str) -> str | None:
-        """Like :func:`_check_inside`: None when ``root/rel`` is a regular file inside root."""
+        """Like :func:`check_inside`: None when ``root/rel`` is a regular file inside root."""
         if rel in self.files:
             return None
         if not rel or rel == ".":
@@ -158,7 +158,7 @@ class _Tree:
         odd = "//" in wrapped or "/." in wrapped  # absolute, "", ., .. or hidden components
         outside_walk = bool(self.under) and not rel.startswith(f"{self.under}/")
         if odd or outside_walk or (self.links and self._linked(rel)):
-            return _check_inside(self.root, rel)
+            return check_inside(self.root, rel)
         if rel in self.dirs or rel in self.others:
             return "not a regular file"
         return "file not found"
@@ -440,7 +440,7 @@ def read_nih(
         records.append(
             _record(rel, split, view, patient, parsed[text], (split_problem, error), skipped)
         )
-    records = _mark_duplicates(records)
+    records = mark_duplicates(records)
     return DatasetIndex(root, "nih", names, records, multilabel=True)
 
 
@@ -597,7 +597,7 @@ def read_chexpert(
                     [(STATUS_ERROR, problem) if problem else None],
                 )
             )
-    records = _mark_duplicates(records)
+    records = mark_duplicates(records)
     return DatasetIndex(root, "chexpert", names, records, multilabel=True)
 
 
@@ -683,7 +683,7 @@ def read_mimic(
         error = (STATUS_ERROR, problem) if problem else None
         skipped = split_problem is not None and split_problem[0] == STATUS_WARNING
         records.append(_record(rel, split, view, subject, outcome, (split_problem, error), skipped))
-    records = _mark_duplicates(records)
+    records = mark_duplicates(records)
     return DatasetIndex(root, "mimic", names, records, multilabel=True)
 
 

@@ -24,7 +24,8 @@ class ImageRecord:
     Multi-label datasets (NIH, CheXpert, MIMIC) also set ``findings``: one value per finding of
     the index's ``classes``, 1.0 present, 0.0 absent, NaN unknown (left out of losses and metrics,
     e.g. CheXpert's uncertain label under ``--uncertain ignore``). ``label`` then names the present
-    findings joined by ``|`` (``No Finding`` when none), as NIH's ``Finding Labels`` does.
+    findings joined by ``|`` (``No Finding`` when none, as NIH's ``Finding Labels`` does;
+    ``(none)`` where ``No Finding`` is itself a finding, as in CheXpert).
     """
 
     path: str

@@ -49,10 +49,15 @@ __all__ = [
     "SynthSummary",
     "burn_text",
     "contact_sheet",
+    "encode_png",
+    "iter_rendered",
     "plan_dataset",
+    "prepare_out_dir",
     "render_radiograph",
     "render_record",
     "synthesize",
+    "tight_boxes",
+    "to_uint8",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -849,11 +854,11 @@ def burn_text(
 # --------------------------------------------------------------------------------------------
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
+def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _tight_boxes(clean: np.ndarray, image: np.ndarray, boxes: list[list[int]]) -> list[list[int]]:
+def tight_boxes(clean: np.ndarray, image: np.ndarray, boxes: list[list[int]]) -> list[list[int]]:
     """Shrink each box to the 8-bit pixels that really changed; drop boxes that changed nothing."""
     changed = clean != image
     tight: list[list[int]] = []
@@ -881,16 +886,16 @@ def render_record(config: SynthConfig, record: SynthRecord) -> RenderedImage:
         lesion_strength=config.lesion_strength,
         pose_jitter=config.pose_jitter,
     )
-    clean = _to_uint8(clean_f)
+    clean = to_uint8(clean_f)
     if not record.has_text:
         return RenderedImage(clean=clean, image=clean, boxes=[])
     site = _SITE_NAMES.get(record.source)
     with_text, boxes = burn_text(clean.astype(np.float32) / 255.0, text_rng, site=site)
-    image = _to_uint8(with_text)
-    return RenderedImage(clean=clean, image=image, boxes=_tight_boxes(clean, image, boxes))
+    image = to_uint8(with_text)
+    return RenderedImage(clean=clean, image=image, boxes=tight_boxes(clean, image, boxes))
 
 
-def _encode_png(pixels: np.ndarray) -> bytes:
+def encode_png(pixels: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise DatasetError("could not encode a PNG image")
@@ -900,11 +905,11 @@ def _encode_png(pixels: np.ndarray) -> bytes:
 def _render_and_write(args: tuple[SynthConfig, SynthRecord, str]) -> tuple[str, list[list[int]]]:
     config, record, out_dir = args
     rendered = render_record(config, record)
-    atomic_write_bytes(Path(out_dir) / record.split / record.filename, _encode_png(rendered.image))
+    atomic_write_bytes(Path(out_dir) / record.split / record.filename, encode_png(rendered.image))
     return record.key, rendered.boxes
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DatasetError(f"output {out} exists and is not a folder; choose another path")
     if out.is_dir() and any(out.iterdir()):
@@ -956,7 +961,7 @@ def synthesize(
     start = time.perf_counter()
     out = Path(out_dir)
     records = plan_dataset(config)
-    _prepare_out_dir(out, overwrite)
+    prepare_out_dir(out, overwrite)
     for split in SPLITS:
         (out / split).mkdir(exist_ok=True)
     total = len(records)
@@ -1043,6 +1048,6 @@ def contact_sheet(data_dir: Path | str, out_png: Path | str, n: int = 16, thumb:
         draw.text((x + 3, y + 1), label, fill=(0, 0, 0), font=face)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    buf = _encode_png(np.asarray(sheet)[:, :, ::-1].copy())
+    buf = encode_png(np.asarray(sheet)[:, :, ::-1].copy())
     atomic_write_bytes(out, buf)
     return out

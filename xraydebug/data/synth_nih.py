@@ -34,13 +34,13 @@ import numpy as np
 
 from xraydebug.data.labels import NO_FINDING
 from xraydebug.data.synth import (
-    _encode_png,
-    _prepare_out_dir,
-    _tight_boxes,
-    _to_uint8,
     burn_text,
+    encode_png,
     iter_rendered,
+    prepare_out_dir,
     render_radiograph,
+    tight_boxes,
+    to_uint8,
 )
 from xraydebug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -72,6 +72,13 @@ class NihSynthConfig:
     def __post_init__(self) -> None:
         if self.n_train < 0 or self.n_test < 0 or self.n_train + self.n_test == 0:
             raise ValueError("n_train and n_test must be >= 0 with at least one image")
+        if self.size < 64:
+            raise ValueError(f"size must be at least 64 pixels; got {self.size}")
+        if not 0.0 <= self.lesion_strength <= 2.0 or not 0.0 <= self.pose_jitter <= 3.0:
+            raise ValueError(
+                f"lesion_strength must be in [0, 2] and pose_jitter in [0, 3]; got "
+                f"{self.lesion_strength}, {self.pose_jitter}"
+            )
         if not 0.0 <= self.shortcut <= 1.0 or not 0.0 < self.prevalence < 1.0:
             raise ValueError(
                 f"shortcut must be in [0, 1] and prevalence in (0, 1); got {self.shortcut}, "
@@ -133,7 +140,7 @@ def _render(args: tuple[NihSynthConfig, NihSynthRecord, str]) -> tuple[str, list
     seq = np.random.SeedSequence([config.seed, 11 + (record.split == "test"), record.index])
     anatomy_rng, text_rng = (np.random.default_rng(s) for s in seq.spawn(2))
     lesions = tuple(FINDING_LESIONS[f] for f in record.findings) or ("normal",)
-    clean = _to_uint8(
+    clean = to_uint8(
         render_radiograph(
             anatomy_rng,
             config.size,
@@ -145,9 +152,9 @@ def _render(args: tuple[NihSynthConfig, NihSynthRecord, str]) -> tuple[str, list
     image, boxes = clean, []
     if record.has_text:
         with_text, raw = burn_text(clean.astype(np.float32) / 255.0, text_rng, site=None)
-        image = _to_uint8(with_text)
-        boxes = _tight_boxes(clean, image, raw)
-    atomic_write_bytes(Path(out) / record.path, _encode_png(image))
+        image = to_uint8(with_text)
+        boxes = tight_boxes(clean, image, raw)
+    atomic_write_bytes(Path(out) / record.path, encode_png(image))
     return record.path, boxes
 
 
@@ -175,7 +182,7 @@ def synthesize_nih(
     start = time.perf_counter()
     out = Path(out_dir)
     records = plan_nih(config)
-    _prepare_out_dir(out, overwrite)
+    prepare_out_dir(out, overwrite)
     for name in ("Data_Entry_2017.csv", "train_val_list.txt", "test_list.txt"):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / IMAGE_DIR.split("/")[0], ignore_errors=True)

@@ -755,7 +755,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _mismatch(
+def state_mismatch(
     state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
 ) -> tuple[list[str], list[str], list[str]]:
     """Missing keys, unexpected keys and ``key: file (..) vs model (..)`` shape mismatches."""
@@ -805,7 +805,7 @@ def load_init_weights(model: nn.Module, path: Path | str) -> str:
                 k: v for k, v in state.items() if k in backbone_state or not k.startswith(ignore)
             }
             target, where, target_state = backbone, "backbone", backbone_state
-    missing, unexpected, shapes = _mismatch(state, target_state)
+    missing, unexpected, shapes = state_mismatch(state, target_state)
     if missing or unexpected or shapes:
         arch = getattr(model, "arch_name", type(model).__name__)
         parts = [

@@ -59,6 +59,12 @@ class LoadedModel:
         return tuple(float(v) for v in values) if values else None
 
     @property
+    def decision_thresholds(self) -> tuple[float, ...]:
+        """Where a multi-label model calls each finding: its recorded :attr:`thresholds`,
+        else 0.5 for every finding."""
+        return self.thresholds or (0.5,) * len(self.classes)
+
+    @property
     def activation(self) -> str:
         """``sigmoid`` for a multi-label model, else ``softmax`` (the explainers' argument)."""
         return "sigmoid" if self.multilabel else "softmax"

@@ -55,11 +55,11 @@ def predict_records(
 def predicted_label(probs: np.ndarray, loaded: LoadedModel, thresholds: Any = None) -> str:
     """What the model calls an image with ``probs`` (K,): its top class, or for a multi-label
     model the findings at or above their ``thresholds`` (default: the model's own, else 0.5)
-    joined by ``|`` (``No Finding`` when none)."""
+    joined by ``|`` (:func:`~xraydebug.data.labels.findings_label` when none)."""
     if not loaded.multilabel:
         return loaded.classes[int(probs.argmax())]
     if thresholds is None:
-        thresholds = loaded.thresholds or 0.5
+        thresholds = loaded.decision_thresholds
     called = tuple(float(v) for v in probs >= np.asarray(thresholds))
     return findings_label(called, loaded.classes)
 
@@ -190,6 +190,10 @@ class EvaluateConfig:
     threshold: float | None = None
     uncertain: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be a probability in (0, 1); got {self.threshold}")
+
 
 def resolve_thresholds(
     loaded: LoadedModel,
@@ -230,7 +234,11 @@ def evaluate(
     loaded = model if isinstance(model, LoadedModel) else load_model(model, dev)
     uncertain = config.uncertain or loaded.meta.get("uncertain")
     index = load_index(data, manifest, loaded.classes, uncertain=uncertain)
-    check_kind(loaded, index)
+    check_kind(loaded.multilabel, index)
+    if config.threshold is not None and not loaded.multilabel:
+        raise ValueError(
+            "--threshold is for multi-label models; a softmax model takes its top class"
+        )
     records = index.usable(split)
     if not records:
         raise DatasetError(
@@ -269,13 +277,13 @@ def evaluate(
     return EvalResult(metrics, table, metrics_path, predictions_path, skipped)
 
 
-def check_kind(loaded: LoadedModel, index: DatasetIndex) -> None:
-    """One line when a softmax model meets multi-label data or the other way round."""
-    if loaded.multilabel != index.multilabel:
-        model_kind = "multi-label (one sigmoid per finding)" if loaded.multilabel else "softmax"
+def check_kind(multilabel: bool, index: DatasetIndex, model: str = "the model") -> None:
+    """One line when a softmax ``model`` meets multi-label data or the other way round."""
+    if multilabel != index.multilabel:
+        model_kind = "multi-label (one sigmoid per finding)" if multilabel else "softmax"
         data_kind = "multi-label findings" if index.multilabel else "one label per image"
         raise DatasetError(
-            f"{index.root}: the model is {model_kind} but the {index.layout} layout has "
+            f"{index.root}: {model} is {model_kind} but the {index.layout} layout has "
             f"{data_kind}; use a model trained for this kind of labels"
         )
 

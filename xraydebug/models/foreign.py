@@ -369,6 +369,8 @@ def import_module(
             f"Imported from {source.get('path') or 'a module'} ({source['format']}; {outputs})."
         ],
     }
+    if source.get("op_threshs"):  # xrv's operating points: where it calls each finding
+        meta["thresholds"] = [source["op_threshs"].get(f) or 0.5 for f in spec.classes]
     if "embedded" in stored:
         meta["embedded"] = stored["embedded"]
     target = module if "embedded" not in stored else nn.Module()  # embedded: no state_dict
@@ -422,7 +424,8 @@ def _card_markdown(arch: str, spec: ModelSpec, source: dict[str, Any]) -> str:
     if "op_threshs" in source:
         text += (
             "- TorchXRayVision: the outputs are its logits; its op_threshs calibration "
-            "(`op_norm`) is not applied (the thresholds are in the .json)\n"
+            "(`op_norm`) is not applied to them, its op_threshs are the decision thresholds "
+            "(0.5 where it has none)\n"
         )
     return text
 
@@ -498,7 +501,7 @@ def _import_xrv(
         "format": "xrv",
         "path": str(weights.resolve()),
         "sha256": file_sha256(weights),
-        "op_threshs": xrv_op_threshs(spec.arch),  # recorded, not applied: the outputs are logits
+        "op_threshs": xrv_op_threshs(spec.arch),  # the thresholds; the outputs are logits
     }
     return import_module(model, spec, out, source=source, stored={"arch": spec.arch})
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from xraydebug.models.metrics import summary_metrics
+from xraydebug.models.multilabel import auroc
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,12 @@ class Monitor:
 
 MONITORS: dict[str, Monitor] = {
     "macro_f1": Monitor("macro_f1", True, "validation macro-F1 (the softmax default)"),
-    "auroc": Monitor("auroc", True, "mean one-vs-rest validation AUROC over the classes present"),
+    "auroc": Monitor(
+        "auroc",
+        True,
+        "mean validation AUROC: one-vs-rest over the classes present, or per finding (the "
+        "multi-label default)",
+    ),
     "loss": Monitor("loss", False, "validation cross-entropy (lower is better)"),
 }
 
@@ -47,10 +53,8 @@ def get_monitor(name: str) -> Monitor:
 def mean_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean one-vs-rest AUROC of ``probs`` (N, K) against integer ``labels`` (N,) over the
     classes with both positives and negatives in ``labels``; NaN when no class has both."""
-    from sklearn.metrics import roc_auc_score  # a second's import, only when training
-
     scores = [
-        roc_auc_score(labels == k, probs[:, k])
+        auroc(probs[:, k], labels == k)
         for k in range(probs.shape[1])
         if 0 < int((labels == k).sum()) < len(labels)
     ]

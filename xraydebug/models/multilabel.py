@@ -283,6 +283,7 @@ def evaluate_multilabel(
     findings = list(findings)
     result = summary(targets, probs, findings, thresholds)
     result.update(multilabel=True, findings=findings, classes=findings)
+    result["per_class"] = result["per_finding"]  # DESIGN's metrics.json key, for every model
     boot = auroc_bootstrap(targets, probs, groups, n_boot, seed)
     with warnings.catch_warnings():  # replicates where no finding is defined
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -312,7 +313,8 @@ def evaluate_multilabel(
         for k, name in enumerate(findings):
             known = ~np.isnan(targets[:, k])
             labels = (targets[known, k] == 1.0).astype(np.int64)
-            for line in confounding_check(labels, keys[known], [f"no {name}", name]):
+            raw = np.asarray(sources)[known]  # a missing view is no source of its own
+            for line in confounding_check(labels, raw, [f"no {name}", name]):
                 notes.append(f"{name}: {line}")
     for name, row in result["per_finding"].items():
         if row["auroc"] is None:

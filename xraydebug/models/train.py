@@ -207,8 +207,12 @@ def data_fingerprint(index: DatasetIndex, records: list[ImageRecord]) -> dict[st
         size = (index.root / rec.path).stat().st_size
         digest.update(f"{rec.path}\t{rec.label}\t{size}\n".encode())
     counts: dict[str, int] = {}
-    for rec in records:
-        counts[rec.label or ""] = counts.get(rec.label or "", 0) + 1
+    if index.multilabel:  # films with each finding present
+        for k, name in enumerate(index.classes):
+            counts[name] = sum(1 for rec in records if rec.findings and rec.findings[k] == 1.0)
+    else:
+        for rec in records:
+            counts[rec.label or ""] = counts.get(rec.label or "", 0) + 1
     return {"sha256": digest.hexdigest(), "n_images": len(records), "per_class": counts}
 
 
@@ -910,16 +914,26 @@ def train(
         seconds=seconds,
         init_weights=init_weights,
     )
-    if setup.multilabel:  # per-finding F1-best thresholds of the kept model, on validation
-        probs = predict_probs(
-            fit.model, prep, val_cache.images, device, amp=config.amp, activation="sigmoid"
-        )
-        meta["thresholds"] = f1_thresholds(val_cache.labels.numpy(), probs.numpy()).tolist()
+    if setup.multilabel:
+        meta["thresholds"] = _finding_thresholds(fit.model, setup, val_cache)
     for line in meta["summary"]:
         console.print(line, highlight=False)
     result = _write_outputs(out, fit.model, meta, skipped, extra=checkpoint_extra)
     resume_path.unlink(missing_ok=True)
     return result
+
+
+def _finding_thresholds(model: nn.Module, setup: _Setup, val_cache: ImageCache) -> list[float]:
+    """Per finding, the F1-best threshold of the kept multi-label ``model`` on validation."""
+    probs = predict_probs(
+        model,
+        setup.prep,
+        val_cache.images,
+        setup.device,
+        amp=setup.config.amp,
+        activation="sigmoid",
+    )
+    return f1_thresholds(val_cache.labels.numpy(), probs.numpy()).tolist()
 
 
 def _write_outputs(

@@ -41,7 +41,7 @@ from xraydebug.models.architectures import (
     LARGE_RECIPE,
     ArchSpec,
     Preprocessing,
-    _mismatch,
+    state_mismatch,
 )
 from xraydebug.models.safe_load import load_weights_only
 
@@ -284,7 +284,7 @@ def load_xrv_weights(model: nn.Module, path: Path | str, *, trust_pickle: bool =
     if state and all(k.startswith("model.") for k in state):  # xrv ResNet's own state_dict
         state = {k.removeprefix("model."): v for k, v in state.items()}
     backbone = model.backbone
-    missing, unexpected, shapes = _mismatch(state, backbone.state_dict())
+    missing, unexpected, shapes = state_mismatch(state, backbone.state_dict())
     if missing or unexpected or shapes:
         parts = [
             f"{path}: weights do not fit {getattr(model, 'arch_name', 'the xrv network')}: "

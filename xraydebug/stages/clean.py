@@ -27,6 +27,7 @@ import pandas as pd
 from xraydebug.data.imageio import ImageMeta, read_image, read_native
 from xraydebug.data.labels import LABELS_UNUSED
 from xraydebug.data.layouts import load_index
+from xraydebug.data.public_layouts import PUBLIC_LAYOUTS
 from xraydebug.data.records import STATUS_ERROR, DatasetIndex, ImageRecord
 from xraydebug.device import machine_info
 from xraydebug.errors import DatasetError, ImageReadError
@@ -163,8 +164,6 @@ def _decoded_ahead(
 def _copy_label_files(data: Path, out: Path, layout: str, manifest: Path | None) -> None:
     """Copy what makes ``out`` the same layout as ``data``: COVIDx label files, a multi-label
     release's label/list/metadata files (NIH, CheXpert, MIMIC), the manifest, ground truth."""
-    from xraydebug.data.public_layouts import PUBLIC_LAYOUTS
-
     names = [p for p in data.iterdir() if p.is_file() and p.suffix.lower() in (".txt", ".json")]
     if layout != "covidx":
         names = [p for p in names if p.name == "ground_truth.json"]

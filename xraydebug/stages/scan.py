@@ -2,15 +2,18 @@
 
 Writes, under ``out`` (file names in :mod:`xraydebug.runfolder`):
 
-- ``scan.csv``: one row per image, columns :data:`~xraydebug.runfolder.SCAN_COLUMNS`
-  (DESIGN.md section 7). The text columns (``n_boxes``, ``boxes``, ``mass_in_text``,
-  ``text_area``, ``text_reveal_prob``, ``flagged``) come from the text detector and
-  :mod:`xraydebug.flagging`; they stay empty when ``ScanConfig.detector`` is None. ``boxes``
-  includes ``second_look_boxes``: text found by zooming in on compact saliency blobs outside
-  every first-pass box (:class:`~xraydebug.text.SecondLook`). ``flagged`` is recomputed from
-  them on every write, so new flag thresholds apply without rescanning.
-- ``masks/<path>.npz``: ``deletion`` and ``insertion`` masks (s, s) float16 in [0, 1] (0 =
-  salient; ``insertion`` absent for single-mask methods), ``target`` class index.
+- ``scan.csv``: one row per image and explained target (the predicted class; every finding a
+  multi-label model calls; or the ``targets`` asked for), columns
+  :data:`~xraydebug.runfolder.SCAN_COLUMNS` (DESIGN.md section 7). The text columns
+  (``n_boxes``, ``boxes``, ``mass_in_text``, ``text_area``, ``text_reveal_prob``,
+  ``flagged``) come from the text detector and :mod:`xraydebug.flagging`; they stay empty
+  when ``ScanConfig.detector`` is None. ``boxes`` includes ``second_look_boxes``: text found
+  by zooming in on compact saliency blobs outside every first-pass box
+  (:class:`~xraydebug.text.SecondLook`). ``flagged`` is recomputed from them on every write,
+  so new flag thresholds apply without rescanning.
+- ``masks/<path>.npz`` (``masks/<path>.<target>.npz`` for multi-label models and scans with
+  ``targets``): ``deletion`` and ``insertion`` masks (s, s) float16 in [0, 1] (0 = salient;
+  ``insertion`` absent for single-mask methods), ``target`` class index.
 - ``run.json``: the resolved config, versions, model hash, timings and images/s, the saliency
   method with its resolved settings (``saliency``) and what one image cost
   (``cost_per_image``: seconds per stage, forward/backward model passes).
@@ -417,6 +420,23 @@ class ScanWorker:
             return probs.gather(1, targets.to(self.device)[:, None])[:, 0].tolist()
 
 
+def check_targets(loaded: LoadedModel, config: ScanConfig) -> None:
+    """A ValueError naming the problem where ``config`` asks for targets ``loaded`` cannot
+    give: a ``--target`` that is not one of its classes, or ``explain='label'`` with a
+    multi-label model or with ``--target`` (both choose the targets otherwise)."""
+    unknown = [t for t in config.targets if t not in loaded.classes]
+    if unknown:
+        raise ValueError(
+            f"--target {', '.join(unknown)}: not among the model's "
+            f"{'findings' if loaded.multilabel else 'classes'} ({', '.join(loaded.classes)})"
+        )
+    if config.explain == "label" and (config.targets or loaded.multilabel):
+        raise ValueError(
+            "--explain label explains a one-label model's labelled class; a multi-label model "
+            "explains the findings it calls, and --target names the targets itself"
+        )
+
+
 def explained_targets(
     loaded: LoadedModel, probs: torch.Tensor, labels: torch.Tensor, config: ScanConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -426,15 +446,9 @@ def explained_targets(
     finding a multi-label model calls (probability >= its threshold, 0.5 without one), or its
     most probable finding when it calls none. ``probs`` (B, K); ``labels`` the cache's."""
     if config.targets:
-        unknown = [t for t in config.targets if t not in loaded.classes]
-        if unknown:
-            raise ValueError(
-                f"--target {', '.join(unknown)}: not among the model's "
-                f"{'findings' if loaded.multilabel else 'classes'} ({', '.join(loaded.classes)})"
-            )
         chosen = [[loaded.classes.index(t) for t in config.targets]] * probs.shape[0]
     elif loaded.multilabel:
-        thresholds = torch.tensor(loaded.thresholds or [0.5] * probs.shape[1])
+        thresholds = torch.tensor(loaded.decision_thresholds)
         calls = probs >= thresholds
         chosen = [
             row.nonzero()[:, 0].tolist() or [int(p.argmax())]
@@ -590,7 +604,8 @@ def scan(
     # labels are only shown: uncertain ones need no policy where the model records none
     uncertain = loaded.meta.get("uncertain") or LABELS_UNUSED
     index = load_index(data, manifest, loaded.classes, uncertain=uncertain)
-    check_kind(loaded, index)
+    check_kind(loaded.multilabel, index)
+    check_targets(loaded, config)
     outcome = driver.run(
         ScanStage(index, loaded, config), out, executor=executor, progress=progress
     )
