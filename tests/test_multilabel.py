@@ -313,3 +313,33 @@ def test_six_films_in_the_nih_layout_by_hand(tmp_path: Path) -> None:
     assert metrics["per_finding"]["Atelectasis"]["auroc"] == pytest.approx(0.875)
     assert metrics["per_finding"]["Effusion"]["auroc"] == pytest.approx(0.5625)
     assert metrics["threshold_source"].startswith("0.5")
+
+
+def test_no_finding_as_a_finding_is_not_the_empty_set() -> None:
+    """CheXpert's first observation is called "No Finding": a film with nothing present (or a
+    model calling nothing) must not read as that finding."""
+    from xraydebug.data.labels import NONE_PRESENT, findings_label, findings_matrix
+
+    chexpert = ("No Finding", "Edema")
+    assert findings_label((0.0, 0.0), chexpert) == NONE_PRESENT
+    assert findings_label((1.0, 0.0), chexpert) == "No Finding"
+    assert findings_label((0.0,), ("Edema",)) == "No Finding"  # NIH's spelling
+    called = findings_matrix([NONE_PRESENT, "No Finding", "Edema"], chexpert)
+    assert called.tolist() == [[False, False], [True, False], [False, True]]
+
+
+def test_films_without_a_view_are_no_source_of_their_own() -> None:
+    # every film with the finding lacks a view: no source is confounded with it
+    targets = np.array([[1.0]] * 12 + [[0.0]] * 12)
+    probs = np.linspace(0, 1, 24)[:, None]
+    sources = np.array([""] * 12 + ["PA", "AP"] * 6, dtype=object)
+    metrics = evaluate_multilabel(targets, probs, ["A"], np.array([0.5]), sources=sources)
+    assert not [w for w in metrics["warnings"] if "source" in w], metrics["warnings"]
+    assert metrics["per_source"]["(none)"]["n"] == 12
+
+
+def test_scan_refuses_explain_label_for_a_multilabel_model(nih_set, tmp_path: Path) -> None:
+    args = ["scan", str(nih_set["data"]), "--model", str(nih_set["model"]), "--no-text"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s"), "--explain", "label"])
+    assert result.exit_code == 1 and "--explain label" in result.output
+    assert not (tmp_path / "s" / "run.json").exists()
