@@ -755,10 +755,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def state_mismatch(
-    state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
-) -> tuple[list[str], list[str], list[str]]:
-    """Missing keys, unexpected keys and ``key: file (..) vs model (..)`` shape mismatches."""
+def check_state_fits(
+    state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], what: str
+) -> None:
+    """Raise :class:`CheckpointError` ``"<what>: N missing, N unexpected, N with another
+    shape; ..."`` (counts plus the first few keys and shapes) unless the weights ``state``
+    fit the ``target`` state_dict; a missing BatchNorm counter does not count."""
     missing = [
         k for k in target if k not in state and not k.endswith("num_batches_tracked")
     ]  # BatchNorm fills a missing counter itself
@@ -768,7 +770,19 @@ def state_mismatch(
         for k in target
         if k in state and state[k].shape != target[k].shape
     ]
-    return missing, unexpected, shapes
+    if not (missing or unexpected or shapes):
+        return
+    parts = [
+        f"{what}: {len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} with "
+        "another shape"
+    ]
+    if missing:
+        parts.append(f"missing e.g. {', '.join(missing[:4])}")
+    if unexpected:
+        parts.append(f"unexpected e.g. {', '.join(unexpected[:4])}")
+    if shapes:
+        parts.append(f"shape mismatch e.g. {'; '.join(shapes[:3])}")
+    raise CheckpointError("; ".join(parts))
 
 
 def load_init_weights(model: nn.Module, path: Path | str) -> str:
@@ -805,19 +819,9 @@ def load_init_weights(model: nn.Module, path: Path | str) -> str:
                 k: v for k, v in state.items() if k in backbone_state or not k.startswith(ignore)
             }
             target, where, target_state = backbone, "backbone", backbone_state
-    missing, unexpected, shapes = state_mismatch(state, target_state)
-    if missing or unexpected or shapes:
-        arch = getattr(model, "arch_name", type(model).__name__)
-        parts = [
-            f"{path}: init weights do not fit {where} of arch {arch!r}: {len(missing)} "
-            f"missing, {len(unexpected)} unexpected, {len(shapes)} with another shape"
-        ]
-        if missing:
-            parts.append(f"missing e.g. {', '.join(missing[:4])}")
-        if unexpected:
-            parts.append(f"unexpected e.g. {', '.join(unexpected[:4])}")
-        if shapes:
-            parts.append(f"shape mismatch e.g. {'; '.join(shapes[:3])}")
-        raise CheckpointError("; ".join(parts))
+    arch = getattr(model, "arch_name", type(model).__name__)
+    check_state_fits(
+        state, target_state, f"{path}: init weights do not fit {where} of arch {arch!r}"
+    )
     target.load_state_dict(state, strict=True)
     return where

@@ -493,6 +493,30 @@ def _initial_model(
     return model, load_init_weights(model, init_weights) == "model"
 
 
+def _starting_model(
+    config: TrainConfig,
+    index: DatasetIndex,
+    model: nn.Module | None,
+    init_weights: Path | str | None,
+) -> tuple[nn.Module, bool, dict[str, Any] | None]:
+    """The network a run starts from, whether it is a fine-tuning run, and what identifies its
+    starting weights for the resume check: a given ``model`` (checked against the data's
+    width), else a new ``config.arch`` with ``init_weights`` loaded where given."""
+    classes = index.classes
+    if model is None:
+        built, finetune = _initial_model(config.arch, len(classes), init_weights)
+        return built, finetune, _file_identity(init_weights)
+    if init_weights is not None:
+        raise ValueError("train: give the starting weights as model or init_weights, not both")
+    width = getattr(model, "num_classes", len(classes))
+    if width != len(classes):
+        raise DatasetError(
+            f"{index.root}: the model has {width} outputs but the data has {len(classes)} "
+            f"{'findings' if index.multilabel else 'classes'} ({', '.join(classes)})"
+        )
+    return model, True, _module_identity(model)
+
+
 def _new_fit(config: TrainConfig, model: nn.Module, *, device: torch.device) -> _Fit:
     """``model`` on ``device`` with its optimizer, before epoch 1."""
     model.to(device).to(memory_format=torch.channels_last)
@@ -850,20 +874,7 @@ def train(
     classes = index.classes
     config = _for_data(config, index)
     train_records, val_records = _split_records(index, config)  # seed and val_fraction only
-    if model is not None:
-        if init_weights is not None:
-            raise ValueError("train: give the starting weights as model or init_weights, not both")
-        width = getattr(model, "num_classes", len(classes))
-        if width != len(classes):
-            raise DatasetError(
-                f"{index.root}: the model has {width} outputs but the data has {len(classes)} "
-                f"{'findings' if index.multilabel else 'classes'} ({', '.join(classes)})"
-            )
-        identity_of_start = _module_identity(model)
-        finetune = True
-    else:
-        model, finetune = _initial_model(config.arch, len(classes), init_weights)
-        identity_of_start = _file_identity(init_weights)
+    model, finetune, identity_of_start = _starting_model(config, index, model, init_weights)
     recipe_lines = config.recipe_lines(finetune=finetune)
     config = config.resolved(finetune=finetune)
     if config.epochs < 1:

@@ -41,7 +41,7 @@ from xraydebug.models.architectures import (
     LARGE_RECIPE,
     ArchSpec,
     Preprocessing,
-    state_mismatch,
+    check_state_fits,
 )
 from xraydebug.models.safe_load import load_weights_only
 
@@ -284,20 +284,8 @@ def load_xrv_weights(model: nn.Module, path: Path | str, *, trust_pickle: bool =
     if state and all(k.startswith("model.") for k in state):  # xrv ResNet's own state_dict
         state = {k.removeprefix("model."): v for k, v in state.items()}
     backbone = model.backbone
-    missing, unexpected, shapes = state_mismatch(state, backbone.state_dict())
-    if missing or unexpected or shapes:
-        parts = [
-            f"{path}: weights do not fit {getattr(model, 'arch_name', 'the xrv network')}: "
-            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} with "
-            "another shape"
-        ]
-        if missing:
-            parts.append(f"missing e.g. {', '.join(missing[:4])}")
-        if unexpected:
-            parts.append(f"unexpected e.g. {', '.join(unexpected[:4])}")
-        if shapes:
-            parts.append(f"shape mismatch e.g. {'; '.join(shapes[:3])}")
-        raise CheckpointError("; ".join(parts))
+    name = getattr(model, "arch_name", "the xrv network")
+    check_state_fits(state, backbone.state_dict(), f"{path}: weights do not fit {name}")
     backbone.load_state_dict(state, strict=False)  # strict but for BN counters (as init weights)
 
 
