@@ -75,11 +75,16 @@ def save_formats(root: Path) -> dict[str, Path]:
     return files
 
 
-def fresh_scan(data: Path, checkpoint: Path, out: Path, images: int) -> pd.DataFrame:
+def fresh_scan(
+    data: Path, checkpoint: Path, out: Path, images: int, fold_bn: bool = True
+) -> pd.DataFrame:
     """Scan ``images`` test films of ``data`` from scratch (a scan resumes, so an old ``out``
-    is removed first); the scan table sorted by path."""
+    is removed first); the scan table sorted by path. ``fold_bn``: iGOS++'s BatchNorm folding
+    (the scan's default; it applies to a network it can copy, the native build, not to an
+    embedded TorchScript or exported graph)."""
     shutil.rmtree(out, ignore_errors=True)
     options = {"split": "test", "limit": images, "text": False, "device": "cpu", "seed": 0}
+    options["fold_bn"] = fold_bn
     scan(data, checkpoint, out, config=ScanConfig.from_options(options))
     return pd.read_csv(out / "scan.csv").sort_values("path").reset_index()
 
@@ -111,6 +116,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
+        "--no-fold-bn",
+        action="store_true",
+        help="scan every format without BatchNorm folding, so all run the same arithmetic",
+    )
+    parser.add_argument(
         "--floor-only",
         action="store_true",
         help="only the noise floor of a finished run in --work (native, oneDNN off vs on)",
@@ -137,7 +147,7 @@ def main() -> None:
         for fmt, checkpoint in checkpoints.items():
             start = time.perf_counter()
             out = args.work / f"scan-{fmt}-{round_}"
-            tables[fmt] = fresh_scan(data, checkpoint, out, args.images)
+            tables[fmt] = fresh_scan(data, checkpoint, out, args.images, not args.no_fold_bn)
             seconds[fmt].append((time.perf_counter() - start) / args.images)
     native_seconds = statistics.median(seconds["state_dict"])
     rows = [
@@ -160,6 +170,7 @@ def main() -> None:
     print(json.dumps(targets))
     if args.json:
         payload = {"machine": machine_line(), "images": args.images, "rounds": args.rounds}
+        payload["fold_bn"] = not args.no_fold_bn
         args.json.write_text(json.dumps({**payload, "rows": rows, "targets": targets}, indent=2))
 
 
