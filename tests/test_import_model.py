@@ -385,3 +385,34 @@ def test_a_missing_extra_is_one_line(monkeypatch, tmp_path):
     result = _cli("--arch", "xrv:densenet121-res224-all", "--out", str(tmp_path / "x.pt"))
     _one_line_error(result, "needs the optional extra: pip install 'xraydebug[xrv]'")
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_an_embedded_network_is_explained_exactly_as_the_native_build(
+    foreign_files, tiny_covidx, tmp_path
+):
+    """With the same arithmetic (no BatchNorm folding, which only a network iGOS++ can copy
+    gets) a TorchScript or torch.export import gives the native build's AUCs to the bit."""
+    from tests.conftest import scan_config
+    from xraydebug.stages.scan import scan
+
+    tables = {}
+    for fmt in ("state_dict", "torchscript", "exported_program"):
+        extra = ["--arch", "torchvision:resnet18"] if fmt == "state_dict" else []
+        assert _import(foreign_files[fmt], tmp_path / f"{fmt}.pt", *extra).exit_code == 0
+        settings = scan_config(
+            mask_size=8,
+            iterations=3,
+            ig_steps=3,
+            metric_steps=8,
+            limit=3,
+            split="test",
+            text=False,
+            fold_bn=False,
+            device="cpu",
+        )
+        out = tmp_path / f"scan-{fmt}"
+        tables[fmt] = scan(tiny_covidx, tmp_path / f"{fmt}.pt", out, config=settings).table
+    native = tables["state_dict"]
+    for fmt in ("torchscript", "exported_program"):
+        for column in ("deletion_auc", "insertion_auc", "prob"):
+            assert tables[fmt][column].tolist() == native[column].tolist(), (fmt, column)
