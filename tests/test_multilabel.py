@@ -268,22 +268,9 @@ class _MeanToFindings(torch.nn.Module):
         return torch.stack([8 * mean, -8 * mean], dim=1)
 
 
-def test_six_films_in_the_nih_layout_by_hand(tmp_path: Path) -> None:
-    """Six NIH-layout films of constant grey, scored by a model whose Atelectasis score
-    rises with the grey level and whose Effusion score falls with it. By hand:
-
-    film:         1    2    3    4    5    6
-    grey:         200  180  160  120  120  60
-    Atelectasis:  yes  -    yes  -    -    -
-    Effusion:     -    -    yes  -    yes  -
-
-    Atelectasis: film 1 scores above all four negatives (4 pairs), film 3 above films 4, 5, 6
-    (3 pairs, below film 2): 7 of 8 pairs in order, AUROC 0.875. Effusion (scores in reverse
-    grey order): film 3 above films 1, 2 (2 pairs); film 5 above films 1, 2 and tied with film
-    4 (2.5 pairs); both below film 6: 4.5 of 8, AUROC 0.5625."""
+def _six_films(tmp_path: Path) -> Path:
+    """The six films of :func:`test_six_films_in_the_nih_layout_by_hand`, NIH layout."""
     from PIL import Image
-
-    from xraydebug.models.foreign import ModelSpec, import_module
 
     root = tmp_path / "nih"
     (root / "images_001" / "images").mkdir(parents=True)
@@ -301,10 +288,32 @@ def test_six_films_in_the_nih_layout_by_hand(tmp_path: Path) -> None:
     (root / "Data_Entry_2017.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
     (root / "test_list.txt").write_text("".join(f"{k:08d}_000.png\n" for k in range(1, 7)))
     (root / "train_val_list.txt").write_text("")
-    spec = ModelSpec(
-        classes=("Atelectasis", "Effusion"), input_size=32, channels=1, mean=(0.0,), std=(1.0,)
-    )
-    import_module(_MeanToFindings(), spec, tmp_path / "m.pt", multilabel=True)
+    return root
+
+
+def _import_mean_model(out: Path, findings: tuple[str, str]) -> None:
+    """:class:`_MeanToFindings` imported as a multi-label model naming ``findings``."""
+    from xraydebug.models.foreign import ModelSpec, import_module
+
+    spec = ModelSpec(classes=findings, input_size=32, channels=1, mean=(0.0,), std=(1.0,))
+    import_module(_MeanToFindings(), spec, out, multilabel=True)
+
+
+def test_six_films_in_the_nih_layout_by_hand(tmp_path: Path) -> None:
+    """Six NIH-layout films of constant grey, scored by a model whose Atelectasis score
+    rises with the grey level and whose Effusion score falls with it. By hand:
+
+    film:         1    2    3    4    5    6
+    grey:         200  180  160  120  120  60
+    Atelectasis:  yes  -    yes  -    -    -
+    Effusion:     -    -    yes  -    yes  -
+
+    Atelectasis: film 1 scores above all four negatives (4 pairs), film 3 above films 4, 5, 6
+    (3 pairs, below film 2): 7 of 8 pairs in order, AUROC 0.875. Effusion (scores in reverse
+    grey order): film 3 above films 1, 2 (2 pairs); film 5 above films 1, 2 and tied with film
+    4 (2.5 pairs); both below film 6: 4.5 of 8, AUROC 0.5625."""
+    root = _six_films(tmp_path)
+    _import_mean_model(tmp_path / "m.pt", ("Atelectasis", "Effusion"))
     out = tmp_path / "eval"
     args = ["evaluate", str(root), "--model", str(tmp_path / "m.pt"), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--n-boot", "50"])
@@ -343,3 +352,40 @@ def test_scan_refuses_explain_label_for_a_multilabel_model(nih_set, tmp_path: Pa
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s"), "--explain", "label"])
     assert result.exit_code == 1 and "--explain label" in result.output
     assert not (tmp_path / "s" / "run.json").exists()
+
+
+def test_a_model_naming_findings_the_data_lacks_is_scored_on_the_rest(tmp_path: Path) -> None:
+    """A model trained elsewhere (here its second finding is CheXpert's "Lung Lesion", which
+    NIH does not label) is refused in one line that names --findings, scored with it, and
+    scanned as it is."""
+    root = _six_films(tmp_path)
+    model = tmp_path / "m.pt"
+    _import_mean_model(model, ("Atelectasis", "Lung Lesion"))
+    args = ["evaluate", str(root), "--model", str(model), "--out", str(tmp_path / "e")]
+    refused = CliRunner().invoke(app, [*args, "--n-boot", "20"])
+    assert refused.exit_code == 1 and "--findings" in refused.output
+    assert "Lung Lesion" in refused.output and len(refused.output.strip().splitlines()) == 1
+    scored = CliRunner().invoke(app, [*args, "--n-boot", "20", "--findings", "Atelectasis"])
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert list(metrics["per_finding"]) == ["Atelectasis"]
+    assert metrics["per_finding"]["Atelectasis"]["auroc"] == pytest.approx(0.875)
+    scan_args = ["scan", str(root), "--model", str(model), "--out", str(tmp_path / "s")]
+    fast = ["--mask-size", "4", "--iterations", "1", "--ig-steps", "2", "--no-text"]
+    scanned = CliRunner().invoke(app, [*scan_args, *fast])
+    assert scanned.exit_code == 0, scanned.output
+
+
+def test_pleural_effusion_is_nihs_effusion(tmp_path: Path) -> None:
+    from xraydebug.data.layouts import load_index
+
+    root = _six_films(tmp_path)
+    index = load_index(root, classes=("Pleural Effusion",))
+    assert [r.findings for r in sorted(index.usable(), key=lambda r: r.path)] == [
+        (0.0,),
+        (0.0,),
+        (1.0,),
+        (0.0,),
+        (1.0,),
+        (0.0,),
+    ]

@@ -512,7 +512,7 @@ def train(
     """
     options = _options(locals(), "data", "init_weights", "manifest", "resume", "out")
     if findings is not None:
-        options["findings"] = tuple(f.strip() for f in findings.split(",") if f.strip())
+        options["findings"] = _names(findings)
     check_paths({"DATA": data}, {"--manifest": manifest, "--init-weights": init_weights})
     from xraydebug.models.architectures import get_arch
     from xraydebug.models.train import TrainConfig
@@ -539,6 +539,11 @@ def train(
         f"Checkpoint: [bold]{result.checkpoint}[/]; model card: {result.card_json}, "
         f"{result.card_md}. Next: xraydebug evaluate {data} --model {result.checkpoint}"
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``"a, b,c"`` -> ("a", "b", "c")."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -679,6 +684,13 @@ def evaluate(
         ),
     ] = None,
     uncertain: UncertainOpt = None,
+    findings: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-label models: score only these findings (a,b,c), e.g. those a model "
+            "trained elsewhere shares with this dataset. \\[default: all of the model's]"
+        ),
+    ] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     debug: DebugOpt = False,
@@ -698,7 +710,9 @@ def evaluate(
     test_text = options.pop("text_sensitivity")
     text = {k: options.pop(k) for k in ("detector", "long_side", "precision")}
     text["device"] = options["device"]
-    labels = {k: options.pop(k) for k in ("threshold", "uncertain")}  # the evaluation's alone
+    labels = {k: options.pop(k) for k in ("threshold", "uncertain", "findings")}  # evaluation's
+    if labels["findings"] is not None:
+        labels["findings"] = _names(labels["findings"])
     settings = build_config(TextSensitivityConfig, options) if test_text else None
     del options["draws"]  # the text-sensitivity test's alone
     evaluation = build_config(EvaluateConfig, {**options, **labels})

@@ -299,7 +299,9 @@ def text_sensitivity(
     first = models[0]
     # the findings' labels play no part in the test: uncertain ones need no policy
     uncertain = first.meta.get("uncertain") or LABELS_UNUSED
-    index = load_index(data, manifest, first.classes, uncertain=uncertain)
+    # a multi-label model may name findings the data does not label: read the layout's own
+    classes = None if first.multilabel else first.classes
+    index = load_index(data, manifest, classes, uncertain=uncertain)
     check_kind(first.multilabel, index)
     tested = index.usable(split)
     if not tested:

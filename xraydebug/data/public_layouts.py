@@ -87,9 +87,16 @@ MIMIC_SPLITS = {"train": "train", "validate": "val", "test": "test"}
 _PATIENT = re.compile(r"(patient\d+)")
 
 
+_SYNONYMS = {"pleural effusion": "effusion"}
+"""Finding names that differ between releases for the same finding (CheXpert's and MIMIC's
+"Pleural Effusion" is NIH's "Effusion"); no layout has both."""
+
+
 def _key(name: str) -> str:
-    """Finding names compare case-insensitively, with spaces, ``_`` and ``-`` alike."""
-    return re.sub(r"[\s_\-]+", " ", name.strip()).casefold()
+    """Finding names compare case-insensitively, with spaces, ``_`` and ``-`` alike, and
+    through :data:`_SYNONYMS`."""
+    key = re.sub(r"[\s_\-]+", " ", name.strip()).casefold()
+    return _SYNONYMS.get(key, key)
 
 
 # --------------------------------------------------------------------------- files and tree

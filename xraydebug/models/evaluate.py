@@ -181,7 +181,8 @@ class EvaluateConfig:
     per-finding thresholds, which otherwise come from the model (chosen on its validation
     split when xraydebug trained it), else from the data's ``val`` split (F1-best), else 0.5.
     ``uncertain`` is the CheXpert uncertain-label policy (default: the one the model was
-    trained with)."""
+    trained with). ``findings``: score only these of a multi-label model's findings (a model
+    trained on other data may name findings the dataset does not label)."""
 
     batch_size: int = 64
     device: str = "auto"
@@ -189,6 +190,7 @@ class EvaluateConfig:
     seed: int = 0
     threshold: float | None = None
     uncertain: str | None = None
+    findings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -202,20 +204,23 @@ def resolve_thresholds(
     config: EvaluateConfig,
     device: torch.device,
 ) -> tuple[np.ndarray, str]:
-    """Per-finding thresholds for a multi-label evaluation and where they came from."""
-    k = len(loaded.classes)
+    """Thresholds of the findings a multi-label evaluation scores (``index.classes``, the
+    model's or some of them) and where they came from."""
+    names = index.classes
     if config.threshold is not None:
-        return np.full(k, config.threshold), f"given ({config.threshold:g} for every finding)"
+        given = np.full(len(names), config.threshold)
+        return given, f"given ({config.threshold:g} for every finding)"
     if loaded.thresholds is not None:
-        return np.asarray(loaded.thresholds), "the model's (F1-best on its validation split)"
+        own = dict(zip(loaded.classes, loaded.thresholds, strict=True))
+        return np.array([own[n] for n in names]), "the model's (F1-best on its validation split)"
     val = index.usable("val") if split != "val" else []
     if val:
         table, _ = predict_records(loaded, index.root, val, device, config.batch_size)
         if not table.empty:
-            probs = table[[f"prob_{f}" for f in loaded.classes]].to_numpy(dtype=np.float64)
+            probs = table[[f"prob_{f}" for f in names]].to_numpy(dtype=np.float64)
             chosen = f1_thresholds(finding_targets(table), probs)
             return chosen, f"F1-best on the data's val split ({len(table)} films)"
-    return np.full(k, 0.5), "0.5 (no validation split and none recorded in the model)"
+    return np.full(len(names), 0.5), "0.5 (no validation split and none recorded in the model)"
 
 
 def evaluate(
@@ -233,7 +238,13 @@ def evaluate(
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, dev)
     uncertain = config.uncertain or loaded.meta.get("uncertain")
-    index = load_index(data, manifest, loaded.classes, uncertain=uncertain)
+    try:
+        scored = scored_classes(loaded, config.findings)
+        index = load_index(data, manifest, scored, uncertain=uncertain)
+    except DatasetError as exc:
+        if not (loaded.multilabel and "has no finding" in str(exc)):
+            raise
+        raise DatasetError(f"{exc}; --findings scores the model's findings it labels") from exc
     check_kind(loaded.multilabel, index)
     if config.threshold is not None and not loaded.multilabel:
         raise ValueError(
@@ -249,14 +260,11 @@ def evaluate(
     if table.empty:
         raise DatasetError(f"{index.root}: none of the {split!r} images could be read")
     if loaded.multilabel:
+        names = index.classes  # the findings scored: the model's, or config.findings
         thresholds, threshold_source = resolve_thresholds(loaded, index, split, config, dev)
-        table["pred"] = [
-            predicted_label(p, loaded, thresholds)
-            for p in table[[f"prob_{f}" for f in loaded.classes]].to_numpy()
-        ]
-        metrics = multilabel_metrics_from_predictions(
-            table, loaded.classes, thresholds, n_boot, seed
-        )
+        probs = table[[f"prob_{f}" for f in names]].to_numpy()
+        table["pred"] = [findings_label(tuple(map(float, p >= thresholds)), names) for p in probs]
+        metrics = multilabel_metrics_from_predictions(table, names, thresholds, n_boot, seed)
         metrics["threshold_source"] = threshold_source
     else:
         metrics = metrics_from_predictions(table, loaded.classes, n_boot, seed)
@@ -275,6 +283,22 @@ def evaluate(
         with atomic_open(predictions_path, "w", newline="", encoding="utf-8") as handle:
             table.drop(columns=list(HIDDEN_COLUMNS)).to_csv(handle, index=False)
     return EvalResult(metrics, table, metrics_path, predictions_path, skipped)
+
+
+def scored_classes(loaded: LoadedModel, findings: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The classes an evaluation scores: the model's, or the ``findings`` asked for (a
+    multi-label model's only; each must be one of its findings)."""
+    if not findings:
+        return loaded.classes
+    if not loaded.multilabel:
+        raise ValueError("--findings selects a multi-label model's findings; this one is softmax")
+    unknown = [f for f in findings if f not in loaded.classes]
+    if unknown:
+        raise ValueError(
+            f"--findings {', '.join(unknown)}: not among the model's findings "
+            f"({', '.join(loaded.classes)})"
+        )
+    return tuple(findings)
 
 
 def check_kind(multilabel: bool, index: DatasetIndex, model: str = "the model") -> None:

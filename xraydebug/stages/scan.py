@@ -603,7 +603,10 @@ def scan(
     loaded = model if isinstance(model, LoadedModel) else load_model(model, "cpu")
     # labels are only shown: uncertain ones need no policy where the model records none
     uncertain = loaded.meta.get("uncertain") or LABELS_UNUSED
-    index = load_index(data, manifest, loaded.classes, uncertain=uncertain)
+    # a multi-label model may name findings the data does not label: read the layout's own
+    # (labels are only shown here)
+    classes = None if loaded.multilabel else loaded.classes
+    index = load_index(data, manifest, classes, uncertain=uncertain)
     check_kind(loaded.multilabel, index)
     check_targets(loaded, config)
     outcome = driver.run(
