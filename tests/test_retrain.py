@@ -583,13 +583,36 @@ def test_retrain_embedded_model_is_finetuned_in_place(
         assert torch.equal(reloaded.model(x), after.model(x))
 
 
-@pytest.mark.parametrize("kind", ["frozen", "onnx"])
-def test_retrain_refuses_an_embedded_model_that_cannot_train(
-    kind: str, tiny_covidx: Path, tmp_path: Path
-):
-    if kind == "onnx":
-        pytest.importorskip("onnx")
-    file = _embedded_file(kind, tmp_path / f"net.{'onnx' if kind == 'onnx' else 'ts'}")
+def test_retrain_finetunes_an_onnx_model_in_place(tiny_covidx: Path, tmp_path: Path):
+    """An ONNX graph's learned weights are parameters of xraydebug's executor: fine-tuned in
+    place, kept beside the file, applied when the checkpoint is loaded."""
+    from xraydebug.models.checkpoint import load_model
+
+    baseline = _import_file(_embedded_file("onnx", tmp_path / "net.onnx"), tmp_path / "b.pt")
+    clean = tmp_path / "clean"
+    shutil.copytree(tiny_covidx, clean)
+    result = retrain(
+        clean,
+        baseline,
+        test_data=tiny_covidx,
+        out=tmp_path / "after.pt",
+        run_dir=tmp_path / "run",
+        config=RetrainConfig(n_boot=50, device="cpu", text_sensitivity=False, finetune_epochs=2),
+        console=Console(quiet=True),
+        report=False,
+    )
+    payload = read_checkpoint(result.checkpoint)
+    assert payload["embedded"]["format"] == "onnx" and payload["state_dict"]
+    before, after = load_model(baseline), load_model(result.checkpoint)
+    x = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(before.model(x), after.model(x))
+        assert torch.equal(load_model(result.checkpoint).model(x), after.model(x))
+
+
+def test_retrain_refuses_an_embedded_model_that_cannot_train(tiny_covidx: Path, tmp_path: Path):
+    kind = "frozen"
+    file = _embedded_file(kind, tmp_path / "net.ts")
     baseline = _import_file(file, tmp_path / "b.pt")
     out = CliRunner().invoke(
         app,
@@ -609,8 +632,7 @@ def test_retrain_refuses_an_embedded_model_that_cannot_train(
     assert out.exit_code == 1
     lines = out.output.strip().splitlines()
     assert len(lines) == 1, out.output
-    name = "TorchScript" if kind == "frozen" else "ONNX"
-    assert f"this {name} model's parameters cannot be trained here" in lines[0]
+    assert "this TorchScript model's parameters cannot be trained here" in lines[0]
     assert "constants" in lines[0] and "--arch torchvision:NAME" in lines[0]
     assert not (tmp_path / "b-clean.pt").exists()
 

@@ -4,14 +4,15 @@ An imported baseline records no recipe to repeat: :func:`~xraydebug.audit.retrai
 fine-tunes it instead, starting from its own weights, with its own preprocessing (input size,
 channels, mean/std, top crop) and the fine-tuning recipe of its architecture
 (:func:`finetune_train_config`). A ``torchvision:``/``timm:``/``xrv:`` state_dict is rebuilt
-from its arch; an embedded TorchScript or ``torch.export`` network is fine-tuned in place when
-its parameters can train (:func:`check_trainable`), and its checkpoint keeps the embedded file
+from its arch; an embedded TorchScript, ``torch.export`` or ONNX network is fine-tuned in
+place when its parameters can train (an ONNX graph's learned weights are parameters of
+xraydebug's executor) (:func:`check_trainable`), and its checkpoint keeps the embedded file
 plus the fine-tuned ``state_dict``. BatchNorm layers of a scripted module train as usual; a
 traced or exported network keeps the mode it was traced or exported in (for an inference
 export: eval, i.e. normalising with its stored statistics, which fine-tuning leaves as they
 are while the layers' scale and shift train), and ``finetune.batchnorm`` records which
-happened (:data:`BATCHNORM_NOTES`). ONNX graphs and frozen TorchScript hold their weights as
-constants and are refused.
+happened (:data:`BATCHNORM_NOTES`). Frozen TorchScript holds its weights as constants and is
+refused.
 """
 
 from __future__ import annotations
@@ -89,7 +90,6 @@ def check_trainable(loaded: LoadedModel, name: Path | str) -> dict[str, Any]:
     params = list(model.named_parameters())
     if not params:
         kind = {
-            "onnx": "xraydebug runs an ONNX file as a fixed graph whose weights are constants",
             "torchscript": "its weights are constants of the graph, e.g. a torch.jit.freeze'd "
             "module",
         }.get(fmt, "its weights are constants of the graph")

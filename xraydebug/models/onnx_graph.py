@@ -200,8 +200,9 @@ class OnnxGraph(nn.Module):
                 f"{', '.join(SUPPORTED)})"
             )
         self._names: dict[str, str] = {}
+        weights = _weight_inputs(graph)
         for k, init in enumerate(graph.initializer):
-            self._keep(init.name, numpy_helper.to_array(init), k)
+            self._keep(init.name, numpy_helper.to_array(init), k, init.name in weights)
         self.nodes: list[tuple[str, list[str], list[str], dict[str, Any]]] = []
         opset = max(
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1
@@ -231,10 +232,17 @@ class OnnxGraph(nn.Module):
         self.fixed_batch = fixed[0] if len(fixed) == 4 else None
         self.input_hw = (fixed[2], fixed[3]) if len(fixed) == 4 and None not in fixed[2:] else None
 
-    def _keep(self, name: str, array: np.ndarray, k: int) -> None:
-        buffer = f"t{k}"
-        self.register_buffer(buffer, torch.from_numpy(np.array(array)), persistent=False)
-        self._names[name] = buffer
+    def _keep(self, name: str, array: np.ndarray, k: int, weight: bool = False) -> None:
+        """Hold ``array`` as attribute ``t<k>``: a parameter where it is a ``weight`` (so
+        ``retrain`` can fine-tune the graph and its ``state_dict`` carries it), else a buffer
+        outside the state_dict (shapes, axes, constants)."""
+        attribute = f"t{k}"
+        tensor = torch.from_numpy(np.array(array))
+        if weight:
+            self.register_parameter(attribute, nn.Parameter(tensor))
+        else:
+            self.register_buffer(attribute, tensor, persistent=False)
+        self._names[name] = attribute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: Env = {name: getattr(self, buffer) for name, buffer in self._names.items()}
@@ -244,6 +252,28 @@ class OnnxGraph(nn.Module):
             result = OPS[op](args, attrs)
             env[outputs[0]] = result
         return env[self.output_name]
+
+
+WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
+    "Conv": (1, 2),
+    "ConvTranspose": (1, 2),
+    "Gemm": (1, 2),
+    "MatMul": (0, 1),
+    "BatchNormalization": (1, 2),
+}
+"""The inputs of each operator that hold learned weights (a BatchNormalization's scale and
+shift; its running statistics stay constants)."""
+
+
+def _weight_inputs(graph: Any) -> set[str]:
+    """Names of the float initializers the graph's nodes read as learned weights."""
+    floats = {i.name for i in graph.initializer if i.data_type in (1, 10, 11, 16)}
+    names = set()
+    for node in graph.node:
+        for position in WEIGHT_INPUTS.get(node.op_type, ()):
+            if position < len(node.input) and node.input[position] in floats:
+                names.add(node.input[position])
+    return names
 
 
 def _attribute(attr: Any) -> Any:
