@@ -319,6 +319,7 @@ def test_multilabel_retrain_compares_findings(multilabel_retrain):
     assert_self_contained(html)
     assert "AUROC and recall per finding before and after cleaning" in html
     assert "macro AUROC" in html and "How often each finding is called" in html
+    assert html.count('alt="Dot plot of AUROC and recall per finding') == 2  # both test sets
     rendered = Console(record=True, width=200)
     rendered.print(before_after_table(comparison, "cleaned"))
     text = rendered.export_text()

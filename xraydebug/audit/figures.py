@@ -149,24 +149,38 @@ def confusion_uri(matrix: Sequence[Sequence[int]], classes: Sequence[str], title
     return _figure_uri(fig)
 
 
-def before_after_uri(result: dict, classes: Sequence[str], title: str) -> str:
-    """Precision and recall per class, before (circles) and after (squares), with 95% CIs."""
+def before_after_uri(
+    result: dict,
+    classes: Sequence[str],
+    title: str,
+    metrics: Sequence[str] = ("precision", "recall"),
+    per: str = "per_class",
+) -> str:
+    """``metrics`` per class (or finding: ``per="per_finding"``), before (circles) and after
+    (squares), with 95% CIs; an undefined value (None, e.g. an AUROC without positives) is
+    left out."""
     plt = _pyplot()
-    metrics = ("precision", "recall")
-    fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.6), sharey=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 2.6), sharey=True)
+    axes = np.atleast_1d(axes)
     y = np.arange(len(classes))
     for ax, metric in zip(axes, metrics, strict=True):
         for offset, side, colour, marker in (
             (-0.12, "before", BEFORE_COLOUR, "o"),
             (0.12, "after", AFTER_COLOUR, "s"),
         ):
-            values = [result[side]["per_class"][c][metric] for c in classes]
-            cis = [result[side]["ci"]["per_class"][c][metric] for c in classes]
+            rows = [
+                (k, result[side][per][c][metric], result[side]["ci"][per][c][metric])
+                for k, c in enumerate(classes)
+                if result[side][per][c][metric] is not None
+            ]
+            if not rows:
+                continue
+            at, values, cis = zip(*rows, strict=True)
             low = [v - lo for v, (lo, _hi) in zip(values, cis, strict=True)]
             high = [hi - v for v, (_lo, hi) in zip(values, cis, strict=True)]
             ax.errorbar(
                 values,
-                y + offset,
+                np.asarray(at) + offset,
                 xerr=[np.maximum(low, 0), np.maximum(high, 0)],
                 fmt=marker,
                 color=colour,
@@ -174,7 +188,7 @@ def before_after_uri(result: dict, classes: Sequence[str], title: str) -> str:
                 label=side,
             )
         ax.set_xlim(0, 1.02)
-        ax.set_title(metric, fontsize=9)
+        ax.set_title(metric if metric != "auroc" else "AUROC", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=8)
     axes[0].set_yticks(y, classes)

@@ -451,15 +451,22 @@ def _clean_summary(clean_dir: Path) -> dict[str, Any]:
 
 def _retrain_summary(retrain_dir: Path) -> dict[str, Any]:
     """The retrain part of the report. A multi-label comparison (``multilabel`` in
-    ``before_after.json``) has per-finding AUROC and recall and no confusion matrices or
-    precision/recall plot (its tables hold the numbers)."""
+    ``before_after.json``) has per-finding AUROC and recall (table and plot), and no
+    confusion matrices."""
     comparison = json.loads((retrain_dir / BEFORE_AFTER_JSON).read_text())
     classes = comparison["classes"]
     multilabel = bool(comparison.get("multilabel"))
     sets = []
     for name, result in comparison["test_sets"].items():
         if multilabel:
-            sets.append({"name": name, "result": result, "plot": None})
+            plot = figures.before_after_uri(
+                result,
+                classes,
+                f"{name} test set: AUROC and recall per finding (95% CI)",
+                metrics=("auroc", "recall"),
+                per="per_finding",
+            )
+            sets.append({"name": name, "result": result, "plot": plot})
             continue
         sets.append(
             {
