@@ -494,23 +494,29 @@ def imported_resnet(tmp_path_factory) -> Path:
     return out
 
 
-def test_retrain_imported_torchvision_model_keeps_its_preprocessing(
-    imported_resnet: Path, tiny_covidx: Path, tmp_path: Path
-):
-    from xraydebug.models.architectures import get_arch
-
+def _finetune_twice(baseline: Path, data: Path, tmp_path: Path):
+    """``retrain`` of an imported ``baseline`` on an unchanged copy of ``data``: two
+    fine-tuning epochs, no text-sensitivity test, no report."""
     clean = tmp_path / "clean"
-    shutil.copytree(tiny_covidx, clean)
-    result = retrain(
+    shutil.copytree(data, clean)
+    return retrain(
         clean,
-        imported_resnet,
-        test_data=tiny_covidx,
+        baseline,
+        test_data=data,
         out=tmp_path / "after.pt",
         run_dir=tmp_path / "run",
         config=RetrainConfig(n_boot=50, device="cpu", text_sensitivity=False, finetune_epochs=2),
         console=Console(quiet=True),
         report=False,
     )
+
+
+def test_retrain_imported_torchvision_model_keeps_its_preprocessing(
+    imported_resnet: Path, tiny_covidx: Path, tmp_path: Path
+):
+    from xraydebug.models.architectures import get_arch
+
+    result = _finetune_twice(imported_resnet, tiny_covidx, tmp_path)
     before, after = read_checkpoint(imported_resnet), read_checkpoint(result.checkpoint)
     assert after["arch"] == "torchvision:resnet18" and after["preprocessing"] == {
         "input_size": 64,
@@ -548,18 +554,7 @@ def test_retrain_embedded_model_is_finetuned_in_place(
 
     suffix = ".pt2" if kind == "exported" else ".ts"
     baseline = _import_file(_embedded_file(kind, tmp_path / f"net{suffix}"), tmp_path / "b.pt")
-    clean = tmp_path / "clean"
-    shutil.copytree(tiny_covidx, clean)
-    result = retrain(
-        clean,
-        baseline,
-        test_data=tiny_covidx,
-        out=tmp_path / "after.pt",
-        run_dir=tmp_path / "run",
-        config=RetrainConfig(n_boot=50, device="cpu", text_sensitivity=False, finetune_epochs=2),
-        console=Console(quiet=True),
-        report=False,
-    )
+    result = _finetune_twice(baseline, tiny_covidx, tmp_path)
     before_payload, after_payload = read_checkpoint(baseline), read_checkpoint(result.checkpoint)
     # the file is kept whole; the fine-tuned weights travel beside it
     assert torch.equal(after_payload["embedded"]["data"], before_payload["embedded"]["data"])
@@ -589,18 +584,7 @@ def test_retrain_finetunes_an_onnx_model_in_place(tiny_covidx: Path, tmp_path: P
     from xraydebug.models.checkpoint import load_model
 
     baseline = _import_file(_embedded_file("onnx", tmp_path / "net.onnx"), tmp_path / "b.pt")
-    clean = tmp_path / "clean"
-    shutil.copytree(tiny_covidx, clean)
-    result = retrain(
-        clean,
-        baseline,
-        test_data=tiny_covidx,
-        out=tmp_path / "after.pt",
-        run_dir=tmp_path / "run",
-        config=RetrainConfig(n_boot=50, device="cpu", text_sensitivity=False, finetune_epochs=2),
-        console=Console(quiet=True),
-        report=False,
-    )
+    result = _finetune_twice(baseline, tiny_covidx, tmp_path)
     payload = read_checkpoint(result.checkpoint)
     assert payload["embedded"]["format"] == "onnx" and payload["state_dict"]
     before, after = load_model(baseline), load_model(result.checkpoint)
