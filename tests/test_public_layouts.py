@@ -296,8 +296,11 @@ def test_requested_class_the_layout_lacks_is_one_line(nih_dir: Path, chexpert_di
     message = str(caught.value)
     assert message.startswith(f"{nih_dir}: the NIH ChestX-ray14 layout has no finding 'COVID-19'")
     assert "(it has: Atelectasis, Cardiomegaly" in message and "\n" not in message
-    with pytest.raises(DatasetError, match="the CheXpert layout has no finding 'Effusion'"):
-        load_index(chexpert_dir, classes=("Effusion",), uncertain="zeros")
+    with pytest.raises(DatasetError, match="the CheXpert layout has no finding 'Infiltration'"):
+        load_index(chexpert_dir, classes=("Infiltration",), uncertain="zeros")
+    # NIH's "Effusion" is CheXpert's "Pleural Effusion": found, under the caller's name
+    index = load_index(chexpert_dir, classes=("Effusion",), uncertain="zeros")
+    assert index.classes == ("Effusion",)
 
 
 def test_nih_reads_a_trailing_comma_free_header_and_extra_columns(tmp_path: Path):
