@@ -131,6 +131,9 @@ def test_training_records_a_multilabel_model(nih_set) -> None:
     assert loaded.meta["train_config"]["monitor"] == "auroc"
     row = loaded.meta["history"][0]
     assert 0.0 <= row["val_auroc"] <= 1.0 and row["val_loss"] > 0
+    card = Path(nih_set["model"]).with_suffix(".md").read_text()
+    assert "| finding | AUROC | precision | recall | F1 (at 0.5) | positives |" in card
+    assert "| Infiltration | " in card and "mean per-finding AUROC" in card
 
 
 def test_findings_need_a_multilabel_layout(covidx_dir: Path, tmp_path: Path) -> None:

@@ -362,11 +362,28 @@ def _split_records(
     return train_records, val_records
 
 
+def _metrics_rows(per_class: dict[str, Any], multilabel: bool) -> list[str]:
+    """The model card's markdown table: per class precision/recall/F1/support, or per finding
+    AUROC and precision/recall/F1 at 0.5 with the films that have it."""
+    if multilabel:
+        lines = ["| finding | AUROC | precision | recall | F1 (at 0.5) | positives |"]
+    else:
+        lines = ["| class | precision | recall | F1 | support |"]
+    lines.append("|---" * (6 if multilabel else 5) + "|")
+    for name, row in per_class.items():
+        auroc = "n/a" if row.get("auroc") is None else f"{row['auroc']:.3f}"
+        cells = [name, *([auroc] if multilabel else [])]
+        cells += [f"{row[k]:.3f}" for k in ("precision", "recall", "f1")] + [str(row["support"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
     json_path = out.with_suffix(".json")
     md_path = out.with_suffix(".md")
     atomic_write_json(json_path, card)
     metrics = card["val_metrics"]
+    multilabel = bool(card.get("multilabel"))
     lines = [
         f"# Model card: {out.name}",
         "",
@@ -384,19 +401,14 @@ def _write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
             if card.get("machine")
             else ""
         ),
-        f"- Validation accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+        f"- Validation accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+        + (f", mean per-finding AUROC {metrics['auroc']:.3f}" if multilabel else ""),
         *[f"- {line}" for line in card.get("summary", [])],
         *([f"- Recipe: {'; '.join(card['recipe'])}"] if card.get("recipe") else []),
         *_pool_lines(card),
         "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
+        *_metrics_rows(metrics["per_class"], multilabel),
     ]
-    for name, row in metrics["per_class"].items():
-        lines.append(
-            f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | "
-            f"{row['support']} |"
-        )
     lines += [
         "",
         "Validation numbers are not test numbers: run `xraydebug evaluate DATA --model "
