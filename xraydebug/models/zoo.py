@@ -230,10 +230,13 @@ def _xrv_state(path: Path, trust_pickle: bool) -> Mapping[str, Any]:
     """The state_dict in xrv's weights file: a state_dict (``resnet*``), or a whole pickled
     model (xrv's ``densenet*`` files), which only ``trust_pickle`` loads."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
-            load_weights_only(path, "weights file", "")  # raises its one-line error
+        payload = load_weights_only(path, "weights file", "")
+    except CheckpointError as exc:
+        cause = exc.__cause__
+        if (
+            not isinstance(cause, pickle.UnpicklingError)
+            or "weights only" not in str(cause).lower()
+        ):
             raise
         if not trust_pickle:
             raise CheckpointError(
@@ -241,14 +244,11 @@ def _xrv_state(path: Path, trust_pickle: bool) -> Mapping[str, Any]:
                 "the file (torch.load(weights_only=True) refuses it); if you trust where it "
                 "came from (xrv's own release), add --trust-pickle"
             ) from None
-        try:
+        try:  # the user vouched for the file: the one load here that may run its code
             payload = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as inner:
             first = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
             raise CheckpointError(f"{path}: the pickled model does not load: {first}") from inner
-    except Exception:
-        load_weights_only(path, "weights file", "")  # raises its one-line error
-        raise
     if isinstance(payload, nn.Module):
         for module in payload.modules():  # what xrv does for models pickled by older torch
             if not hasattr(module, "_non_persistent_buffers_set"):
