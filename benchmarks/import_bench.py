@@ -42,11 +42,17 @@ CLASSES = ("normal", "pneumonia", "COVID-19")
 SIZE = 224
 
 
-def save_formats(root: Path) -> dict[str, Path]:
-    """The same network in the four formats a team saves models in."""
-    torch.manual_seed(0)
-    net = torchvision.models.resnet18(weights=None, num_classes=3).eval()
-    example = torch.randn(2, 3, SIZE, SIZE)
+def save_formats(
+    root: Path, net: torch.nn.Module | None = None, size: int = SIZE, max_batch: int = 4096
+) -> dict[str, Path]:
+    """The same network (``net``, default a seeded torchvision ResNet-18 with 3 outputs) in
+    the four formats a team saves models in, at input ``size``; the torch.export program's
+    batch is dynamic up to ``max_batch``."""
+    if net is None:
+        torch.manual_seed(0)
+        net = torchvision.models.resnet18(weights=None, num_classes=3)
+    net = net.eval()
+    example = torch.randn(2, 3, size, size)
     files = {
         fmt: root / name
         for fmt, name in (
@@ -69,7 +75,7 @@ def save_formats(root: Path) -> dict[str, Path]:
             dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
             dynamo=False,
         )
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
     program = torch.export.export(net, (example,), dynamic_shapes={"x": {0: batch}})
     torch.export.save(program, files["exported_program"])
     return files

@@ -12,6 +12,7 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
+from benchmarks.import_bench import save_formats
 from xraydebug.cli import app
 from xraydebug.data.layouts import load_index
 from xraydebug.data.torch_dataset import ImageCache
@@ -36,30 +37,7 @@ def foreign_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    net.eval()
-    example = torch.randn(2, 3, SIZE, SIZE)
-    files = {"state_dict": root / "net.pth", "torchscript": root / "net.ts"}
-    torch.save(net.state_dict(), files["state_dict"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.trace(net, example), files["torchscript"])
-    files["onnx"] = root / "net.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (example,),
-            files["onnx"],
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-            dynamo=False,
-        )
-    files["exported_program"] = root / "net.pt2"
-    batch = torch.export.Dim("batch", min=1, max=64)
-    program = torch.export.export(net, (example,), dynamic_shapes={"x": {0: batch}})
-    torch.export.save(program, files["exported_program"])
-    return files
+    return save_formats(root, net, size=SIZE, max_batch=64)
 
 
 def _import(file: Path, out: Path, *extra: str) -> object:
