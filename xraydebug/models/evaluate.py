@@ -7,6 +7,7 @@ matrix, per-source metrics, patient-level bootstrap 95% CIs, confounding warning
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,12 @@ def predicted_label(probs: np.ndarray, loaded: LoadedModel, thresholds: Any = No
         return loaded.classes[int(probs.argmax())]
     if thresholds is None:
         thresholds = loaded.decision_thresholds
-    called = tuple(float(v) for v in probs >= np.asarray(thresholds))
-    return findings_label(called, loaded.classes)
+    return called_findings(probs, thresholds, loaded.classes)
+
+
+def called_findings(probs: np.ndarray, thresholds: Any, names: Sequence[str]) -> str:
+    """The findings ``names`` whose ``probs`` (K,) reach their ``thresholds``, as a label."""
+    return findings_label(tuple(float(v) for v in probs >= np.asarray(thresholds)), names)
 
 
 def predict_records_many(
@@ -263,7 +268,7 @@ def evaluate(
         names = index.classes  # the findings scored: the model's, or config.findings
         thresholds, threshold_source = resolve_thresholds(loaded, index, split, config, dev)
         probs = table[[f"prob_{f}" for f in names]].to_numpy()
-        table["pred"] = [findings_label(tuple(map(float, p >= thresholds)), names) for p in probs]
+        table["pred"] = [called_findings(p, thresholds, names) for p in probs]
         metrics = multilabel_metrics_from_predictions(table, names, thresholds, n_boot, seed)
         metrics["threshold_source"] = threshold_source
     else:
