@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray,onnx,timm,xrv]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,fonts,ray,onnx,timm,xrv]'
 	# PP-OCRv4's DBNet ONNX file (Apache-2.0) ships in this wheel; only the file is used, and
 	# --no-deps keeps its opencv-python requirement from clashing with opencv-python-headless
 	$(BIN)/python -m pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4

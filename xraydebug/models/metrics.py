@@ -559,3 +559,18 @@ def evaluate_predictions(
         )
     result["warnings"] = warnings
     return result
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% for ``z = 1.96``); ``(0, 1)`` for no trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n
+    successes (Wilson 1927; Brown, Cai and DasGupta 2001 recommend it for small n).
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1.0 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))

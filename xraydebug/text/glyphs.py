@@ -1,40 +1,43 @@
-"""Lone side markers ("L", "R") recognised by their shape.
+"""Lone side markers ("L", "R") recognised by their shape, in any typeface.
 
 Text networks are trained on words: a lone letter, above all a bare "L" (two strokes that also
 look like an edge), in a label box or turned by some angle, often gets no text score from CRAFT
-or DBNet even at the right zoom. Side markers are the most common burned-in text on chest films,
-so compact candidate regions are also compared with the letters themselves: the region's
-deskewed crop is binarised (Otsu inside the region; the ink is the side the region's stroke
-pixels fall on), its largest ink component is cut to its
-bounding box and compared, turned in 15 degree steps, with "L" and "R" rendered in the DejaVu
-fonts (regular and bold, sans, serif and mono). The score is the best intersection over union.
+or DBNet even at the right zoom. Side markers are the most common burned-in text on chest
+films, so every candidate's glyph is also read by a small network trained to tell "L" and "R"
+(upright or turned, mirrored as a lead marker read from the back of the cassette, stencilled)
+from every other glyph and from the shapes anatomy and devices leave
+(:mod:`xraydebug.text.letter_net`).
+
+The shape: the region's deskewed crop is binarised (Otsu inside the region; the ink is the side
+the region's stroke pixels fall on), small gaps are closed (stencil letters come in pieces),
+and the ink component holding most of the region's strokes is cut to its box and letterboxed
+into 32 x 32 pixels, with the grey levels under it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
-from xraydebug.data.fonts import font_paths
+from xraydebug.text.letter_net import SHAPE_PX, letter_probabilities
 from xraydebug.text.proposals import to_u8
 from xraydebug.text.zoom import ZoomCrop
 
-__all__ = ["SIDE_LETTERS", "glyph_scores"]
+__all__ = [
+    "SIDE_LETTERS",
+    "GlyphShape",
+    "glyph_input",
+    "glyph_scores",
+    "glyph_shape",
+    "letterbox",
+]
 
 SIDE_LETTERS = ("L", "R")
-# Values below were chosen by hand on the synthetic benchmark (benchmarks/text_bench.py) and
-# the tests' letters unless a line says otherwise.
-_SIZE = 32  # templates and candidates are compared at this size
-_MIN_ASPECT_MATCH = 0.75  # width/height ratios must agree within this factor
-_TURN_STEP_DEG = 15.0  # candidates are turned in steps of this many degrees
-# templates: each letter drawn at this font size on a square canvas this wide, this far in
-_TEMPLATE_PT = 96
-_TEMPLATE_CANVAS = 128
-_TEMPLATE_OFFSET = 16
+# Values below were chosen by hand on the tuning films of benchmarks/text_bench.py unless a
+# line says otherwise.
 # a candidate shape needs: at least this many region pixels and this much contrast inside the
 # region (grey levels) to binarise, and an ink component at least this many pixels (area) and
 # this wide and tall (px of the zoomed crop)
@@ -42,28 +45,27 @@ _MIN_REGION_PIXELS = 16
 _MIN_INK_CONTRAST = 12
 _MIN_INK_AREA = 20
 _MIN_INK_SIDE = 4
+# gaps up to this share of the crop's glyph size are closed before the ink is cut into
+# components (stencil letters' bridges are about a tenth of the letter)
+_CLOSE_SHARE = 0.15
+# the shape's longer side fills this many of the SHAPE_PX pixels (a margin for the network)
+_LETTERBOX_FILL = 28
+_GREY_PERCENTILES = (2, 98)  # the grey channel's stretch
 
 
-@lru_cache(maxsize=1)
-def _templates() -> tuple[tuple[np.ndarray, float], ...]:
-    """(mask (32, 32) bool, aspect w/h) of each side letter in each font."""
-    out = []
-    for path in font_paths():
-        font = ImageFont.truetype(str(path), _TEMPLATE_PT)
-        for letter in SIDE_LETTERS:
-            canvas = Image.new("L", (_TEMPLATE_CANVAS, _TEMPLATE_CANVAS), 0)
-            ImageDraw.Draw(canvas).text((_TEMPLATE_OFFSET, 0), letter, font=font, fill=255)
-            ink = np.asarray(canvas) > 127
-            ys, xs = np.nonzero(ink)
-            ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-            aspect = ink.shape[1] / ink.shape[0]
-            resized = cv2.resize(ink.astype(np.uint8), (_SIZE, _SIZE), interpolation=cv2.INTER_AREA)
-            out.append((resized > 0, aspect))
-    return tuple(out)
+@dataclass(frozen=True)
+class GlyphShape:
+    """A candidate's glyph cut from its crop: ``mask`` uint8 ``(h, w)`` 0/1 (the ink component),
+    ``grey`` float32 ``(h, w)`` in [0, 1] (the crop under its box, turned so ink is bright,
+    its 2nd-98th percentiles stretched to [0, 1]: flat drawn ink or grainy anatomy)."""
+
+    mask: np.ndarray
+    grey: np.ndarray
 
 
-def _ink_shape(crop: ZoomCrop) -> np.ndarray | None:
-    """The crop's ink component that holds most of the region's stroke pixels, uint8 0/1."""
+def glyph_shape(crop: ZoomCrop) -> GlyphShape | None:
+    """The crop's ink component that holds most of the region's stroke pixels, cut to its box
+    (see :class:`GlyphShape`); None without a usable shape."""
     u8 = to_u8(crop.image)
     inside = u8[crop.mask]
     if (
@@ -76,7 +78,12 @@ def _ink_shape(crop: ZoomCrop) -> np.ndarray | None:
     bright = (u8 > level) & crop.mask
     dark = (u8 <= level) & crop.mask
     # the ink is the class the region's own stroke pixels fall in
-    ink = bright if bright[crop.core].sum() * 2 >= crop.core.sum() else dark
+    ink_is_bright = bright[crop.core].sum() * 2 >= crop.core.sum()
+    ink = bright if ink_is_bright else dark
+    ys, xs = np.nonzero(crop.core)
+    side = max(1, round(_CLOSE_SHARE * min(np.ptp(ys), np.ptp(xs)) + 1))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    ink = cv2.morphologyEx(ink.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool) & crop.mask
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
     if n <= 1:
         return None
@@ -86,58 +93,38 @@ def _ink_shape(crop: ZoomCrop) -> np.ndarray | None:
     x, y, w, h, area = (int(v) for v in stats[k])
     if k == 0 or min(w, h) < _MIN_INK_SIDE or area < _MIN_INK_AREA:
         return None
-    return (labels[y : y + h, x : x + w] == k).astype(np.uint8)
+    grey = crop.image[y : y + h, x : x + w]
+    grey = grey if ink_is_bright else 1.0 - grey
+    lo, hi = np.percentile(grey, _GREY_PERCENTILES)
+    grey = np.clip((grey - lo) / max(float(hi - lo), 1e-3), 0.0, 1.0).astype(np.float32)
+    return GlyphShape((labels[y : y + h, x : x + w] == k).astype(np.uint8), grey)
 
 
-def _normalised(shape: np.ndarray) -> tuple[np.ndarray, float] | None:
-    ys, xs = np.nonzero(shape)
-    if ys.size < _MIN_INK_AREA:
-        return None
-    cut = shape[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    h, w = cut.shape
-    if min(h, w) < _MIN_INK_SIDE:
-        return None
-    resized = cv2.resize(cut, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA) > 0
-    return resized, w / h
-
-
-def _rotations(shape: np.ndarray, step: float = _TURN_STEP_DEG) -> list[tuple[np.ndarray, float]]:
-    """The shape turned by every ``step`` degrees, each cut to its box and resized."""
+def letterbox(shape: np.ndarray) -> np.ndarray:
+    """An image ``(h, w)`` in [0, 1] (a 0/1 shape or grey levels) scaled so its longer side is
+    28 px, centred in float32 ``(32, 32)`` (area-averaged, 0 around it)."""
     h, w = shape.shape
-    side = int(np.ceil(np.hypot(h, w))) + 2
-    canvas = np.zeros((side, side), np.uint8)
-    oy, ox = (side - h) // 2, (side - w) // 2
-    canvas[oy : oy + h, ox : ox + w] = shape
-    out = []
-    for angle in np.arange(0.0, 360.0, step):
-        matrix = cv2.getRotationMatrix2D((side / 2, side / 2), float(angle), 1.0)
-        turned = cv2.warpAffine(canvas, matrix, (side, side), flags=cv2.INTER_NEAREST)
-        normalised = _normalised(turned)
-        if normalised is not None:
-            out.append(normalised)
+    scale = _LETTERBOX_FILL / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = cv2.resize(shape.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA)
+    out = np.zeros((SHAPE_PX, SHAPE_PX), np.float32)
+    oy, ox = (SHAPE_PX - nh) // 2, (SHAPE_PX - nw) // 2
+    out[oy : oy + nh, ox : ox + nw] = small
     return out
 
 
+def glyph_input(shape: GlyphShape) -> np.ndarray:
+    """The network's input for a shape: float32 ``(2, 32, 32)`` in [0, 1], the letterboxed
+    mask and grey levels."""
+    return np.stack([letterbox(shape.mask), letterbox(shape.grey)])
+
+
 def glyph_scores(crops: Sequence[ZoomCrop]) -> np.ndarray:
-    """Best IoU of each crop's ink shape with a side letter, over the shape turned in 15 degree
-    steps; float ``(len(crops),)`` in [0, 1] (0 where the crop has no usable ink shape)."""
+    """Side-letter probability of each crop's glyph, float32 ``(len(crops),)`` in [0, 1] (0
+    without a usable shape); the network reads all glyphs in one batch."""
+    shapes = [glyph_shape(crop) for crop in crops]
+    usable = [i for i, s in enumerate(shapes) if s is not None]
     scores = np.zeros(len(crops), np.float32)
-    templates = _templates()
-    t_masks = np.stack([t.reshape(-1) for t, _ in templates]).astype(np.float32)  # (T, 1024)
-    t_aspect = np.array([a for _, a in templates], np.float32)
-    t_area = t_masks.sum(axis=1)
-    for i, crop in enumerate(crops):
-        shape = _ink_shape(crop)
-        if shape is None:
-            continue
-        turned = _rotations(shape)
-        if not turned:
-            continue
-        masks = np.stack([m.reshape(-1) for m, _ in turned]).astype(np.float32)  # (R, 1024)
-        aspect = np.array([a for _, a in turned], np.float32)
-        inter = masks @ t_masks.T  # (R, T)
-        union = masks.sum(axis=1)[:, None] + t_area[None, :] - inter
-        ratio = np.minimum(aspect[:, None], t_aspect) / np.maximum(aspect[:, None], t_aspect)
-        iou = np.where(ratio >= _MIN_ASPECT_MATCH, inter / np.maximum(union, 1.0), 0.0)
-        scores[i] = float(iou.max())
+    if usable:
+        scores[usable] = letter_probabilities(np.stack([glyph_input(shapes[i]) for i in usable]))
     return scores

@@ -1,10 +1,13 @@
 """Cheap text proposals at the film's own resolution: where could burned-in text be?
 
-Burned-in text is drawn, not imaged: its strokes are thin, flat and sharp-edged against the
-anatomy. A morphological top-hat (bright strokes) and black-hat (dark strokes) with a square
-kernel a little wider than the thickest stroke keeps exactly such thin structures, at any glyph
-size up to the kernel's reach (about 55 px capitals) and at any angle, while the smooth anatomy
-cancels out. Thresholding above the film's own noise, grouping neighbouring strokes of the same
+Burned-in text is drawn, not imaged: its strokes are thin and sharp-edged against the anatomy.
+A morphological top-hat (bright strokes) and black-hat (dark strokes) with a square kernel a
+little wider than the thickest stroke keeps exactly such thin structures, at any angle, while
+the smooth anatomy cancels out; a kernel reaches glyphs of about five times its side (55 px
+capitals for 11 px). Larger glyphs -- a lead side marker on a 3,000 px film is often 60-300 px
+tall -- are proposed on a pyramid: the film halved once per octave, the same kernel at each
+level, up to ``max_glyph_share`` of the film (the cost stays within 4/3 of the film's own
+level). Thresholding above the film's own noise and grouping neighbouring strokes of the same
 polarity, size and burned-in ink value into words gives a few dozen to a hundred candidate
 regions per film in tens of milliseconds, even on 3,000 px films.
 
@@ -22,8 +25,8 @@ import numpy as np
 
 __all__ = ["ProposalConfig", "Region", "label_extent", "propose_regions", "to_u8"]
 
-# Values below were chosen by hand on the synthetic benchmark (benchmarks/text_bench.py) and
-# the tests' films unless a line says otherwise.
+# Values below were chosen by hand on the synthetic benchmark (benchmarks/text_bench.py; since
+# the pyramid, on its tuning fonts only) and the tests' films unless a line says otherwise.
 
 # noise level: measured on a subsample about this many pixels a side (speed only)
 _NOISE_SAMPLE_PX = 512
@@ -37,6 +40,12 @@ _FULL_KERNEL_FILM_PX = 1024
 _KERNEL_STEP_PX = 2
 _KERNEL_MAX_HALVINGS = 2
 _MIN_KERNEL_PX = 5
+# a kernel of side k keeps the strokes of glyphs up to about this many times k tall (the
+# thickest stroke of a bold capital is about a fifth of its height)
+_GLYPHS_PER_KERNEL = 5
+# a coarser pyramid level keeps regions whose glyphs are at least this tall at its own scale
+# (half of what the level below reaches: the octaves overlap)
+_MIN_LEVEL_GLYPH_PX = 16
 _SMOOTH_SIGMA = 0.7  # 3x3 Gaussian before the top-hat: single-pixel noise is no stroke
 # a stroke component at least this long (px) and thinner than this on average is a line
 # (a wire, a tube, an edge), not a glyph stroke
@@ -45,8 +54,8 @@ _LINE_MAX_THICKNESS = 2.5
 # a stroke whose rotated rectangle is this elongated is letters run together: its short side
 # is the text height (else its long side)
 _RUN_ASPECT = 2.5
-# pixels within this many grey levels of a value share it: a stroke's "flat" share (drawn
-# strokes are flat, anatomy grainy) and a label's colour in label_extent
+# pixels within this many grey levels of a stroke's ink value count to its "flat" share (drawn
+# strokes are flat, anatomy grainy): a ranking term only, so JPEG or blur costs rank, not recall
 _FLAT_LEVELS = 3
 # linking strokes into words: the gap may be up to this share of the smaller stroke's size,
 # sizes may differ up to this factor, ink values up to this many grey levels
@@ -65,6 +74,10 @@ _LABEL_REACH = 2
 _LABEL_REACH_PAD = 4
 _MIN_RING_PIXELS = 8  # boxes with a smaller ring are not grown
 _LABEL_COLOURS = 2  # the ring's most common grey levels tried as a label colour
+# the window is median-filtered over this many pixels first, then a label's pixels lie within
+# this many grey levels of its colour (JPEG at quality 70 leaves a flat label +-4 levels raw)
+_LABEL_MEDIAN = 5
+_LABEL_LEVELS = 4
 _LABEL_RING_SHARE = 0.25  # a label colour holds at least this share of the ring
 _LABEL_FILL = 0.85  # a label's outline fills at least this share of its rotated rectangle
 _LABEL_MAX_GROWTH = 16.0  # a label covers at most this many squares of the box's long side
@@ -97,6 +110,9 @@ class ProposalConfig:
             look like lines of text to a text network; a label's lines are verified one by one).
         max_regions: at most this many regions, strongest first (peak contrast x
             sqrt(stroke pixels) x (0.25 + share of pixels at the ink value)).
+        max_glyph_share: glyphs up to this share of the film's long side are proposed, on a
+            pyramid (see :func:`propose_regions`); side markers on real films reach about 10%.
+        max_regions_per_octave: at most this many regions from each coarser pyramid level.
     """
 
     stroke_px: int = 11
@@ -110,6 +126,8 @@ class ProposalConfig:
     max_glyphs: float = 12.0
     max_lines: float = 2.5
     max_regions: int = 64
+    max_glyph_share: float = 0.10
+    max_regions_per_octave: int = 16
 
     def __post_init__(self) -> None:
         if not isinstance(self.stroke_px, int) or self.stroke_px < 3:
@@ -118,6 +136,8 @@ class ProposalConfig:
             raise ValueError(f"min_contrast must be in (0, 1); got {self.min_contrast!r}")
         if not 0.0 < self.max_extent <= 1.0:
             raise ValueError(f"max_extent must be in (0, 1]; got {self.max_extent!r}")
+        if not 0.0 < self.max_glyph_share <= 1.0:
+            raise ValueError(f"max_glyph_share must be in (0, 1]; got {self.max_glyph_share!r}")
         if self.max_regions < 1 or self.min_pixels < 1 or self.join_px < 0:
             raise ValueError("max_regions and min_pixels must be >= 1 and join_px >= 0")
 
@@ -163,12 +183,12 @@ def _kernel_side(stroke_px: int, long_side: int) -> int:
 
 
 def _stroke_mask(
-    u8: np.ndarray, config: ProposalConfig
+    u8: np.ndarray, config: ProposalConfig, side: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mask uint8 0/1, contrast uint8, bright bool) of thin bright or dark structures;
-    ``bright`` tells where the bright (top-hat) response beats the dark (black-hat) one."""
+    """(mask uint8 0/1, contrast uint8, bright bool) of bright or dark structures thinner than
+    ``side`` px; ``bright`` tells where the bright (top-hat) response beats the dark
+    (black-hat) one."""
     smooth = cv2.GaussianBlur(u8, (3, 3), _SMOOTH_SIGMA)
-    side = _kernel_side(config.stroke_px, config.film_px or max(u8.shape))
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
     white = cv2.morphologyEx(smooth, cv2.MORPH_TOPHAT, kernel)
     black = cv2.morphologyEx(smooth, cv2.MORPH_BLACKHAT, kernel)
@@ -306,27 +326,92 @@ def _line_height(parts: _Strokes, members: list[int], width: int) -> float:
     return float(min(cv2.minAreaRect(points)[1]))
 
 
+def _levels(long_side: int, side: int, max_glyph_share: float) -> int:
+    """Pyramid levels needed so that glyphs up to ``max_glyph_share`` of the long side are
+    proposed: level ``k`` (the film halved ``k`` times) reaches glyphs :data:`_GLYPHS_PER_KERNEL`
+    x ``side`` x 2**k tall."""
+    largest = max_glyph_share * long_side
+    reach = _GLYPHS_PER_KERNEL * side
+    return 1 + max(0, int(np.ceil(np.log2(max(largest / reach, 1.0)))))
+
+
+def _scaled(region: Region, factor: int) -> Region:
+    """``region`` found on the film shrunk ``factor`` times, in the film's own coordinates."""
+    (cx, cy), (w, h), angle = region.rect
+    x0, y0, x1, y1 = region.bbox
+    shift = (factor - 1) / 2.0
+    return Region(
+        bbox=(x0 * factor, y0 * factor, x1 * factor, y1 * factor),
+        rect=((cx * factor + shift, cy * factor + shift), (w * factor, h * factor), angle),
+        points=(region.points * factor + factor // 2).astype(np.int32),
+        mass=region.mass * factor,
+        glyph=region.glyph * factor,
+    )
+
+
 def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig()) -> list[Region]:
-    """Candidate text regions of one film.
+    """Candidate text regions of one film, at every glyph size up to
+    ``config.max_glyph_share`` of its long side.
+
+    The top-hat keeps strokes up to its kernel's width, which reaches glyphs of about
+    :data:`_GLYPHS_PER_KERNEL` kernels. Larger glyphs are proposed on a pyramid: the film
+    halved (area average) once per octave, the same kernel at each level, so the cost is at
+    most 4/3 of the film's own level. A coarser level keeps only regions whose glyphs are too
+    large for the level below (:data:`_MIN_LEVEL_GLYPH_PX` at its own scale) and offers at most
+    ``config.max_regions_per_octave`` of them.
 
     Args:
         gray: float ``(H, W)`` in [0, 1] (display orientation, as ``read_image`` returns).
         config: see :class:`ProposalConfig`.
 
     Returns:
-        Up to ``config.max_regions`` regions, by peak contrast x sqrt(stroke pixels) x
-        (0.25 + flat share): strong, large and flat (drawn) strokes first.
+        Up to ``config.max_regions`` regions of the film's own level, by peak contrast x
+        sqrt(stroke pixels) x (0.25 + flat share), then those of each coarser level, in
+        original pixel coordinates.
     """
     if gray.ndim != 2:
         raise ValueError(f"expected a gray (H, W) image; got shape {gray.shape}")
     u8 = to_u8(gray)
-    height, width = u8.shape
-    strokes, contrast, bright = _stroke_mask(u8, config)
+    long_side = config.film_px or max(u8.shape)
+    side = _kernel_side(config.stroke_px, long_side)
+    max_len = max(_MIN_MAX_LEN, min(config.max_len, round(config.max_extent * long_side)))
+    regions = _propose_level(u8, config, side=side, max_len=max_len, limit=config.max_regions)
+    level_image = u8
+    for level in range(1, _levels(max(u8.shape), side, config.max_glyph_share)):
+        h, w = level_image.shape
+        if min(h, w) < 2 * side:
+            break
+        level_image = cv2.resize(level_image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        factor = 2**level
+        found = _propose_level(
+            level_image,
+            config,
+            side=side,
+            max_len=max(1, max_len // factor),
+            limit=config.max_regions_per_octave,
+            min_glyph=_MIN_LEVEL_GLYPH_PX,
+        )
+        regions += [_scaled(r, factor) for r in found]
+    return regions
+
+
+def _propose_level(
+    u8: np.ndarray,
+    config: ProposalConfig,
+    *,
+    side: int,
+    max_len: int,
+    limit: int,
+    min_glyph: float = 0.0,
+) -> list[Region]:
+    """Regions of one pyramid level, in its own coordinates: strokes found with a ``side``
+    kernel, linked into words, those of ``min_glyph`` px and more, strongest ``limit``."""
+    width = u8.shape[1]
+    strokes, contrast, bright = _stroke_mask(u8, config, side)
     strokes = _clean_strokes(strokes, config.min_pixels)
     parts = _stroke_components(strokes, u8, contrast, bright)
     if not parts.pixels:
         return []
-    max_len = max(_MIN_MAX_LEN, min(config.max_len, round(config.max_extent * max(height, width))))
     groups = []
     for members in _link_groups(parts, config.join_px):
         box = parts.boxes[members]
@@ -343,18 +428,18 @@ def propose_regions(gray: np.ndarray, config: ProposalConfig = ProposalConfig())
         box = parts.boxes[members]
         x0, y0 = int(box[:, 0].min()), int(box[:, 1].min())
         x1, y1 = int(box[:, 2].max()), int(box[:, 3].max())
-        if max(x1 - x0, y1 - y0) > max_len:
+        glyph = float(np.median(parts.size[members]))
+        if max(x1 - x0, y1 - y0) > max_len or glyph < min_glyph:
             continue
         idx = np.concatenate([parts.pixels[m] for m in members])
         if idx.size < config.min_pixels:
             continue
         flat = float(np.average(parts.flat[members], weights=parts.size[members]))
         mass = float(parts.contrast[members].max()) * np.sqrt(idx.size) * (_RANK_FLAT_BASE + flat)
-        glyph = float(np.median(parts.size[members]))
         candidates.append((mass, (x0, y0, x1, y1), idx, glyph))
     candidates.sort(key=lambda c: -c[0])
     regions = []
-    for mass, bbox, idx, glyph in candidates[: config.max_regions]:
+    for mass, bbox, idx, glyph in candidates[:limit]:
         if idx.size > _REGION_POINTS:
             idx = idx[:: idx.size // _REGION_POINTS + 1]
         points = np.stack([idx % width, idx // width], axis=1).astype(np.int32)
@@ -412,15 +497,18 @@ def label_extent(
     rows, cols = _ring(u8.shape, bbox)
     if rows.size < _MIN_RING_PIXELS:
         return bbox
-    ring = u8[rows, cols].astype(np.int16)
-    window = u8[wy0:wy1, wx0:wx1].astype(np.int16)
+    # JPEG blocks and resampling leave a label flat only on average: judged after a median
+    # filter (which keeps the label's edges and the glyph's strokes out of the ring)
+    window = cv2.medianBlur(np.ascontiguousarray(u8[wy0:wy1, wx0:wx1]), _LABEL_MEDIAN)
+    window = window.astype(np.int16)
+    ring = window[rows - wy0, cols - wx0]
     win_h, win_w = window.shape
     counts = np.bincount(ring, minlength=256)
     for level in np.argsort(-counts)[:_LABEL_COLOURS]:
-        near = np.abs(ring - int(level)) <= _FLAT_LEVELS
+        near = np.abs(ring - int(level)) <= _LABEL_LEVELS
         if near.mean() < _LABEL_RING_SHARE:
             break
-        flat = (np.abs(window - int(level)) <= _FLAT_LEVELS).astype(np.uint8)
+        flat = (np.abs(window - int(level)) <= _LABEL_LEVELS).astype(np.uint8)
         _, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=4)
         seeds = labels[rows[near] - wy0, cols[near] - wx0]
         seeds = seeds[seeds > 0]

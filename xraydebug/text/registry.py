@@ -33,9 +33,9 @@ __all__ = [
 ]
 
 AUTO = "auto"
-# ``auto`` takes the first of these whose model is installed, else the last: on
-# benchmarks/text_bench.py ppocr found as many markers as craft (34/35) in a tenth of the time
-# (README, "Text detection")
+# ``auto`` takes the first of these whose model is installed, else the last: on the first
+# version of benchmarks/text_bench.py ppocr found as many markers as craft (34/35) in a tenth
+# of the time
 AUTO_PREFERENCE = ("ppocr", "craft")
 
 _REGISTRY: dict[str, type[TextDetector]] = {}

@@ -7,10 +7,10 @@ The pipeline, one function per step:
 2. **view** -- every candidate cut out, deskewed and scaled so its glyphs are ``glyph_px`` tall,
    in two or four orientations (:func:`~xraydebug.text.zoom.deskewed_crops`);
 3. **score** -- the network's peak text score inside each candidate over its views (all views
-   of all films batched together), and, for compact candidates, how well their shape matches a
-   lone side letter (:func:`~xraydebug.text.glyphs.glyph_scores`);
-4. **accept** -- candidates whose text score reaches ``verify_threshold`` or whose letter score
-   reaches ``side_letter_threshold``;
+   of all films batched together), and each candidate's shape read by the side-letter network
+   (:func:`~xraydebug.text.glyphs.glyph_scores`);
+4. **accept** -- candidates whose text score reaches ``verify_threshold`` or whose side-letter
+   probability reaches ``side_letter_threshold``;
 5. **grow** -- each accepted box grows to the flat label it is printed on
    (:func:`~xraydebug.text.proposals.label_extent`) and by a pixel on every side;
 6. **merge** -- overlapping boxes become one (:func:`~xraydebug.text.base.merge_boxes`).
@@ -69,11 +69,12 @@ class VerifiedConfig(DetectorConfig):
         crop_gain: each zoomed crop's contrast is stretched by up to this factor
             (:func:`~xraydebug.text.zoom.deskewed_crops`; 1 = off): DBNet ignores grey text
             0.1 from the film otherwise.
-        side_letters: also keep compact regions whose shape matches a lone "L" or "R"
-            (:mod:`xraydebug.text.glyphs`) by an IoU of at least ``side_letter_threshold``:
-            networks trained on words often miss lone, boxed or turned letters.
-        side_letter_threshold: see ``side_letters``; on the benchmark's anatomy proposals (8 px
-            and larger) the best IoU was 0.70 (0.64 in the README's later run).
+        side_letters: also keep regions whose shape the side-letter network
+            (:mod:`xraydebug.text.glyphs`) reads as "L" or "R" with a probability of at least
+            ``side_letter_threshold``: networks trained on words often miss lone, boxed or
+            turned letters.
+        side_letter_threshold: see ``side_letters``; chosen on the tuning films of
+            benchmarks/text_bench.py (0.9: no text-free film without clutter boxed there).
         proposals: settings of the proposal step (:class:`ProposalConfig`).
     """
 
@@ -81,7 +82,7 @@ class VerifiedConfig(DetectorConfig):
     glyph_px: float = 40.0
     crop_gain: float = 4.0
     side_letters: bool = True
-    side_letter_threshold: float = 0.8
+    side_letter_threshold: float = 0.9
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
     def __post_init__(self) -> None:
@@ -136,8 +137,8 @@ def _best_per_owner(owners: Sequence[Owner], scores: Sequence[float]) -> dict[Ow
 
 
 def score_letters(views: Views, regions: Sequence[Sequence[Region]]) -> dict[Owner, float]:
-    """Step 3b: side-letter shape score of each compact enough region, from its first view
-    (the match turns the shape itself)."""
+    """Step 3b: the side-letter probability of each region whose glyphs are large enough, from
+    its first view (the network reads every turn and mirror image of it)."""
     owners = views.owners
     letters = [
         j
