@@ -21,14 +21,15 @@ are burned in.
   the chosen polarity cannot reach half of it (dark ink on a black corner), the other one;
 - opacity 1 (80%) or 0.5-0.9 (half-transparent, 20%);
 - renderer: the font's outlines (TrueType/OpenType via FreeType), or stencil-like (the same
-  letters cut by thin bridges, 15% of letters), or, held out only, OpenCV's Hershey stroke fonts
-  (a quarter of held-out markers, stroke weight 0.7-1.6x).
+  letters cut by thin bridges, 15% of letters), or, held out only, Hershey-style single-stroke
+  faces drawn as polylines (a quarter of held-out markers, stroke weight 0.7-1.6x; OpenCV 5's
+  ``putText`` no longer draws the Hershey fonts).
 
 **Fonts.** ``--fonts heldout`` (the default, the figure to report) draws from whole families
-that are neither in the detector's templates nor in the tuning set
-(:func:`xraydebug.data.fonts.font_set`): the table :data:`HELDOUT_NOTE` and the output list
-each face with its package and sha256. ``--fonts tuning`` is the set any threshold may be
-chosen on (another seed).
+that are in neither the bundled nor the tuning set
+(:func:`xraydebug.data.fonts.font_set`); the output lists each face with its package and
+sha256. ``--fonts tuning`` is the set any threshold may be chosen on and the side-letter
+network was trained on (use another seed than its training films).
 
 **Scores.** A marker is found when the boxes, grown by 3 px (the cleaning dilation), cover at
 least 90% of the pixels it changed visibly (by 8 grey levels or more, label included).
@@ -71,7 +72,7 @@ from xraydebug.data.clutter import add_clutter
 from xraydebug.data.fonts import Face, face_sha256, font_set
 from xraydebug.data.imageio import read_image
 from xraydebug.data.synth import render_radiograph
-from xraydebug.data.wild_text import WildMarker, burn_wild_marker, degrade
+from xraydebug.data.wild_text import WildMarker, burn_wild_marker, degrade, wild_text
 from xraydebug.device import machine_info, machine_line
 from xraydebug.models.metrics import wilson_interval
 from xraydebug.text import DetectorConfig, TextDetector, build_detector, detector_config
@@ -88,7 +89,6 @@ TARGETS = {
     "seconds_3000": 1.5,
 }
 MIN_ROW = 60  # rows with fewer markers are marked as too small to judge
-HELDOUT_NOTE = "every held-out face is listed with its package and sha256 in the output"
 
 
 @dataclass
@@ -117,8 +117,6 @@ def _cap_range(size: int, kind: str, text: str) -> float:
 def _marker(
     image: np.ndarray, rng: np.random.Generator, faces: tuple[Face, ...], avoid: list, hershey: bool
 ) -> tuple[np.ndarray, WildMarker | None]:
-    from xraydebug.data.wild_text import wild_text
-
     size = max(image.shape)
     kind = str(rng.choice(["letter", "word", "date", "block"], p=[0.4, 0.2, 0.2, 0.2]))
     truetype = [f for f in faces if f.renderer == "truetype"]
@@ -401,7 +399,7 @@ def run(args: argparse.Namespace) -> dict:
     cv2.setNumThreads(args.threads)
     print(machine_line())
     faces = font_set(args.fonts)
-    print(f"fonts: {args.fonts} ({len(faces)} faces; {HELDOUT_NOTE})")
+    print(f"fonts: {args.fonts} ({len(faces)} faces, with package and sha256)")
     face_list = [
         {"face": f.name, "renderer": f.renderer, "package": f.package, "sha256": face_sha256(f)}
         for f in faces

@@ -51,12 +51,12 @@ def test_every_face_renders_at_the_asked_cap_height(face):
 
 
 def test_sets_are_nested_and_heldout_families_are_new():
-    template, tuning, heldout = (font_set(name) for name in FONT_SETS)
-    assert set(template) <= set(tuning)
-    seen = {f.family for f in template} | {f.family for f in tuning}
+    bundled, tuning, heldout = (font_set(name) for name in FONT_SETS)
+    assert set(bundled) <= set(tuning)
+    seen = {f.family for f in bundled} | {f.family for f in tuning}
     assert not seen & {f.family for f in heldout}
     assert {f.renderer for f in heldout} == {"truetype", "hershey"}
-    for faces in (template, tuning, heldout):
+    for faces in (bundled, tuning, heldout):
         assert len({f.name for f in faces}) == len(faces)
     assert font_set("heldout") is heldout  # cached
     with pytest.raises(ValueError, match="heldout"):
@@ -99,7 +99,7 @@ def test_face_sha256():
 
 
 def test_multiline_and_thickness():
-    face = font_set("template")[0]
+    face = font_set("bundled")[0]
     one = render_face(face, "ST MARY HOSP", 30)
     two = render_face(face, "ST MARY HOSP\nID 4829301", 30)
     assert 1.3 * 30 <= two.shape[0] - one.shape[0] <= 1.6 * 30  # line spacing in caps
@@ -209,7 +209,7 @@ def test_big_block_fits_a_big_film_and_avoid_is_respected():
 
 
 def test_no_place_and_bad_arguments():
-    face = font_set("template")[0]
+    face = font_set("bundled")[0]
     film = np.full((64, 64), 0.5, np.float32)
     args = dict(face=face, kind="word", cap_px=40, angle=0.0, polarity="bright", contrast=0.5)
     out, marker = burn_wild_marker(film, np.random.default_rng(0), label="none", **args)

@@ -1,11 +1,11 @@
-"""The fonts text is drawn in: the DejaVu family bundled with matplotlib.
+"""The fonts text is drawn in.
 
-One list for the synthetic generators (:mod:`xraydebug.data.synth`, :mod:`xraydebug.data.markers`)
-and the side-letter templates of the text detector (:mod:`xraydebug.text.glyphs`).
-
-The text-detection benchmark draws in three font sets (:data:`FONT_SETS`, :func:`font_set`): the
-detector's own ``template`` fonts, a ``tuning`` set, and a ``heldout`` set of whole families the
-detector never saw (incl. Hershey-style stroke fonts), all drawn by :func:`render_face`.
+The synthetic generators (:mod:`xraydebug.data.synth`, :mod:`xraydebug.data.markers`) draw in
+the DejaVu family bundled with matplotlib (:func:`font_paths`). The text-detection benchmark
+and the side-letter network's training draw in font sets (:data:`FONT_SETS`, :func:`font_set`):
+``bundled`` (the fonts matplotlib ships), ``tuning`` (those plus three PyPI families: what the
+detector may be trained and tuned on) and ``heldout`` (whole families the detector never saw,
+incl. Hershey-style stroke fonts), all drawn by :func:`render_face`.
 """
 
 from __future__ import annotations
@@ -122,10 +122,10 @@ class Face:
         return f"{self.family} {self.style}"
 
 
-FONT_SETS = ("template", "tuning", "heldout")
+FONT_SETS = ("bundled", "tuning", "heldout")
 
 # (family, style, file) in matplotlib's fonts/ttf folder
-_TEMPLATE_FILES = (
+_BUNDLED_FILES = (
     ("DejaVu Sans", "Regular", "DejaVuSans.ttf"),
     ("DejaVu Sans", "Bold", "DejaVuSans-Bold.ttf"),
     ("DejaVu Sans", "Oblique", "DejaVuSans-Oblique.ttf"),
@@ -232,8 +232,9 @@ def _package_faces(rows: tuple, set_name: str) -> list[Face]:
 def font_set(name: str) -> tuple[Face, ...]:
     """The faces of benchmark font set ``name`` (one of :data:`FONT_SETS`).
 
-    ``template``: fonts bundled with matplotlib (DejaVu, Computer Modern), the detector's own
-    templates. ``tuning``: ``template`` plus Lato, Caladea and Fjalla One. ``heldout``: families in
+    ``bundled``: fonts bundled with matplotlib (DejaVu, Computer Modern), there wherever
+    xraydebug is. ``tuning``: ``bundled`` plus Lato, Caladea and Fjalla One, the fonts the
+    side-letter network was trained and the detector tuned on. ``heldout``: families in
     neither (Roboto, Source Sans/Serif Pro, Hanken Grotesk, Red Hat Display, Manrope, Fredoka One,
     STIX) and Hershey-style stroke fonts (renderer ``"hershey"``). Raises
     :class:`DatasetError` naming the pip packages of the ``fonts`` extra that a set needs and
@@ -241,11 +242,11 @@ def font_set(name: str) -> tuple[Face, ...]:
     """
     if name not in FONT_SETS:
         raise ValueError(f"font set must be one of {FONT_SETS}; got {name!r}")
-    if name in ("template", "tuning"):
+    if name in ("bundled", "tuning"):
         root = _mpl_root()
         rows = tuple(
             (family, style, None, file)
-            for family, style, file in _TEMPLATE_FILES
+            for family, style, file in _BUNDLED_FILES
             if file not in _OPTIONAL_FILES or (root / file).is_file()
         )
         faces = _package_faces(rows, name)

@@ -1,7 +1,7 @@
 """Burned-in markers as they look on real films, for the text-detection benchmark.
 
 Markers are drawn in any face of a font set (:func:`xraydebug.data.fonts.font_set`: the detector's
-``template`` fonts, a ``tuning`` set, or ``heldout`` families it never saw), as side letters,
+``bundled`` fonts, the ``tuning`` set, or ``heldout`` families it never saw), as side letters,
 words, dates or multi-line blocks (site stamp, id, date), plain or on a flat label, brighter or
 darker than the film, at a chosen contrast, opacity, size and angle, optionally stencil-cut.
 :func:`degrade` then mimics what storage did to the film (JPEG, resampling).
@@ -161,6 +161,74 @@ def _rotate(alpha: np.ndarray, ink: np.ndarray, angle: float) -> tuple[np.ndarra
     return alpha, ink
 
 
+def _patch(
+    rng: np.random.Generator, glyph: np.ndarray, text: str, cap_px: float, label: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(alpha, ink)`` of the upright marker: the glyph cut to its ink, or on a flat label
+    (margin 0.2-0.4 caps; square around a single letter) whose alpha is 1."""
+    ys, xs = np.nonzero(glyph)
+    ink = glyph[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    if label == "none":
+        return ink.copy(), ink
+    margin = max(2, round(cap_px * rng.uniform(0.2, 0.4)))
+    h, w = ink.shape
+    if len(text.strip()) == 1:
+        bh = bw = max(h, w) + 2 * margin
+    else:
+        bh, bw = h + 2 * margin, w + 2 * margin
+    boxed = np.zeros((bh, bw), np.float32)
+    oy, ox = (bh - h) // 2, (bw - w) // 2
+    boxed[oy : oy + h, ox : ox + w] = ink
+    return np.ones((bh, bw), np.float32), boxed
+
+
+def _place(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    h: int,
+    w: int,
+    avoid: Sequence[Sequence[int]],
+    gap: int,
+    zone: float,
+) -> tuple[int, int] | None:
+    """A top-left corner for an ``h x w`` patch within ``zone`` of an edge, ``gap`` px clear of
+    ``avoid`` (20 tries), or None."""
+    boxes = [list(b) for b in avoid]
+    for _attempt in range(20):
+        origin = _edge_origin(rng, shape, h, w, zone)
+        if origin is None:
+            return None
+        x0, y0 = origin
+        if not near_any([x0, y0, x0 + w, y0 + h], boxes, gap):
+            return origin
+    return None
+
+
+def _ink_values(
+    rng: np.random.Generator,
+    region: np.ndarray,
+    ink: np.ndarray,
+    label: str,
+    polarity: str,
+    contrast: float,
+) -> tuple[np.ndarray, float, float, str]:
+    """``(values the patch blends toward, surround level, ink level, polarity)``: without a
+    label the ink is ``contrast`` from the median film under the patch; a bright label
+    (U(0.82, 1)) takes dark ink, a dark one (U(0, 0.12)) bright ink."""
+    if label == "none":
+        surround = float(np.median(region))
+        sign = 1.0 if polarity == "bright" else -1.0
+        level = float(np.clip(surround + sign * contrast, 0.0, 1.0))
+        return np.full_like(ink, level), surround, level, polarity
+    if label == "bright":
+        surround, polarity = float(rng.uniform(0.82, 1.0)), "dark"
+        level = max(0.0, surround - contrast)
+    else:
+        surround, polarity = float(rng.uniform(0.0, 0.12)), "bright"
+        level = min(1.0, surround + contrast)
+    return surround * (1.0 - ink) + level * ink, surround, level, polarity
+
+
 def burn_wild_marker(
     image: np.ndarray,
     rng: np.random.Generator,
@@ -209,53 +277,18 @@ def burn_wild_marker(
     if text is None:
         text = wild_text(rng, kind)
     glyph = render_face(face, text, cap_px, thickness=thickness, stencil=stencil)
-    ys, xs = np.nonzero(glyph)
-    if ys.size == 0:
+    if not glyph.any():
         return out, None
-    ink = glyph[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    if label == "none":
-        alpha = ink.copy()
-    else:
-        margin = max(2, round(cap_px * rng.uniform(0.2, 0.4)))
-        h, w = ink.shape
-        if len(text.strip()) == 1:
-            bh = bw = max(h, w) + 2 * margin
-        else:
-            bh, bw = h + 2 * margin, w + 2 * margin
-        boxed = np.zeros((bh, bw), np.float32)
-        oy, ox = (bh - h) // 2, (bw - w) // 2
-        boxed[oy : oy + h, ox : ox + w] = ink
-        ink, alpha = boxed, np.ones((bh, bw), np.float32)
+    alpha, ink = _patch(rng, glyph, text, cap_px, label)
     if angle % 360:
         alpha, ink = _rotate(alpha, ink, angle)
     h, w = alpha.shape
-    if h == 0:
+    origin = _place(rng, out.shape, h, w, avoid, max(3, round(cap_px / 2)), zone) if h else None
+    if origin is None:
         return out, None
-    boxes = [list(b) for b in avoid]
-    gap = max(3, round(cap_px / 2))
-    for _attempt in range(20):
-        origin = _edge_origin(rng, out.shape, h, w, zone)
-        if origin is None:
-            return out, None
-        x0, y0 = origin
-        if not near_any([x0, y0, x0 + w, y0 + h], boxes, gap):
-            break
-    else:
-        return out, None
+    x0, y0 = origin
     region = out[y0 : y0 + h, x0 : x0 + w]
-    if label == "none":
-        surround = float(np.median(region))
-        sign = 1.0 if polarity == "bright" else -1.0
-        level = float(np.clip(surround + sign * contrast, 0.0, 1.0))
-        value = np.full_like(alpha, level)
-    else:
-        if label == "bright":
-            surround, polarity = float(rng.uniform(0.82, 1.0)), "dark"
-            level = max(0.0, surround - contrast)
-        else:
-            surround, polarity = float(rng.uniform(0.0, 0.12)), "bright"
-            level = min(1.0, surround + contrast)
-        value = surround * (1.0 - ink) + level * ink
+    value, surround, level, polarity = _ink_values(rng, region, ink, label, polarity, contrast)
     weight = alpha * np.float32(opacity)
     before = np.round(region * 255)
     after = np.round(np.clip(region * (1.0 - weight) + value * weight, 0.0, 1.0) * 255)
