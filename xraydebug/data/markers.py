@@ -20,7 +20,15 @@ import numpy as np
 from xraydebug.data.fonts import font_paths, render_text
 from xraydebug.data.synth import near_any
 
-__all__ = ["MARKER_KINDS", "MARKER_STYLES", "Marker", "burn_marker", "marker_patch", "random_text"]
+__all__ = [
+    "MARKER_KINDS",
+    "MARKER_STYLES",
+    "Marker",
+    "burn_marker",
+    "marker_patch",
+    "random_text",
+    "rotate_patch",
+]
 
 MARKER_KINDS = ("letter", "word", "date", "site")
 MARKER_STYLES = ("plain", "white_box", "dark_box", "grey")
@@ -95,16 +103,26 @@ def marker_patch(
     else:
         alpha = ink.copy()
     if angle % 360:
-        h, w = alpha.shape
-        diag = int(np.ceil(np.hypot(h, w))) + 2
-        mat = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-        mat[:, 2] += ((diag - w) / 2, (diag - h) / 2)
-        alpha = cv2.warpAffine(alpha, mat, (diag, diag), flags=cv2.INTER_LINEAR)
-        ink = cv2.warpAffine(ink, mat, (diag, diag), flags=cv2.INTER_LINEAR)
-        ys, xs = np.nonzero(alpha > 0.06)
-        alpha = alpha[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-        ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-        alpha[alpha < 0.06] = 0.0
+        alpha, ink = rotate_patch(alpha, ink, angle)
+    return alpha, ink
+
+
+def rotate_patch(alpha: np.ndarray, ink: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """``alpha`` and ``ink`` (float32 ``(h, w)``) turned ``angle`` degrees about the patch
+    centre on a canvas that holds every turn, cut to ``alpha > 0.06`` (fainter coverage set to
+    0); empty arrays when nothing is left."""
+    h, w = alpha.shape
+    diag = int(np.ceil(np.hypot(h, w))) + 2
+    mat = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    mat[:, 2] += ((diag - w) / 2, (diag - h) / 2)
+    alpha = cv2.warpAffine(alpha, mat, (diag, diag), flags=cv2.INTER_LINEAR)
+    ink = cv2.warpAffine(ink, mat, (diag, diag), flags=cv2.INTER_LINEAR)
+    ys, xs = np.nonzero(alpha > 0.06)
+    if ys.size == 0:
+        return alpha[:0, :0], ink[:0, :0]
+    alpha = alpha[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    alpha[alpha < 0.06] = 0.0
     return alpha, ink
 
 

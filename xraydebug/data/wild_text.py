@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from xraydebug.data.fonts import Face, render_face
-from xraydebug.data.markers import _edge_origin
+from xraydebug.data.markers import _edge_origin, rotate_patch
 from xraydebug.data.synth import near_any
 
 __all__ = [
@@ -143,24 +143,6 @@ def wild_text(rng: np.random.Generator, kind: str) -> str:
     return "\n".join(parts[i] for i in keep)
 
 
-def _rotate(alpha: np.ndarray, ink: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    """``alpha`` and ``ink`` rotated ``angle`` degrees about the patch centre, cropped to
-    ``alpha > 0.06`` (as :func:`xraydebug.data.markers.marker_patch` does)."""
-    h, w = alpha.shape
-    diag = int(np.ceil(np.hypot(h, w))) + 2
-    mat = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    mat[:, 2] += ((diag - w) / 2, (diag - h) / 2)
-    alpha = cv2.warpAffine(alpha, mat, (diag, diag), flags=cv2.INTER_LINEAR)
-    ink = cv2.warpAffine(ink, mat, (diag, diag), flags=cv2.INTER_LINEAR)
-    ys, xs = np.nonzero(alpha > 0.06)
-    if ys.size == 0:
-        return alpha[:0, :0], ink[:0, :0]
-    alpha = alpha[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    alpha[alpha < 0.06] = 0.0
-    return alpha, ink
-
-
 def _patch(
     rng: np.random.Generator, glyph: np.ndarray, text: str, cap_px: float, label: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +263,7 @@ def burn_wild_marker(
         return out, None
     alpha, ink = _patch(rng, glyph, text, cap_px, label)
     if angle % 360:
-        alpha, ink = _rotate(alpha, ink, angle)
+        alpha, ink = rotate_patch(alpha, ink, angle)
     h, w = alpha.shape
     origin = _place(rng, out.shape, h, w, avoid, max(3, round(cap_px / 2)), zone) if h else None
     if origin is None:

@@ -49,7 +49,9 @@ class SecondLookConfig:
         min_contrast, verify_threshold, side_letter_threshold: the settings used inside the
             windows. Only the proposal contrast is lowered (first pass: 0.06): salient blobs
             are mostly the lesions the model should look at, and lower network or letter
-            thresholds boxed anatomy there (2 of 16 text-free demo films at 0.3 / 0.7).
+            thresholds boxed anatomy there (2 of 16 text-free demo films at 0.3 / 0.7, with
+            the letter templates; the side-letter network that replaced them keeps 0.8, not
+            recalibrated beyond the demo's outcome).
     """
 
     top_share: float = 0.02

@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     faces = [f.name for f in font_set("tuning") if f.renderer == "truetype"]
     card = {
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        "command": "python -m xraydebug.text.train_letter_net " + " ".join(argv or []),
+        "command": " ".join(["python -m xraydebug.text.train_letter_net", *(argv or [])]),
         "examples": {
             "drawn_side_letters": int(labels[:drawn].sum()),
             "drawn_other_glyphs_and_shapes": int((labels[:drawn] == 0).sum()),
