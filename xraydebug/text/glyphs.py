@@ -51,6 +51,12 @@ _CLOSE_SHARE = 0.15
 # the shape's longer side fills this many of the SHAPE_PX pixels (a margin for the network)
 _LETTERBOX_FILL = 28
 _GREY_PERCENTILES = (2, 98)  # the grey channel's stretch
+# a shape filling more of its box than this is a block (a label's fill, a striped patch closed
+# into a square), not a letter: "L" and "R" fill 0.3-0.78 of their box once the shape is cut
+# (the heaviest: Source Sans Pro Black and Fredoka One "R"). The network, trained on
+# proposals of markers on labels, read some blocks as side letters (0.99 on the tests' 16 px
+# striped squares)
+_MAX_FILL = 0.85
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,10 @@ def glyph_input(shape: GlyphShape) -> np.ndarray:
 
 def glyph_scores(crops: Sequence[ZoomCrop]) -> np.ndarray:
     """Side-letter probability of each crop's glyph, float32 ``(len(crops),)`` in [0, 1] (0
-    without a usable shape); the network reads all glyphs in one batch."""
+    without a usable shape, or for a shape that fills more than :data:`_MAX_FILL` of its box:
+    a block, not a letter); the network reads all glyphs in one batch."""
     shapes = [glyph_shape(crop) for crop in crops]
-    usable = [i for i, s in enumerate(shapes) if s is not None]
+    usable = [i for i, s in enumerate(shapes) if s is not None and s.mask.mean() <= _MAX_FILL]
     scores = np.zeros(len(crops), np.float32)
     if usable:
         scores[usable] = letter_probabilities(np.stack([glyph_input(shapes[i]) for i in usable]))
