@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from xraydebug.errors import DatasetError
+from xraydebug.fsutil import file_sha256
 
 __all__ = [
     "FONT_FILES",
@@ -58,9 +59,10 @@ def font_paths() -> tuple[Path, ...]:
     return paths
 
 
-@lru_cache(maxsize=512)
-def font(path: Path, size_px: int) -> ImageFont.FreeTypeFont:
-    """The TrueType font at ``path`` at ``size_px`` pixels (cached)."""
+@lru_cache(maxsize=2048)
+def font(path: Path, size_px: float) -> ImageFont.FreeTypeFont:
+    """The TrueType or OpenType font at ``path`` at ``size_px`` pixels (fractional sizes too;
+    cached)."""
     return ImageFont.truetype(str(path), size_px)
 
 
@@ -258,11 +260,6 @@ def font_set(name: str) -> tuple[Face, ...]:
     return tuple(faces)
 
 
-@lru_cache(maxsize=256)
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def face_sha256(face: Face) -> str:
     """The sha256 of ``face``'s font file; for the built-in stroke faces (renderer ``"hershey"``)
     ``"built-in (xraydebug stroke glyphs sha256:<hex>)"``, the hash of the glyph data."""
@@ -270,18 +267,13 @@ def face_sha256(face: Face) -> str:
         return f"built-in (xraydebug stroke glyphs sha256:{_stroke_digest()})"
     if face.path is None:
         raise ValueError(f"face {face.name!r} has no font file")
-    return _file_sha256(Path(face.path))
-
-
-@lru_cache(maxsize=2048)
-def _tt_font(path: Path, size: float) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(path), size)
+    return file_sha256(face.path)
 
 
 @lru_cache(maxsize=4096)
 def _tt_cap_rows(path: Path, size: float) -> int:
     """Rows of "H" covered more than half at font size ``size``."""
-    face = _tt_font(path, size)
+    face = font(path, size)
     left, top, right, bottom = face.getbbox("H")
     canvas = Image.new("L", (right - left + 4, bottom - top + 4), 0)
     ImageDraw.Draw(canvas).text((2 - left, 2 - top), "H", font=face, fill=255)
@@ -485,7 +477,7 @@ def _bridges(
 
 def _render_truetype(face: Face, lines: list[str], cap_px: float, stencil: bool) -> np.ndarray:
     path = Path(face.path)  # type: ignore[arg-type]
-    ttf = _tt_font(path, _tt_size(path, float(cap_px)))
+    ttf = font(path, _tt_size(path, float(cap_px)))
     step = _LINE_SPACING * cap_px
     baselines = [round(i * step) for i in range(len(lines))]
     boxes = [ttf.getbbox(line, anchor="ls") if line.strip() else None for line in lines]

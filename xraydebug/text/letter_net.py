@@ -14,7 +14,6 @@ weights ship with the package (``weights/side_letter_net.pt``; its card
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from xraydebug.errors import CheckpointError
+from xraydebug.fsutil import file_sha256
 
 __all__ = [
     "IN_CHANNELS",
@@ -74,10 +74,6 @@ def weights_path() -> Path:
     return _WEIGHTS
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @lru_cache(maxsize=1)
 def load_letter_net() -> LetterNet:
     """The shipped network in eval mode on the CPU (cached). Raises :class:`CheckpointError`
@@ -88,7 +84,7 @@ def load_letter_net() -> LetterNet:
             "python -m xraydebug.text.train_letter_net"
         )
     expected = json.loads(_CARD.read_text())["sha256"]
-    if _sha256(_WEIGHTS) != expected:
+    if file_sha256(_WEIGHTS) != expected:
         raise CheckpointError(f"{_WEIGHTS} does not match the sha256 in {_CARD.name}")
     net = LetterNet()
     net.load_state_dict(torch.load(_WEIGHTS, map_location="cpu", weights_only=True))

@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import string
 import time
@@ -35,9 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from xraydebug.data.clutter import add_clutter
 from xraydebug.data.fonts import Face, font_set, render_face
+from xraydebug.data.synth import render_radiograph
+from xraydebug.data.wild_text import burn_wild_marker, degrade, wild_text
+from xraydebug.fsutil import file_sha256
 from xraydebug.text.glyphs import SIDE_LETTERS, glyph_input, glyph_shape, letterbox
 from xraydebug.text.letter_net import IN_CHANNELS, SHAPE_PX, LetterNet, weights_path
+from xraydebug.text.verified import MIN_LETTER_GLYPH_PX, VerifiedConfig, propose, view
 from xraydebug.text.zoom import ZoomCrop
 
 OTHER_GLYPHS = tuple(c for c in string.ascii_uppercase + string.digits if c not in SIDE_LETTERS)
@@ -225,11 +229,6 @@ def film_examples(films: int, seed: int = FILM_SEED) -> tuple[np.ndarray, np.nda
     ``(M, 2, 32, 32)`` and labels ``(M,)``. A proposal is a positive when at least 60% of its
     stroke pixels lie in a side letter's box, a negative when none do and it touches no other
     text; proposals on words and dates are left out."""
-    from xraydebug.data.clutter import add_clutter
-    from xraydebug.data.synth import render_radiograph
-    from xraydebug.data.wild_text import burn_wild_marker, degrade, wild_text
-    from xraydebug.text.verified import MIN_LETTER_GLYPH_PX, VerifiedConfig, propose, view
-
     config = VerifiedConfig()
     faces = list(font_set("tuning"))
     shapes, labels = [], []
@@ -383,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.save(net.state_dict(), weights)
     faces = [f.name for f in font_set("tuning") if f.renderer == "truetype"]
     card = {
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "sha256": file_sha256(weights),
         "command": " ".join(["python -m xraydebug.text.train_letter_net", *(argv or [])]),
         "examples": {
             "drawn_side_letters": int(labels[:drawn].sum()),
