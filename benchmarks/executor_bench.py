@@ -11,12 +11,20 @@ or ``--model``), this runs each stage with:
 
 Every run writes to a new folder; the results are checked equal to the local run's (scan:
 boxes, flags and predictions exactly, AUCs within 2e-3; clean: byte-identical files). Ray is
-started once (its start is reported apart); each run's seconds include starting its actors
-(one model and detector each), which are also reported alone.
+started once (its start is reported apart). Each run's state file gives, for local and Ray
+alike, its **start-up** (workers started and their steps built: model and detector loaded)
+and its **worker seconds** (the steps' compute, summed over batches). Every figure is the
+median of ``--repeats`` interleaved runs, and comes in two kinds that are never mixed:
 
-Ray overhead per image: ``(ray-1x<cores> seconds - actor start - local seconds) / local
-seconds``: the same compute with the same threads, so what remains is Ray's scheduling,
-serialisation and transfer of results. Target (issue 13): under 5%.
+* **steady state**: seconds minus that run's own start-up, on both sides;
+* **with start-up**: the whole run.
+
+Ray overhead per image: ``(ray-1x<cores> - local) / local`` in steady state (and, printed
+beside it, with start-up): the same compute with the same threads, so what remains is Ray's
+scheduling, serialisation and transfer of results, and its daemons' share of the cores.
+Target (issue 13): under 5% in steady state. Where the rest goes: the workers' compute (slower
+when Ray's processes take a share of the cores) and their idle time (steady seconds minus a
+worker's mean compute: batches and results moving, the driver writing), each against local's.
 
 Then the arithmetic of a multi-node run: hours for a ``--cluster-clean-films`` clean and a
 ``--cluster-scan-films`` mask-56 scan on 1..64 nodes, from the measured per-image seconds of
@@ -46,6 +54,7 @@ from xraydebug.data.synth import SynthConfig, synthesize
 from xraydebug.device import machine_info, machine_line
 from xraydebug.executor import ExecutorConfig, RayExecutor
 from xraydebug.models.train import TrainConfig, train
+from xraydebug.runfolder import CLEAN_STATE, RUN_JSON
 from xraydebug.stages.clean import CleanConfig, clean_dataset
 from xraydebug.stages.scan import ScanConfig, scan
 
@@ -101,23 +110,70 @@ def _run(stage: str, name: str, executor, args, data, model, work) -> dict[str, 
         options = {"mask_size": args.mask_size, "limit": args.scan_limit, "device": args.device}
         config = ScanConfig.from_options({**options, "split": "test"})
         result = scan(data, model, out, config=config, executor=executor)
-        n = result.n_new
+        n, state_file = result.n_new, RUN_JSON
     else:
         config = CleanConfig.from_options({"device": args.device, "batch_size": args.clean_batch})
         result = clean_dataset(data, out, config=config, executor=executor)
-        n = len(result.table)
+        n, state_file = len(result.table), CLEAN_STATE
     seconds = time.perf_counter() - t0
-    actor_start = executor.startup_seconds if executor is not None else 0.0
+    state = json.loads((out / state_file).read_text())
     return {
         "stage": stage,
         "executor": name,
         "images": n,
-        "seconds": round(seconds, 2),
-        "actor_start_seconds": round(actor_start, 2),
-        "images_per_second": round(n / seconds, 4),
-        "images_per_second_after_start": round(n / (seconds - actor_start), 4),
+        "seconds": round(seconds, 3),
+        "startup_seconds": state["startup_seconds"],
+        "steady_seconds": round(seconds - state["startup_seconds"], 3),
+        "worker_seconds": state["worker_seconds"],
+        "workers": len(state["executor"]["workers"]),
         "out": str(out),
     }
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (stage, executor): the median over its runs of every timing, the rates they
+    give (``images_per_second``: steady state; ``..._with_startup``: whole runs), and
+    ``idle_seconds``: steady seconds minus a worker's mean compute, the time a worker waits
+    for batches or results to move."""
+    keys = ("seconds", "startup_seconds", "steady_seconds", "worker_seconds")
+    table = pd.DataFrame(runs)
+    rows = []
+    for (stage, name), group in table.groupby(["stage", "executor"], sort=False):
+        medians = {k: round(float(group[k].median()), 3) for k in keys}
+        images, workers = int(group["images"].iloc[0]), int(group["workers"].iloc[0])
+        rows.append(
+            {
+                "stage": stage,
+                "executor": name,
+                "images": images,
+                "runs": len(group),
+                **medians,
+                "idle_seconds": round(
+                    medians["steady_seconds"] - medians["worker_seconds"] / workers, 3
+                ),
+                "images_per_second": round(images / medians["steady_seconds"], 4),
+                "images_per_second_with_startup": round(images / medians["seconds"], 4),
+                "same_as_local": bool(group["same_as_local"].all()),
+            }
+        )
+    return rows
+
+
+def overheads(summary: list[dict[str, Any]], cores: int) -> dict[str, dict[str, float]]:
+    """Per stage, Ray (1 actor x ``cores`` threads) against local: the relative overhead in
+    steady state and with start-up, and where the steady-state difference goes (seconds)."""
+    table = pd.DataFrame(summary).set_index(["stage", "executor"])
+    result = {}
+    for stage in table.index.get_level_values("stage").unique():
+        local, ray = table.loc[(stage, "local")], table.loc[(stage, f"ray-1x{cores}")]
+        result[stage] = {
+            "steady": round(ray["steady_seconds"] / local["steady_seconds"] - 1, 4),
+            "with_startup": round(ray["seconds"] / local["seconds"] - 1, 4),
+            "extra_seconds": round(ray["steady_seconds"] - local["steady_seconds"], 3),
+            "extra_worker_seconds": round(ray["worker_seconds"] - local["worker_seconds"], 3),
+            "extra_idle_seconds": round(ray["idle_seconds"] - local["idle_seconds"], 3),
+        }
+    return result
 
 
 def _arithmetic(per_node: dict[str, float], args) -> list[dict[str, Any]]:
@@ -141,7 +197,7 @@ def main() -> None:
     parser.add_argument("--mask-size", type=int, default=56)
     parser.add_argument("--clean-batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration")
     parser.add_argument("--stages", nargs="+", default=["scan", "clean"])
     parser.add_argument("--cluster-clean-films", type=int, default=30_000)
     parser.add_argument("--cluster-scan-films", type=int, default=14_000)
@@ -165,10 +221,9 @@ def main() -> None:
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     ray_start = time.perf_counter() - t0
     print(f"ray.init: {ray_start:.1f} s (once per command; not in the figures below)")
-    results = []
+    runs = []
     for stage in args.stages:
-        best: dict[str, dict[str, Any]] = {}
-        for _ in range(args.repeats):  # interleaved; the fastest run of each is kept
+        for _ in range(args.repeats):  # interleaved, so that drift hits every configuration
             for name, config in _configurations(cores):
                 executor = RayExecutor(config) if config else None
                 row = _run(stage, name, executor, args, data, model, args.work)
@@ -176,38 +231,41 @@ def main() -> None:
                     executor.close()
                 same = _same_scan if stage == "scan" else _same_clean
                 row["same_as_local"] = same(args.work / f"{stage}-local", Path(row["out"]))
-                if name not in best or row["seconds"] < best[name]["seconds"]:
-                    best[name] = row
+                runs.append(row)
                 print(
-                    f"{stage:5s} {name:9s} {row['images']} images in {row['seconds']:7.1f} s "
-                    f"(actors started in {row['actor_start_seconds']:.1f} s): "
-                    f"{row['images_per_second']:.3f} images/s, "
-                    f"{row['images_per_second_after_start']:.3f} after start; "
+                    f"{stage:5s} {name:9s} {row['images']} images in {row['seconds']:7.2f} s: "
+                    f"start-up {row['startup_seconds']:.2f} s, steady {row['steady_seconds']:.2f}"
+                    f" s (workers computing {row['worker_seconds']:.2f} s); "
                     f"same as local: {row['same_as_local']}",
                     flush=True,
                 )
-        results.extend(best.values())
     ray.shutdown()
-    table = pd.DataFrame(results)
-    overhead = {}
-    for stage in args.stages:
-        rows = table[table["stage"] == stage].set_index("executor")
-        local = rows.loc["local", "seconds"]
-        one = rows.loc[f"ray-1x{cores}"]
-        overhead[stage] = (one["seconds"] - one["actor_start_seconds"] - local) / local
+    summary = summarize(runs)
+    print(f"Medians of {args.repeats} runs:")
+    for row in summary:
         print(
-            f"{stage}: Ray overhead per image (1 actor x {cores} threads vs local): "
-            f"{100 * overhead[stage]:+.1f}%"
+            f"  {row['stage']:5s} {row['executor']:9s} steady {row['images_per_second']:.3f} "
+            f"images/s, with start-up {row['images_per_second_with_startup']:.3f} images/s; "
+            f"start-up {row['startup_seconds']:.2f} s; workers idle "
+            f"{row['idle_seconds']:.2f} s"
+        )
+    overhead = overheads(summary, cores)
+    for stage, o in overhead.items():
+        print(
+            f"{stage}: Ray overhead per image (1 actor x {cores} threads vs local): steady "
+            f"{100 * o['steady']:+.1f}%, with start-up {100 * o['with_startup']:+.1f}%; of the "
+            f"steady {o['extra_seconds']:+.2f} s: workers' compute {o['extra_worker_seconds']:+.2f}"
+            f" s, workers idle {o['extra_idle_seconds']:+.2f} s"
         )
     if args.node_images_per_second:
         per_node = dict(zip(("scan", "clean"), args.node_images_per_second, strict=True))
         source = "given rates"
     else:
+        table = pd.DataFrame(summary)
         per_node = {
-            s: float(table[table["stage"] == s]["images_per_second_after_start"].max())
-            for s in args.stages
+            s: float(table[table["stage"] == s]["images_per_second"].max()) for s in args.stages
         }
-        source = "best configuration measured here, per node like this one"
+        source = "best configuration measured here in steady state, per node like this one"
     arithmetic = _arithmetic(per_node, args)
     print(f"Multi-node arithmetic ({source}; images/s per node: {per_node}):")
     for row in arithmetic:
@@ -225,7 +283,9 @@ def main() -> None:
                     "ray_init_seconds": round(ray_start, 2),
                     "films": args.films,
                     "size": args.size,
-                    "runs": results,
+                    "repeats": args.repeats,
+                    "runs": runs,
+                    "summary": summary,
                     "overhead": overhead,
                     "per_node_images_per_second": per_node,
                     "arithmetic": arithmetic,

@@ -14,8 +14,13 @@ share of non-COVID films called COVID-19 with detected text minus without) and t
 text sensitivity toward COVID-19 (text minus placebo pastes, 95% CI; text pool: the boxes
 ``clean`` found). Targets (issue 15): the shortcut model's CI excludes 0; the oracle's
 sensitivity is within 0.05 of 0; with decorrelation the sensitivity is <= 0.05, the gap
-<= 0.05, accuracy and macro-F1 within 0.05 of the oracle (checked one-sided: no more than
-0.05 below it; the oracle is one training run and can land below the cleaned models).
+<= 0.05, accuracy and macro-F1 within 0.05 of the oracle. The last two are checked one-sided
+(no more than 0.05 below it; the oracle is one training run and can land below the cleaned
+models), so the two-sided figure (|decorrelate - oracle| and whether it is within 0.05) is
+printed beside them and kept in the JSON (``two_sided``). Over-correction is a target too:
+a decorrelated model whose sensitivity or gap is below -0.05 reacts to text in the opposite
+direction, which is also a shortcut; it fails its target and is flagged (``flags``). The
+last line (and the JSON's ``verdict``) counts the targets passed and the flags.
 
     python -m benchmarks.text_sensitivity_bench --seeds 0 1 2 --work /tmp/ts-bench \\
         --json reports/text_sensitivity_bench.json
@@ -48,6 +53,7 @@ from xraydebug.models.train import checkpoint_is_current, train
 from xraydebug.stages.clean import clean_dataset
 
 COVID = "COVID-19"
+LIMIT = 0.05  # every target's margin
 
 
 def _twin(data: Path, twin: Path, config: SynthConfig) -> None:
@@ -147,18 +153,78 @@ def run_seed(seed: int, work: Path, share: float, console: Console) -> dict[str,
 
 
 def _targets(seed_result: dict[str, Any]) -> dict[str, bool]:
+    """Pass/fail per target of one seed's result (plain bools)."""
     d, o = seed_result["clean+decorrelate"], seed_result["oracle"]
     ci = seed_result["shortcut"]["ci"]
     checks = {
         "shortcut CI excludes 0": bool(ci and ci[0] > 0),
-        "oracle |sensitivity| <= 0.05": abs(o["sensitivity"]) <= 0.05,
-        "decorrelate sensitivity <= 0.05": d["sensitivity"] <= 0.05,
-        "decorrelate gap <= 0.05": d["gap"] <= 0.05,
-        # one-sided: a model better than the oracle (one training seed of it) is no failure
-        "decorrelate accuracy >= oracle - 0.05": d["accuracy"] >= o["accuracy"] - 0.05,
-        "decorrelate macro-F1 >= oracle - 0.05": d["macro_f1"] >= o["macro_f1"] - 0.05,
+        "oracle |sensitivity| <= 0.05": abs(o["sensitivity"]) <= LIMIT,
+        "decorrelate sensitivity <= 0.05": d["sensitivity"] <= LIMIT,
+        "decorrelate gap <= 0.05": d["gap"] <= LIMIT,
+        # over-correction: text now pushes away from COVID-19, also a shortcut
+        "decorrelate sensitivity >= -0.05": d["sensitivity"] >= -LIMIT,
+        "decorrelate gap >= -0.05": d["gap"] >= -LIMIT,
+        # one-sided: a model better than the oracle (one training seed of it) is no failure;
+        # the two-sided figure is reported beside it (_two_sided)
+        "decorrelate accuracy >= oracle - 0.05": d["accuracy"] >= o["accuracy"] - LIMIT,
+        "decorrelate macro-F1 >= oracle - 0.05": d["macro_f1"] >= o["macro_f1"] - LIMIT,
     }
     return {name: bool(ok) for name, ok in checks.items()}  # numpy bools are not JSON
+
+
+def _two_sided(seed_result: dict[str, Any]) -> dict[str, dict[str, float | bool]]:
+    """Per metric (accuracy, macro-F1): |decorrelate - oracle| and whether it is within 0.05,
+    the target as first stated, before it was checked one-sided."""
+    d, o = seed_result["clean+decorrelate"], seed_result["oracle"]
+    out: dict[str, dict[str, float | bool]] = {}
+    for key in ("accuracy", "macro_f1"):
+        diff = abs(float(d[key]) - float(o[key]))
+        out[key] = {"abs_diff_from_oracle": diff, "within_0.05": diff <= LIMIT}
+    return out
+
+
+def _flags(seed_result: dict[str, Any]) -> list[str]:
+    """Over-correction flags: the decorrelated model's sensitivity or gap below -0.05 (text
+    now pushes its answers away from COVID-19)."""
+    d = seed_result["clean+decorrelate"]
+    return [
+        f"over-correction: decorrelate {key} {d[key]:+.3f} < -{LIMIT}"
+        for key in ("sensitivity", "gap")
+        if d[key] < -LIMIT
+    ]
+
+
+def _print_seed(result: dict[str, Any]) -> None:
+    """One seed's models, targets, two-sided oracle figures, flags and timings."""
+    print(f"seed {result['seed']}: (accuracy, macro-F1, gap, sensitivity to COVID-19 [95% CI])")
+    for name in ("shortcut", "oracle", "clean", "clean+decorrelate"):
+        r = result[name]
+        ci = f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]" if r["ci"] else ""
+        gap = f"{r['gap']:+.2f}" if "gap" in r else "  -  "
+        print(
+            f"  {name:<18} acc {r['accuracy']:.3f}  F1 {r['macro_f1']:.3f}  gap {gap}  "
+            f"sensitivity {r['sensitivity']:+.2f} {ci}"
+        )
+    for target, ok in result["targets"].items():
+        print(f"    {'PASS' if ok else 'FAIL'} {target}")
+    for key, two in result["two_sided"].items():
+        inside = "within" if two["within_0.05"] else "NOT within"
+        print(
+            f"    two-sided: |decorrelate {key} - oracle| = {two['abs_diff_from_oracle']:.3f}, "
+            f"{inside} 0.05"
+        )
+    for flag in result["flags"]:
+        print(f"    FLAG {flag}")
+    print(f"  seconds: {json.dumps({k: round(v) for k, v in result['seconds'].items()})}")
+
+
+def _verdict(results: list[dict[str, Any]]) -> dict[str, int]:
+    """Targets passed out of all targets over the seeds, and the over-correction flags."""
+    return {
+        "targets_passed": sum(sum(r["targets"].values()) for r in results),
+        "targets": sum(len(r["targets"]) for r in results),
+        "flags": sum(len(r["flags"]) for r in results),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,19 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         result = run_seed(seed, Path(args.work), args.share, console)
         result["targets"] = _targets(result)
+        result["two_sided"] = _two_sided(result)
+        result["flags"] = _flags(result)
         results.append(result)
-        print(f"seed {seed}: (accuracy, macro-F1, gap, sensitivity to COVID-19 [95% CI])")
-        for name in ("shortcut", "oracle", "clean", "clean+decorrelate"):
-            r = result[name]
-            ci = f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]" if r["ci"] else ""
-            gap = f"{r['gap']:+.2f}" if "gap" in r else "  -  "
-            print(
-                f"  {name:<18} acc {r['accuracy']:.3f}  F1 {r['macro_f1']:.3f}  gap {gap}  "
-                f"sensitivity {r['sensitivity']:+.2f} {ci}"
-            )
-        for target, ok in result["targets"].items():
-            print(f"    {'PASS' if ok else 'FAIL'} {target}")
-        print(f"  seconds: {json.dumps({k: round(v) for k, v in result['seconds'].items()})}")
+        _print_seed(result)
     for name in ("shortcut", "oracle", "clean", "clean+decorrelate"):
         keys = [k for k in ("accuracy", "macro_f1", "gap", "sensitivity") if k in results[0][name]]
         means = {k: float(np.mean([r[name][k] for r in results])) for k in keys}
@@ -198,9 +255,15 @@ def main(argv: list[str] | None = None) -> None:
             f"mean over {len(results)} seeds, {name:<18} "
             + "  ".join(f"{k} {means[k]:+.3f} ± {sds[k]:.3f}" for k in keys)
         )
+    verdict = _verdict(results)
+    print(
+        f"verdict: {verdict['targets_passed']} of {verdict['targets']} targets passed over "
+        f"{len(results)} seeds; {verdict['flags']} over-correction flag(s)"
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"header": header, "seeds": results}, indent=2))
+        record = {"header": header, "seeds": results, "verdict": verdict}
+        Path(args.json).write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

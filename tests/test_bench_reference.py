@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.igospp_bench import ReferenceCache, verdict
 from benchmarks.igospp_bench import main as bench_main
 from benchmarks.igospp_reference import expected_counts, igospp_one_at_a_time
 from tests.test_saliency import PATCH, SIZE, PatchNet
@@ -128,9 +129,52 @@ def test_bench_without_a_model_says_how_to_make_one(capsys: pytest.CaptureFixtur
     assert "xraydebug train /tmp/bench-data --out /tmp/bench.pt" in err
 
 
+def _method(seconds: float, deletion: float, insertion: float) -> dict[str, float]:
+    return {
+        "name": "balanced",
+        "seconds_per_image": seconds,
+        "deletion_auc_mean": deletion,
+        "insertion_auc_mean": insertion,
+        "deletion_auc_sd": 0.01,
+        "insertion_auc_sd": 0.02,
+    }
+
+
+@pytest.mark.parametrize(
+    ("engine", "speedup", "deletion", "insertion", "checks"),
+    [  # reference: 30 s/image, deletion 0.20, insertion 0.70; differences worked out by hand
+        ((2.5, 0.205, 0.695), 12.0, +0.005, -0.005, (True, True, True)),
+        ((3.0, 0.2095, 0.6905), 10.0, +0.0095, -0.0095, (True, True, True)),  # just inside
+        ((4.0, 0.20, 0.70), 7.5, 0.0, 0.0, (False, True, True)),
+        ((1.5, 0.225, 0.75), 20.0, +0.025, +0.05, (True, False, True)),
+        ((1.0, 0.15, 0.67), 30.0, -0.05, -0.03, (True, True, False)),
+    ],
+)
+def test_verdict_on_hand_computed_numbers(engine, speedup, deletion, insertion, checks) -> None:
+    summary = verdict(_method(30.0, 0.20, 0.70), _method(*engine))
+    assert summary["speedup"] == pytest.approx(speedup)
+    assert summary["deletion_difference"] == pytest.approx(deletion, abs=1e-12)
+    assert summary["insertion_difference"] == pytest.approx(insertion, abs=1e-12)
+    assert tuple(summary["checks"][k] for k in ("speedup", "deletion", "insertion")) == checks
+    assert summary["pass"] is all(checks)
+
+
+def test_reference_cache_is_keyed_by_device_and_reference_code(tmp_path, monkeypatch) -> None:
+    image, settings = torch.zeros(1, 8, 8), {"mask_size": 8, "seed": 0}
+    cpu = ReferenceCache(tmp_path, "model", "cpu (cpu)")
+    cpu.put(image, settings, {"counts": {"seconds": 1.0}})
+    assert cpu.get(image, settings) == {"counts": {"seconds": 1.0}}
+    assert ReferenceCache(tmp_path, "model", "cuda:0 (NVIDIA H100)").get(image, settings) is None
+    edited = tmp_path / "igospp_reference.py"
+    edited.write_text("# another reference loop\n")
+    monkeypatch.setattr("benchmarks.igospp_bench.REFERENCE_SOURCE", edited)
+    assert ReferenceCache(tmp_path, "model", "cpu (cpu)").get(image, settings) is None
+
+
 def test_bench_end_to_end_on_an_untrained_model(tmp_path, capsys: pytest.CaptureFixture) -> None:
     """No preset option: the scan's default preset against the reference at the given paper
-    settings, both rerun with other seeds; the JSON keeps the summary keys."""
+    settings and against the engine's 'paper' preset, all rerun with other seeds; the JSON
+    keeps the summary keys; a rerun reading the reference from the cache says so."""
     out = tmp_path / "bench.json"
     argv = ["--random-model", "tiny", "--n-images", "2", "--mask-size", "8"]
     argv += ["--iterations", "1", "--ig-steps", "2", "--reference-seeds", "2"]
@@ -138,33 +182,40 @@ def test_bench_end_to_end_on_an_untrained_model(tmp_path, capsys: pytest.Capture
     assert bench_main(argv) == 0
     text = capsys.readouterr().out
     assert "reference (1 image)" in text and "speed-up" in text
-    assert f"preset '{DEFAULT_PRESET}' against the reference at paper settings" in text
+    assert f"preset '{DEFAULT_PRESET}' against" in text
+    assert "the reference at paper settings" in text and "the engine, preset paper" in text
+    assert "read from the cache" not in text
     capability = torch.backends.cpu.get_cpu_capability()
     assert text.startswith("CPU: ") and f"torch capability {capability}" in text.splitlines()[0]
     data = json.loads(out.read_text())
     assert data["environment"]["machine"]["cpu_capability"] == capability
     assert data["environment"]["torch_threads"] == 2
     assert data["settings"]["iterations"] == 1 and data["settings"]["ig_steps"] == 2
-    ref, eng = data["methods"]
+    ref, paper, eng = data["methods"]
     assert ref["backward_images_per_image"] == 4 * 2 * 1 and ref["seeds"] == 2
+    assert paper["name"] == "paper" and paper["runs"][0]["config"]["ig_steps"] == 2
     assert eng["name"] == DEFAULT_PRESET and eng["seeds"] == 2
     assert eng["runs"][0]["config"]["ig_steps"] == PRESETS[DEFAULT_PRESET]["ig_steps"]
     assert eng["runs"][1]["config"]["seed"] != eng["runs"][0]["config"]["seed"]
     assert len(ref["runs"][0]["deletion_auc"]) == 2 and len(eng["runs"][0]["insertion_auc"]) == 2
     summary = data["summary"]
     assert {"speedup", "deletion_difference", "insertion_difference"} <= set(summary)
-    assert summary["speedup"] == pytest.approx(ref["seconds_per_image"] / eng["seconds_per_image"])
-    assert summary["deletion_difference"] == pytest.approx(
-        eng["deletion_auc_mean"] - ref["deletion_auc_mean"]
-    )
     assert set(summary["checks"]) == {"speedup", "deletion", "insertion"}
+    assert set(summary["against_paper_preset"]) == {
+        "speedup",
+        "deletion_difference",
+        "insertion_difference",
+    }
+    assert (summary["reference_cached_images"], summary["reference_images"]) == (0, 4)
 
     # the curve: every preset; the reference now comes from the cache (same masks, same AUC)
     argv += ["--curve", "--plot", str(tmp_path / "curve.png")]
     assert bench_main(argv) == 0
     text = capsys.readouterr().out
     assert "2 image(s) from the cache" in text and "reference seed set" in text
+    assert "NOTE: the reference's seconds of 4 of 4 image runs were read from the cache" in text
     curve = json.loads(out.read_text())
     assert [m["name"] for m in curve["methods"]] == ["reference (1 image)", *PRESETS]
     assert curve["methods"][0]["deletion_auc_mean"] == ref["deletion_auc_mean"]
+    assert curve["summary"]["reference_cached_images"] == 4
     assert (tmp_path / "curve.png").stat().st_size > 1000

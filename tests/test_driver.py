@@ -123,6 +123,26 @@ def test_batches_whose_worker_died_become_error_rows(words, tmp_path: Path):
     assert run.errors[0] == "0.txt: the worker died on every one of 3 tries"
 
 
+class _ForgetfulWorkers(LocalExecutor):
+    """A buggy step: it returns rows for the first record of each batch only."""
+
+    def map(self, spec, batches):
+        for index, result in super().map(spec, batches):
+            result.rows = result.rows[:1]
+            yield index, result
+
+
+def test_records_a_step_returns_no_row_for_become_error_rows(words, tmp_path: Path):
+    root, records = words
+    run = driver.run(ShoutStage(root, records[:4], 1), tmp_path / "o", executor=_ForgetfulWorkers())
+    assert list(run.table["path"]) == ["0.txt", "1.txt", "2.txt", "3.txt"]
+    assert list(run.table["status"]) == ["ok", "error", "ok", "error"] and run.n_new == 2
+    assert run.errors == [
+        "1.txt: the worker returned no result for it",
+        "3.txt: the worker returned no result for it",
+    ]
+
+
 def test_a_dry_run_writes_nothing(words, tmp_path: Path):
     root, records = words
     run = driver.run(ShoutStage(root, records, 1), None)

@@ -6,6 +6,9 @@ import contextlib
 import hashlib
 import os
 import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -543,17 +546,62 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         read_image(path)
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read any file"
-)
-def test_permission_denied_for_real(tmp_path: Path) -> None:
-    path = save_pil(tmp_path / "locked.png", GRADIENT8)
-    path.chmod(0)
-    try:
-        with pytest.raises(ImageReadError, match=error_for(path, "permission denied")):
-            read_image(path)
-    finally:
-        path.chmod(0o644)
+NOBODY = 65534  # the conventional unprivileged uid and gid
+SKIP_EXIT = 77  # the child's exit status when it may not change its uid
+
+#: Run by a child that starts as root: it imports the reader and reads a readable image while
+#: it still can (the interpreter may lie where only root can read, e.g. under /root), then
+#: drops to ``NOBODY`` for good and reads the readable image again (the folder is reachable)
+#: and the locked one, printing the error it gets.
+_READ_AS_NOBODY = f"""
+import os, sys
+from xraydebug.data.imageio import read_image
+from xraydebug.errors import ImageReadError
+readable, locked = sys.argv[1:]
+read_image(readable)
+try:
+    os.setgroups([])
+    os.setgid({NOBODY})
+    os.setuid({NOBODY})
+except PermissionError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit({SKIP_EXIT})
+read_image(readable)
+try:
+    read_image(locked)
+except ImageReadError as exc:
+    print(exc)
+else:
+    sys.exit("uid {NOBODY} read a file with mode 000")
+"""
+
+
+def _locked_read_error(readable: Path, locked: Path) -> str:
+    """The ``ImageReadError`` message of reading ``locked`` without root's privileges: in
+    this process for an ordinary user, in a child that drops to ``NOBODY`` when run as root
+    (root reads any file)."""
+    if os.geteuid() != 0:
+        with pytest.raises(ImageReadError) as info:
+            read_image(locked)
+        return str(info.value)
+    argv = [sys.executable, "-c", _READ_AS_NOBODY, str(readable), str(locked)]
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if child.returncode == SKIP_EXIT:
+        pytest.skip(f"running as root and may not switch to uid {NOBODY}: {child.stderr.strip()}")
+    assert child.returncode == 0, child.stderr
+    return child.stdout.strip()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="needs POSIX file modes")
+def test_permission_denied_for_real() -> None:
+    """No mock: a file with mode 000, read by a user who is not root."""
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder).chmod(0o755)  # reachable for the unprivileged user
+        readable = save_pil(Path(folder) / "readable.png", GRADIENT8)
+        locked = save_pil(Path(folder) / "locked.png", GRADIENT8)
+        locked.chmod(0)
+        message = _locked_read_error(readable, locked)
+    assert re.match(error_for(locked, "permission denied"), message), message
 
 
 def test_path_with_newline_gives_one_line(tmp_path: Path) -> None:

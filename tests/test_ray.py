@@ -1,5 +1,7 @@
 """The Ray executor: same outputs as the local one, nothing lost or doubled when a worker or the
-driver dies, clear errors. Runs against a local Ray (2 CPUs) started once for this module."""
+driver dies, clear errors. Runs against a local Ray started once for this module, with 2 CPUs
+and 2 GPUs declared to Ray (this machine need not have them: the actors get GPU ids, torch in
+them may see no CUDA device)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from xraydebug.cli import app
 from xraydebug.data.synth import SynthConfig, synthesize
+from xraydebug.device import resolve_device
 from xraydebug.errors import XrayDebugError
 from xraydebug.executor import (
     BatchFailure,
@@ -22,6 +26,7 @@ from xraydebug.executor import (
     ExecutorConfig,
     LocalExecutor,
     RayExecutor,
+    plan_actors,
 )
 from xraydebug.runfolder import load_masks
 from xraydebug.stages.clean import CleanConfig, CleanStep, clean_dataset
@@ -46,7 +51,13 @@ SCAN = dict(
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
     yield ray
     ray.shutdown()
 
@@ -77,6 +88,31 @@ class Doubler:
                     Path(self.marker).touch()
                     os._exit(1)
             return BatchResult([{"path": str(x), "value": 2 * x} for x in batch])
+
+        return step
+
+
+@dataclass(frozen=True)
+class GpuProbe:
+    """A toy step that resolves its ``device`` setting as the real steps do and reports, with
+    every item, its actor's process, Ray GPU ids, ``CUDA_VISIBLE_DEVICES`` and device."""
+
+    device: str = "auto"
+
+    def build(self):
+        import ray
+
+        device = resolve_device(self.device)
+
+        def step(batch: list[int]) -> BatchResult:
+            facts = {
+                "pid": os.getpid(),
+                "gpu_ids": ray.get_gpu_ids(),
+                "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "device": device.type,
+                "cuda": torch.cuda.is_available(),
+            }
+            return BatchResult([{"path": str(x), **facts} for x in batch])
 
         return step
 
@@ -227,14 +263,67 @@ def test_without_ray_the_option_names_the_extra(text_data: Path, tmp_path: Path,
         ExecutorConfig(address="auto")
 
 
-def test_ray_plans_one_actor_per_gpu_and_cpu_only_detectors_get_cpus(ray_local):
-    executor = RayExecutor(ExecutorConfig(kind="ray"))
-    assert executor._plan(gpu=False) == (executor.cpus, 1)  # one single-threaded actor per CPU
-    executor.gpus = 2  # as on a node with two GPUs
-    assert executor._plan(gpu=True) == (2, max(1, executor.cpus // 2))
-    assert executor.uses_gpu("auto") and not executor.uses_gpu("cpu")
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "gpu", "actors", "threads", "planned"),
+    [
+        (16, 0, False, None, None, (16, 1)),  # one single-threaded actor per CPU
+        (16, 0, False, None, 4, (4, 4)),
+        (16, 0, False, None, 3, (5, 3)),  # 16 // 3: the 16th CPU stays idle
+        (2, 0, False, None, 4, (1, 4)),  # at least one actor
+        (16, 0, False, 3, None, (3, 1)),
+        (16, 4, False, None, None, (16, 1)),  # a CPU-only detector on a GPU cluster
+        (16, 4, True, None, None, (4, 4)),  # one actor per GPU, the CPUs shared out
+        (16, 4, True, None, 2, (4, 2)),
+        (16, 4, True, 2, None, (2, 4)),
+        (2, 4, True, None, None, (4, 1)),  # at least one thread
+    ],
+)
+def test_plan_actors(cpus, gpus, gpu, actors, threads, planned):
+    config = ExecutorConfig(kind="ray", actors=actors, threads=threads)
+    assert plan_actors(config, cpus, gpus, gpu=gpu) == planned
+
+
+def test_only_detectors_on_torch_ask_for_gpus():
     ppocr = CleanConfig.from_options({"detector": "ppocr", "device": "auto"})
     assert CleanStep("/data", ppocr).device == "cpu"  # DBNet runs on ONNX Runtime's CPU
     craft = TextConfig.from_options({"detector": "craft", "device": "auto"})
     assert TextStep("/data", craft).device == "auto"
-    executor.close()
+
+
+def test_ray_starts_one_actor_per_declared_gpu(ray_local):
+    executor = RayExecutor(ExecutorConfig(kind="ray"))
+    assert (executor.cpus, executor.gpus) == (2, 2)
+    assert executor.uses_gpu("auto") and not executor.uses_gpu("cpu")
+    rows, failed = _collect(executor, GpuProbe(), list(range(8)))
+    assert not failed and sorted(int(r["path"]) for r in rows) == list(range(8))
+    workers = executor.describe()["workers"]
+    assert {r["pid"] for r in rows} == {w["pid"] for w in workers} and len(workers) == 2
+    assert [w["threads"] for w in workers] == [1, 1]  # 2 CPUs shared by 2 GPU actors
+    gpus = {(r["pid"], tuple(r["gpu_ids"]), r["visible"]) for r in rows}  # one per actor
+    assert sorted((ids, visible) for _, ids, visible in gpus) == [((0,), "0"), ((1,), "1")]
+    # auto: CUDA where torch in the actor sees it, else (this machine) the CPU
+    assert all(r["device"] == ("cuda" if r["cuda"] else "cpu") for r in rows)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs GPU actors that see no CUDA")
+def test_ray_gpu_actor_without_cuda_refuses_device_cuda_with_one_line(ray_local, text_data: Path):
+    craft = TextConfig.from_options({"detector": "craft", "device": "cuda"})
+    executor = RayExecutor(ExecutorConfig(kind="ray"))
+    assert executor.uses_gpu("cuda")
+    with pytest.raises(
+        XrayDebugError, match=r"^Ray worker on .+: --device cuda requested but CUDA"
+    ):
+        list(executor.map(TextStep(str(text_data), craft), [[]]))
+
+
+def test_ray_text_with_the_default_detector_matches_local(ray_local, text_data: Path, tmp_path):
+    config = TextConfig.from_options({"batch_size": 2})  # the default detector, device auto
+    assert config.text_detector().name == "ppocr"
+    local = detect_dataset(text_data, tmp_path / "local", config=config)
+    executor = RayExecutor(ExecutorConfig(kind="ray"))
+    detect_dataset(text_data, tmp_path / "ray", config=config, executor=executor)
+    assert local["n_boxes"].astype(int).sum() > 0
+    text_csv = (tmp_path / "local" / "text.csv").read_text()
+    assert (tmp_path / "ray" / "text.csv").read_text() == text_csv
+    workers = executor.describe()["workers"]  # DBNet on a cluster with GPUs: one per CPU
+    assert [(w["device"], w["threads"]) for w in workers] == [("cpu", 1), ("cpu", 1)]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
 
 from tests.conftest import make_report_run, tree_digest
+from xraydebug.audit import report
 from xraydebug.audit.report import ReportConfig, build_report, find_parts
+from xraydebug.cli import app
 from xraydebug.errors import DatasetError
 from xraydebug.runfolder import mask_filename
 from xraydebug.stages.clean import CleanConfig, clean_dataset
@@ -137,6 +143,23 @@ def test_patient_ids_only_with_show_ids(report_run, tmp_path: Path):
     assert "<dt>Patient id</dt>" in html and truth[first]["patient_id"] in html
 
 
+def test_paths_only_with_show_paths(report_run, tmp_path: Path, tmp_path_factory):
+    """Reports travel by e-mail: by default the dataset, model and run folders appear by name,
+    never where they lie on disk; ``--show-paths`` prints the full paths."""
+    data, scan_dir = report_run
+    base = str(tmp_path_factory.getbasetemp())  # above the dataset, the scan and tmp_path
+    html = build_report(scan_dir, tmp_path / "r.html").read_text()
+    assert str(data) not in html and str(scan_dir) not in html
+    assert base not in html and str(tmp_path) not in html
+    assert f"<code>{data.name}</code>" in html and f"<code>{scan_dir.name}</code>" in html
+    argv = ["report", str(scan_dir), "--out", str(tmp_path / "full.html"), "--show-paths"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    full = (tmp_path / "full.html").read_text()
+    assert f"<code>{data}</code>" in full and f"<code>{scan_dir}</code>" in full
+    assert f'"data": "{data}"' in full  # the settings, as run.json recorded them
+
+
 def test_gallery_cap_lists_the_rest(report_run, tmp_path: Path):
     _data, scan_dir = report_run
     n = len(_flagged(scan_dir))
@@ -164,6 +187,7 @@ def test_report_follows_clean_to_scan_and_shows_cleaned(report_run, tmp_path: Pa
     assert_self_contained(html)
     assert html.count("Cleaned (text inpainted)") == len(_flagged(scan_dir))
     assert "had their detected text removed" in html
+    assert str(tmp_path) not in html and str(data) not in html and str(scan_dir) not in html
     # the cleaned dataset still reads as a dataset (the report does not get in the way)
     from xraydebug.data.layouts import load_index
 
@@ -178,7 +202,8 @@ def test_missing_originals_are_explained_not_fatal(report_run, tmp_path: Path):
     run["data"] = str(tmp_path / "gone")
     (moved / "run.json").write_text(json.dumps(run))
     html = build_report(moved).read_text()
-    assert "original not available" in html
+    assert "original not available: gone/test/" in html  # named, not located
+    assert str(tmp_path) not in html
 
 
 def test_report_of_unknown_folder_fails_clearly(tmp_path: Path):
@@ -229,23 +254,49 @@ def test_scan_csv_saved_by_pandas_keeps_its_flags(report_run, tmp_path: Path):
         build_report(copy, tmp_path / "r2.html")
 
 
-def test_report_refuses_files_outside_its_run(report_run, tmp_path: Path):
+def _card_pictures(html: str, path: str) -> list[str]:
+    """The ``data:`` URIs of the pictures on the gallery card of ``path``, in order."""
+    card = re.search(rf'<article [^>]*data-path="{re.escape(path)}".*?</article>', html, re.S)
+    assert card, f"no card for {path}"
+    return re.findall(r'<img src="(data:[^"]+)"', card.group(0))
+
+
+def test_report_refuses_files_outside_its_run(
+    report_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     data, scan_dir = report_run
     copy = tmp_path / "scan"
     shutil.copytree(scan_dir, copy)
-    secret = tmp_path / "secret.png"  # a readable image outside the dataset and the scan
-    shutil.copy(data / _flagged(scan_dir)["path"].iloc[0], secret)
+    # a readable image and a mask outside the dataset and the scan, unlike anything in them
+    secret = tmp_path / "secret.png"
+    image = Image.open(data / _flagged(scan_dir)["path"].iloc[0]).convert("L")
+    ImageOps.invert(image).save(secret)
+    secret_mask = tmp_path / "secret.npz"
+    checkerboard = np.indices((8, 8)).sum(axis=0) % 2
+    np.savez(secret_mask, deletion=checkerboard, insertion=checkerboard)
     table = pd.read_csv(copy / "scan.csv", dtype=str, keep_default_na=False)
     rows = table.index[table["flagged"] == "true"]
     dotdot = "../" * (len(data.relative_to(tmp_path.anchor).parts) + 1) + str(secret)[1:]
     table.loc[rows[0], "path"] = dotdot  # a ../ path
     table.loc[rows[1], "path"] = str(secret)  # an absolute path
-    table.loc[rows[2], "mask_file"] = "../" + secret.name  # a mask outside the scan folder
+    table.loc[rows[2], "mask_file"] = "../" + secret_mask.name  # a mask outside the scan
     table.to_csv(copy / "scan.csv", index=False)
     html = build_report(copy, tmp_path / "r.html").read_text()
     assert html.count("resolves outside") == 3, html.count("resolves outside")
-    assert f"image path &#39;{secret}&#39; resolves outside {data} (refused)" in html
-    assert f"mask file &#39;../{secret.name}&#39; resolves outside {copy} (refused)" in html
+    assert f"image path &#39;{secret}&#39; resolves outside {data.name} (refused)" in html
+    assert f"mask file &#39;../{secret_mask.name}&#39; resolves outside scan (refused)" in html
+    # the refused files' contents are nowhere in the report: not their bytes, not the
+    # pictures the report makes of them (taken from a build with the check switched off)
+    for refused in (secret, secret_mask):
+        assert base64.b64encode(refused.read_bytes()).decode() not in html
+        assert refused.read_bytes() not in html.encode()
+    monkeypatch.setattr(report, "resolves_inside", lambda root, relative: True)
+    unchecked = build_report(copy, tmp_path / "unchecked.html").read_text()
+    leaks = _card_pictures(unchecked, dotdot) + _card_pictures(unchecked, str(secret))
+    original, overlay = _card_pictures(unchecked, table.loc[rows[2], "path"])[:2]
+    assert len(leaks) == 4  # original and saliency overlay of the secret image, twice
+    assert not [uri for uri in [*leaks, overlay] if uri in html]
+    assert original in html  # the card itself still shows its own radiograph
 
 
 def test_report_refuses_a_symlink_loop_in_its_run(report_run, tmp_path: Path):

@@ -23,6 +23,7 @@ from xraydebug.audit.retrain import (
     RetrainConfig,
     before_after_table,
     comparison_table,
+    print_before_after,
     retrain,
     summarise_repeats,
 )
@@ -221,7 +222,6 @@ def test_retrain_repeats_report_seed_spread(tiny_model, tiny_covidx: Path, tmp_p
         run_dir=tmp_path / "run",
         config=RetrainConfig(repeats=2, n_boot=50, device="cpu"),
         console=Console(quiet=True),
-        report=False,
     )
     repeats = result.comparison["repeats"]
     assert repeats["seeds"] == [0, 1]
@@ -235,6 +235,37 @@ def test_retrain_repeats_report_seed_spread(tiny_model, tiny_covidx: Path, tmp_p
     rendered = Console(record=True, width=200)
     rendered.print(before_after_table(result.comparison))
     assert "over 2 seeds" in rendered.export_text()
+    _assert_text_sensitivity_per_seed(result, tmp_path / "run")
+
+
+def _assert_text_sensitivity_per_seed(result, run: Path) -> None:
+    """The text-sensitivity test ran on every seed's pair: one entry per seed, their spread in
+    the JSON, the console output and the report; the detailed tables are seed 0's, labelled."""
+    sensitivity = result.comparison["text_sensitivity"]
+    assert sensitivity["seed"] == 0  # the detailed before/after summaries
+    per_seed = sensitivity["per_seed"]
+    assert [entry["seed"] for entry in per_seed] == [0, 1]
+    for entry in per_seed:  # the same recipe and seed on the same data: the same reaction
+        assert set(entry["after"]["into"]) == set(CLASSES)
+        assert entry["before"]["into"] == entry["after"]["into"]
+    assert per_seed[0]["after"]["into"]["COVID-19"]["sensitivity"] == pytest.approx(
+        sensitivity["after"]["into"]["COVID-19"]["sensitivity"]
+    )
+    assert (run / "text_sensitivity" / "after-seed1" / "text_sensitivity.json").exists()
+    values = [entry["after"]["into"]["COVID-19"]["sensitivity"] for entry in per_seed]
+    spread = sensitivity["summary"]["COVID-19"]["after"]
+    assert spread["mean"] == pytest.approx(np.mean(values))
+    assert (spread["min"], spread["max"]) == (min(values), max(values))
+    assert sensitivity["summary"]["COVID-19"]["diff"]["mean"] == pytest.approx(0.0)
+    assert "Over 2 seeds (0, 1)" in sensitivity["sentence"]
+    printed = Console(record=True, width=200)
+    print_before_after(result, printed)
+    text = " ".join(printed.export_text().split())  # titles wrap at the table width
+    assert "(before cleaning, seed 0)" in text and "(after cleaning, seed 0)" in text
+    assert "Text minus placebo over 2 seeds (0, 1)" in text
+    html = result.report_path.read_text()
+    assert "Text sensitivity across 2 training seeds" in html
+    assert "seed 0" in html
 
 
 def test_retrain_refuses_to_overwrite_baseline(tiny_model, tiny_covidx: Path, tmp_path: Path):

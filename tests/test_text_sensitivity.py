@@ -201,7 +201,7 @@ def test_cli_evaluate_text_sensitivity(shortcut_models, tmp_path) -> None:
 
 
 def test_bench_gap_and_targets_are_plain_json() -> None:
-    from benchmarks.text_sensitivity_bench import _gap, _targets
+    from benchmarks.text_sensitivity_bench import _flags, _gap, _targets, _two_sided
 
     rows = [
         {"label": "normal", "text": True, "n": 10, "after": {"COVID-19": np.float64(0.3)}},
@@ -218,3 +218,106 @@ def test_bench_gap_and_targets_are_plain_json() -> None:
     }
     targets = _targets(result)
     assert all(targets.values()) and json.loads(json.dumps(targets)) == targets
+    assert _flags(result) == []
+    two_sided = _two_sided(result)  # 0.07 above the oracle: outside 0.05 two-sided
+    assert json.loads(json.dumps(two_sided)) == two_sided
+    assert two_sided["accuracy"]["abs_diff_from_oracle"] == pytest.approx(0.07)
+    assert two_sided["accuracy"]["within_0.05"] is False
+    assert two_sided["macro_f1"] == {"abs_diff_from_oracle": 0.0, "within_0.05": True}
+
+
+BENCH_PASSING = {
+    "shortcut": {
+        "accuracy": 0.5,
+        "macro_f1": 0.5,
+        "gap": 0.8,
+        "sensitivity": 0.8,
+        "ci": [0.7, 0.9],
+    },
+    "oracle": {"accuracy": 0.9, "macro_f1": 0.9, "sensitivity": 0.01, "ci": [0.0, 0.02]},
+    "clean+decorrelate": {
+        "accuracy": 0.92,
+        "macro_f1": 0.91,
+        "gap": 0.0,
+        "sensitivity": 0.0,
+        "ci": [0.0, 0.0],
+    },
+}
+BENCH_TARGETS = [
+    "shortcut CI excludes 0",
+    "oracle |sensitivity| <= 0.05",
+    "decorrelate sensitivity <= 0.05",
+    "decorrelate gap <= 0.05",
+    "decorrelate sensitivity >= -0.05",
+    "decorrelate gap >= -0.05",
+    "decorrelate accuracy >= oracle - 0.05",
+    "decorrelate macro-F1 >= oracle - 0.05",
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "change", "failing", "flags"),
+    [
+        ("shortcut", {"ci": [-0.01, 0.9]}, "shortcut CI excludes 0", []),
+        ("shortcut", {"ci": None}, "shortcut CI excludes 0", []),
+        ("oracle", {"sensitivity": -0.06}, "oracle |sensitivity| <= 0.05", []),
+        ("oracle", {"sensitivity": 0.06}, "oracle |sensitivity| <= 0.05", []),
+        ("clean+decorrelate", {"sensitivity": 0.06}, "decorrelate sensitivity <= 0.05", []),
+        ("clean+decorrelate", {"gap": 0.06}, "decorrelate gap <= 0.05", []),
+        (
+            "clean+decorrelate",
+            {"sensitivity": -0.06},
+            "decorrelate sensitivity >= -0.05",
+            ["over-correction: decorrelate sensitivity -0.060 < -0.05"],
+        ),
+        (
+            "clean+decorrelate",
+            {"gap": -0.06},
+            "decorrelate gap >= -0.05",
+            ["over-correction: decorrelate gap -0.060 < -0.05"],
+        ),
+        ("clean+decorrelate", {"accuracy": 0.84}, "decorrelate accuracy >= oracle - 0.05", []),
+        ("clean+decorrelate", {"macro_f1": 0.84}, "decorrelate macro-F1 >= oracle - 0.05", []),
+    ],
+)
+def test_bench_targets_fail_one_check_at_a_time(
+    model: str, change: dict, failing: str, flags: list[str]
+) -> None:
+    from benchmarks.text_sensitivity_bench import _flags, _targets, _verdict
+
+    result = {**BENCH_PASSING, model: {**BENCH_PASSING[model], **change}}
+    targets = _targets(result)
+    assert list(targets) == BENCH_TARGETS
+    assert [name for name, ok in targets.items() if not ok] == [failing]
+    assert _flags(result) == flags
+    seed = {"targets": targets, "flags": flags}
+    assert _verdict([seed, seed]) == {"targets_passed": 14, "targets": 16, "flags": 2 * len(flags)}
+    assert all(_targets(BENCH_PASSING).values()) and _flags(BENCH_PASSING) == []
+
+
+@pytest.mark.parametrize(
+    ("decorrelate", "oracle", "accuracy", "macro_f1"),
+    [
+        # seed 0 of benchmarks/README.md: one-sided PASS, two-sided outside 0.05
+        ((0.979, 0.977), (0.871, 0.867), (0.108, False), (0.110, False)),
+        ((0.975, 0.974), (0.929, 0.929), (0.046, True), (0.045, True)),  # seed 1
+        ((0.912, 0.907), (0.942, 0.940), (0.030, True), (0.033, True)),  # seed 2
+        ((0.84, 0.96), (0.90, 0.90), (0.06, False), (0.06, False)),  # below and above
+    ],
+)
+def test_bench_two_sided_distance_from_the_oracle(
+    decorrelate: tuple[float, float],
+    oracle: tuple[float, float],
+    accuracy: tuple[float, bool],
+    macro_f1: tuple[float, bool],
+) -> None:
+    from benchmarks.text_sensitivity_bench import _two_sided
+
+    result = {
+        "oracle": dict(zip(("accuracy", "macro_f1"), oracle, strict=True)),
+        "clean+decorrelate": dict(zip(("accuracy", "macro_f1"), decorrelate, strict=True)),
+    }
+    two_sided = _two_sided(result)
+    for key, (diff, within) in (("accuracy", accuracy), ("macro_f1", macro_f1)):
+        assert two_sided[key]["abs_diff_from_oracle"] == pytest.approx(diff)
+        assert two_sided[key]["within_0.05"] is within

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from typer.models import ParameterInfo
 
 from xraydebug.errors import XrayDebugError
 from xraydebug.executor import EXECUTORS, ExecutorConfig, import_ray
@@ -46,6 +48,26 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+# a "[" that rich would read as a markup tag: not escaped, not the examples' [bold]...[/]
+_TAG_BRACKET = re.compile(r"(?<!\\)\[(?!bold]|/])(?=[a-z#/@])")
+
+
+def plain_help(text: str) -> str:
+    """``text`` with every ``[`` that rich would read as a markup tag escaped, so that
+    ``xraydebug[ray]`` prints as written (``[bold]`` and ``[/]`` stay markup: the examples use
+    them); escaping twice changes nothing."""
+    return _TAG_BRACKET.sub(r"\\[", text)
+
+
+def escape_help_texts(typer_app: typer.Typer) -> None:
+    """Pass the help of every command of ``typer_app`` and of its parameters through
+    :func:`plain_help`: typer renders them as rich markup (``rich_markup_mode``)."""
+    for info in typer_app.registered_commands:
+        info.help = plain_help(info.help or inspect.getdoc(info.callback) or "")
+        for param in inspect.signature(info.callback, eval_str=True).parameters.values():
+            for meta in getattr(param.annotation, "__metadata__", ()):
+                if isinstance(meta, ParameterInfo) and meta.help:
+                    meta.help = plain_help(meta.help)
 
 
 def _detector_help() -> str:
@@ -1073,8 +1095,8 @@ def retrain(
     text_sensitivity: Annotated[
         bool | None,
         typer.Option(
-            help="Test both models for a reaction to pasted text (vs placebo pastes). "
-            "\\[default: text-sensitivity]"
+            help="Test both models (of every seed) for a reaction to pasted text (vs placebo "
+            "pastes). \\[default: text-sensitivity]"
         ),
     ] = None,
     decorrelate_text: Annotated[
@@ -1145,6 +1167,12 @@ def report(
     show_ids: Annotated[
         bool | None, typer.Option(help="Show patient ids (hidden by default).")
     ] = None,
+    show_paths: Annotated[
+        bool | None,
+        typer.Option(
+            help="Show where the dataset, model and run folders lie (by default their names)."
+        ),
+    ] = None,
     max_gallery: Annotated[
         int | None,
         typer.Option(
@@ -1190,6 +1218,9 @@ def demo(
     from xraydebug.demo import run_demo
 
     run_demo(out=out, quick=quick, console=console, seed=seed, device=device)
+
+
+escape_help_texts(app)  # after the last command
 
 
 def main() -> None:

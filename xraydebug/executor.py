@@ -115,6 +115,8 @@ class ExecutorConfig:
 
 
 class Executor(Protocol):
+    startup_seconds: float  # the last map's: its workers started and their steps built
+
     def uses_gpu(self, device: str) -> bool:
         """Whether steps built with the ``--device`` setting ``device`` run on CUDA."""
         ...
@@ -147,6 +149,7 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         self._workers: list[dict[str, Any]] = []
+        self.startup_seconds = 0.0
 
     def uses_gpu(self, device: str) -> bool:
         return self.compute_device(device).type == "cuda"
@@ -162,10 +165,12 @@ class LocalExecutor:
     def map(
         self, spec: StepSpec, batches: Sequence[list[Any]]
     ) -> Iterator[tuple[int, BatchResult | BatchFailure]]:
+        t0 = time.perf_counter()
         step = spec.build()
+        self.startup_seconds = time.perf_counter() - t0
         self._workers = [{"host": socket.gethostname(), **worker_facts(spec, step)}]
         for index, batch in enumerate(batches):
-            yield index, step(batch)
+            yield index, timed(step, batch)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "local", "workers": self._workers}
@@ -181,6 +186,18 @@ def worker_facts(spec: StepSpec, step: Any) -> dict[str, Any]:
 
     device = getattr(step, "device", None) or resolve_device(spec.device)
     return {"device": str(device), "threads": torch.get_num_threads()}
+
+
+def timed(step: Callable[[list[Any]], BatchResult], batch: list[Any]) -> BatchResult:
+    """``step(batch)`` with its seconds added to the result's stats as ``worker_seconds`` (the
+    time a worker spent computing, which the driver sums; the rest of a run is start-up and
+    moving batches and results)."""
+    t0 = time.perf_counter()
+    result = step(batch)
+    result.stats["worker_seconds"] = result.stats.get("worker_seconds", 0.0) + (
+        time.perf_counter() - t0
+    )
+    return result
 
 
 def readable_root(root: str | Path) -> Path:
@@ -203,6 +220,17 @@ def import_ray() -> Any:
     except ImportError:
         raise XrayDebugError(RAY_EXTRA_HINT) from None
     return ray
+
+
+def plan_actors(config: ExecutorConfig, cpus: int, gpus: int, *, gpu: bool) -> tuple[int, int]:
+    """(actors, threads per actor) on a cluster of ``cpus`` CPUs and ``gpus`` GPUs: steps on a
+    GPU (``gpu``) get one actor per GPU sharing the CPUs, others one single-threaded actor per
+    CPU; ``config.actors`` and ``config.threads`` override either count."""
+    if gpu:
+        threads = config.threads or max(1, cpus // gpus)
+        return config.actors or gpus, threads
+    threads = config.threads or 1
+    return config.actors or max(1, cpus // threads), threads
 
 
 class _StepActor:
@@ -228,7 +256,7 @@ class _StepActor:
     def run(self, batch: list[Any]) -> BatchResult:
         if self._step is None:  # a replacement actor on a node that cannot run the step
             raise XrayDebugError(self._error)
-        return self._step(batch)
+        return timed(self._step, batch)
 
 
 class RayExecutor:
@@ -266,19 +294,10 @@ class RayExecutor:
     def model_home(self, device: str) -> torch.device:
         return torch.device("cpu")  # pickled into the actors, which move it to their device
 
-    def _plan(self, gpu: bool) -> tuple[int, int]:
-        """(actors, threads per actor)."""
-        config = self.config
-        if gpu:
-            threads = config.threads or max(1, self.cpus // self.gpus)
-            return config.actors or self.gpus, threads
-        threads = config.threads or 1
-        return config.actors or max(1, self.cpus // threads), threads
-
     def _start(self, spec: StepSpec) -> None:
         ray = self._ray
         gpu = self.uses_gpu(spec.device)
-        n_actors, threads = self._plan(gpu)
+        n_actors, threads = plan_actors(self.config, self.cpus, self.gpus, gpu=gpu)
         remote = ray.remote(_StepActor).options(
             num_cpus=threads, num_gpus=1 if gpu else 0, max_restarts=0, max_task_retries=0
         )

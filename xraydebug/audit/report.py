@@ -14,7 +14,8 @@ records (retrain -> cleaned data -> the scan whose boxes it reused) to gather wh
 4. images that could not be read, settings and versions.
 
 Every image is inlined as a ``data:`` URI and has alt text; nothing is loaded from elsewhere.
-Patient ids are shown only with ``show_ids=True``.
+Patient ids are shown only with ``show_ids=True``; folders and files (dataset, model, run
+folders) by their names only, unless ``show_paths=True``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class ReportConfig:
 
     Attributes:
         show_ids: print patient ids (hidden by default: reports travel by e-mail).
+        show_paths: print where the dataset, model and run folders lie (full paths); by default
+            only their names, and absolute paths in the recorded settings by their names.
         max_gallery: flagged cases shown with pictures (highest ``mass_in_text`` first); the
             others are listed in a table with their numbers.
         thumb_px: long side of each inlined picture in pixels.
@@ -71,6 +74,7 @@ class ReportConfig:
     """
 
     show_ids: bool = False
+    show_paths: bool = False
     max_gallery: int = 50
     thumb_px: int = 320
     jpeg_quality: int = 80
@@ -512,7 +516,50 @@ def _format(value: Any, spec: str, scale: float = 1.0) -> str:
     return "–" if _missing(value) else format(float(value) * scale, spec)
 
 
-def _environment() -> jinja2.Environment:
+def _shown_path(path: Path | str | None, show_paths: bool) -> str:
+    """How the report names ``path``: in full with ``show_paths``, else by its last part (the
+    dataset folder's or the model file's name); "" for ``None``."""
+    if path is None:
+        return ""
+    return str(path) if show_paths else Path(path).name or str(path)
+
+
+def _hide_paths(value: Any) -> Any:
+    """``value`` (recorded settings: dicts, lists, strings) with every absolute path
+    replaced by its last part; relative paths and other values as they are."""
+    if isinstance(value, dict):
+        return {key: _hide_paths(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_hide_paths(item) for item in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        return _shown_path(value, show_paths=False)
+    return value
+
+
+def _hide_roots(message: str, roots: list[Path]) -> str:
+    """``message`` with each folder of ``roots`` written by its name (longest first, so a
+    folder inside another keeps its own name)."""
+    for root in sorted(roots, key=lambda r: len(str(r)), reverse=True):
+        message = message.replace(str(root), _shown_path(root, show_paths=False))
+    return message
+
+
+def _report_roots(
+    run_dir: Path, parts: RunParts, scan: dict[str, Any] | None, clean: dict[str, Any] | None
+) -> list[Path]:
+    """The folders whose locations messages may carry: the run's, the dataset's, the
+    cleaned dataset's and its source's."""
+    recorded = [
+        (scan or {}).get("run", {}).get("data"),
+        (clean or {}).get("source"),
+    ]
+    folders = [run_dir, parts.scan, parts.clean, parts.retrain, *recorded]
+    return [Path(folder) for folder in folders if folder]
+
+
+def _environment(config: ReportConfig, roots: list[Path]) -> jinja2.Environment:
+    """The template environment; the ``path``, ``settings`` and ``message`` filters show
+    locations only with ``config.show_paths``."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("xraydebug.audit", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -524,6 +571,10 @@ def _environment() -> jinja2.Environment:
     env.filters["num"] = lambda v, d=3: _format(v, f".{d}f")
     env.filters["signed"] = lambda v, d=3: _format(v, f"+.{d}f")
     env.filters["metric"] = lambda name: METRIC_NAMES.get(name, name)
+    show = config.show_paths
+    env.filters["path"] = lambda path: _shown_path(path, show)
+    env.filters["settings"] = lambda value: value if show else _hide_paths(value)
+    env.filters["message"] = lambda text: text if show else _hide_roots(str(text), roots)
     return env
 
 
@@ -549,8 +600,9 @@ def build_report(
         retrain = _retrain_summary(parts.retrain)
     stage = "retrain" if retrain else "clean" if clean else "scan"
     report_id = hashlib.sha256(f"{run_dir.resolve()}|{stage}".encode()).hexdigest()[:12]
+    roots = _report_roots(run_dir, parts, scan, clean)
     html = (
-        _environment()
+        _environment(config, roots)
         .get_template("report.html.j2")
         .render(
             title=f"xraydebug audit report: {stage}",

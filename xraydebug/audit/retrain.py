@@ -33,7 +33,10 @@ fine-tuned in place when its parameters can train, and refused otherwise
 With ``repeats = N > 1`` both sides are trained with N seeds (the baseline's seed + 0..N-1; seed
 +0 is the baseline checkpoint itself, the other "before" models are retrained on the baseline's
 training data) and the per-seed point estimates are summarised as mean, standard deviation,
-minimum and maximum, which separates the effect of cleaning from seed-to-seed noise.
+minimum and maximum, which separates the effect of cleaning from seed-to-seed noise. The
+text-sensitivity test runs on every seed's pair (the same pastes for all models):
+``text_sensitivity`` keeps the first pair's full summaries (``seed``, ``before``, ``after``),
+every pair's per-class sensitivities (``per_seed``) and their spread over seeds (``summary``).
 
 This module is the orchestration (inputs, training, scoring, ``before_after.json``/``.csv``)
 and the console/CSV tables of the comparison.
@@ -146,6 +149,7 @@ class RetrainConfig:
     batch_size: int = 64  # evaluation batch
     device: str = "auto"
     # run the text-sensitivity test (:mod:`xraydebug.audit.text_sensitivity`) on both models
+    # of every seed
     text_sensitivity: bool = True
     # retrain with burned-in text pasted onto this share of training films of every class
     # (the text ``clean`` found in the original data; ``TrainConfig.decorrelate_text``)
@@ -483,7 +487,7 @@ def retrain(
     )
     if config.text_sensitivity:
         _add_text_sensitivity(
-            comparison, warnings, inputs=inputs, pair=pairs[0], config=config, console=console
+            comparison, warnings, inputs=inputs, pairs=pairs, config=config, console=console
         )
     comparison["warnings"] = warnings
     return _write_results(inputs, comparison, warnings, report=report)
@@ -808,22 +812,21 @@ def _add_text_sensitivity(
     warnings: list[str],
     *,
     inputs: _Inputs,
-    pair: tuple[int, Path, Path],
+    pairs: list[tuple[int, Path, Path]],
     config: RetrainConfig,
     console: Console,
 ) -> None:
-    """Run the text-sensitivity test of the first pair into ``comparison``; a warning where
-    it cannot run or the retrained model still reacts to text."""
-    _seed, before, after = pair
+    """Run the text-sensitivity test of every pair into ``comparison``; a warning where it
+    cannot run or a retrained model (of any seed) still reacts to text."""
     try:
-        found = _text_sensitivity_pair(
-            inputs.original, before, after, inputs.cleaning_csv, inputs.run_dir, config, console
+        found = _text_sensitivity_pairs(
+            inputs.original, pairs, inputs.cleaning_csv, inputs.run_dir, config, console
         )
     except DatasetError as exc:  # e.g. too few text-free test films
         warnings.append(f"text-sensitivity test not run: {exc}")
     else:
         comparison["text_sensitivity"] = found
-        if found["after"]["reacts"]:
+        if still_reacts(found):
             warnings.append(found["sentence"])
 
 
@@ -840,32 +843,89 @@ def _write_results(
     return RetrainResult(inputs.out, comparison, table, json_path, csv_path, report_path, warnings)
 
 
-def _text_sensitivity_pair(
+def _text_sensitivity_pairs(
     original: Path,
-    before: Path,
-    after: Path,
+    pairs: list[tuple[int, Path, Path]],
     cleaning_csv: Path,
     run_dir: Path,
     config: RetrainConfig,
     console: Console,
 ) -> dict[str, Any]:
-    """The text-sensitivity test of the models before and after, on the original test split
-    (text pool: the boxes ``clean`` found; else the detector runs); ``{before, after,
-    sentence}``."""
+    """The text-sensitivity test of every seed's models before and after, on the original
+    test split with the same pastes for all (text pool: the boxes ``clean`` found; else the
+    detector runs). ``{seed, before, after}``: the first pair's full summaries (written to
+    ``text_sensitivity/before|after``, the other seeds' to ``.../before-seedN|after-seedN``);
+    ``per_seed`` and ``summary``: every pair and the spread over seeds; ``sentence``."""
     console.rule("text sensitivity: paste text (and placebo film) onto text-free test films")
     settings = TextSensitivityConfig(
         n_boot=config.n_boot, batch_size=config.batch_size, device=config.device
     )
     boxes = boxes_from_table(cleaning_csv) if cleaning_csv.exists() else None
-    found_before, found_after = text_sensitivity(
+    found = text_sensitivity(
         original,
-        [before, after],
+        [model for _seed, before, after in pairs for model in (before, after)],
         run_dir / "text_sensitivity",
         boxes=boxes,
         config=settings,
-        names=("before", "after"),
+        names=[
+            side if k == 0 else f"{side}-seed{seed}"
+            for k, (seed, _b, _a) in enumerate(pairs)
+            for side in ("before", "after")
+        ],
     )
-    b, a = found_before.summary, found_after.summary
+    sides = [(found[2 * k].summary, found[2 * k + 1].summary) for k in range(len(pairs))]
+    per_seed = [
+        {"seed": seed, "before": _sensitivity_point(b), "after": _sensitivity_point(a)}
+        for (seed, _b, _a), (b, a) in zip(pairs, sides, strict=True)
+    ]
+    b, a = sides[0]
+    record = {
+        "seed": pairs[0][0],
+        "before": b,
+        "after": a,
+        "per_seed": per_seed,
+        "summary": _sensitivity_spread(per_seed, list(b["into"])),
+    }
+    return {**record, "sentence": _sensitivity_sentence(record)}
+
+
+def _sensitivity_point(summary: dict[str, Any]) -> dict[str, Any]:
+    """One model's text sensitivity per class (and CI), worst class and verdict."""
+    return {
+        "reacts": summary["reacts"],
+        "worst_class": summary["worst_class"],
+        "into": {
+            cls: {"sensitivity": row["sensitivity"], "ci": row["ci"]}
+            for cls, row in summary["into"].items()
+        },
+    }
+
+
+def _sensitivity_spread(per_seed: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
+    """Per class, the spread over seeds (:func:`_spread`) of the text sensitivity before,
+    after and after - before."""
+    out: dict[str, Any] = {}
+    for cls in classes:
+        values = {
+            side: np.array([entry[side]["into"][cls]["sensitivity"] for entry in per_seed])
+            for side in ("before", "after")
+        }
+        values["diff"] = values["after"] - values["before"]
+        out[cls] = {side: _spread(v) for side, v in values.items()}
+    return out
+
+
+def still_reacts(sensitivity: dict[str, Any]) -> bool:
+    """Whether a retrained model of any seed still reacts to text (a record without
+    ``per_seed``: the one after model's verdict)."""
+    entries = sensitivity.get("per_seed") or [sensitivity]
+    return any(entry["after"]["reacts"] for entry in entries)
+
+
+def _sensitivity_sentence(record: dict[str, Any]) -> str:
+    """The verdict on the first pair, and with several seeds, labelled with its seed and
+    followed by the spread over seeds and how many retrained models still react."""
+    b, a = record["before"], record["after"]
     # the class text pushed toward before cleaning, unless after it pushes toward another
     cls = a["worst_class"] if a["reacts"] else b["worst_class"]
     moved, was = a["into"][cls], b["into"][cls]
@@ -876,7 +936,23 @@ def _text_sensitivity_pair(
         f"more of the films it did not call {cls} than placebo pastes do{ci}; before cleaning "
         f"{was['sensitivity']:+.0%}."
     )
-    return {"before": b, "after": a, "sentence": sentence}
+    per_seed = record["per_seed"]
+    if len(per_seed) == 1:
+        return sentence
+    seeds = ", ".join(str(entry["seed"]) for entry in per_seed)
+    spread = record["summary"][cls]
+    reacting = sum(entry["after"]["reacts"] for entry in per_seed)
+    return (
+        f"Seed {record['seed']}: {sentence} Over {len(per_seed)} seeds ({seeds}), text minus "
+        f"placebo toward {cls}: before {_spread_text(spread['before'])}, after "
+        f"{_spread_text(spread['after'])}; {reacting} of {len(per_seed)} retrained models "
+        "still react."
+    )
+
+
+def _spread_text(stats: dict[str, float | None]) -> str:
+    """``mean ± sd (min .. max)`` in percent."""
+    return f"{stats['mean']:+.0%} ± {stats['sd']:.0%} ({stats['min']:+.0%} .. {stats['max']:+.0%})"
 
 
 def _point(metrics: dict[str, Any], multilabel: bool = False) -> dict[str, Any]:
@@ -945,6 +1021,25 @@ def before_after_table(comparison: dict[str, Any], test_set: str = "original") -
     return table
 
 
+def sensitivity_spread_table(sensitivity: dict[str, Any]) -> Table:
+    """A rich table of the text sensitivity (text minus placebo) per class over the seeds:
+    before, after and after - before as mean ± sd (min .. max)."""
+    per_seed = sensitivity["per_seed"]
+    seeds = ", ".join(str(entry["seed"]) for entry in per_seed)
+    table = Table(title=f"Text minus placebo over {len(per_seed)} seeds ({seeds})")
+    first = "now called (finding)" if sensitivity["after"].get("multilabel") else "pushed into"
+    for name in (first, "before", "after", "after - before"):
+        table.add_column(name, justify="left" if name == first else "right")
+    for cls, spread in sensitivity["summary"].items():
+        table.add_row(cls, *(_spread_text(spread[side]) for side in ("before", "after", "diff")))
+    reacting = sum(entry["after"]["reacts"] for entry in per_seed)
+    table.caption = (
+        f"mean ± sd (min .. max) over the seeds' model pairs, same pastes for all; "
+        f"{reacting} of {len(per_seed)} retrained models still react to text"
+    )
+    return table
+
+
 def print_before_after(result: RetrainResult, console: Console, sentence: bool = True) -> None:
     """The before/after table of every test set, the text-sensitivity tables (and, with
     ``sentence``, their verdict), then the warnings (CLI and demo)."""
@@ -952,10 +1047,14 @@ def print_before_after(result: RetrainResult, console: Console, sentence: bool =
         console.print(before_after_table(result.comparison, name))
     sensitivity = result.comparison.get("text_sensitivity")
     if sensitivity:
+        several = len(sensitivity.get("per_seed", [])) > 1
         for side in ("before", "after"):
-            title = f"Does the model react to burned-in text? ({side} cleaning)"
+            seed = f", seed {sensitivity['seed']}" if several else ""
+            title = f"Does the model react to burned-in text? ({side} cleaning{seed})"
             console.print(text_sensitivity_table(sensitivity[side], title))
-        if sentence and not sensitivity["after"]["reacts"]:  # else it is among the warnings
+        if several:
+            console.print(sensitivity_spread_table(sensitivity))
+        if sentence and not still_reacts(sensitivity):  # else it is among the warnings
             console.print(f"[green]{sensitivity['sentence']}[/]", highlight=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)

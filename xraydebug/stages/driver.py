@@ -5,7 +5,9 @@ same (its *identity*), the rows it writes and the worker step that makes them
 (:mod:`xraydebug.executor`). :func:`run` does the rest, the same way for every stage:
 
 - the **state file**: written before any work with the identity and the resolved config, and
-  again at the end with what ran the batches and the timings;
+  again at the end with what ran the batches and the timings (``seconds`` in all,
+  ``startup_seconds`` starting the workers and building their steps, ``worker_seconds`` the
+  workers' compute summed over batches);
 - **resume**: a folder whose state has the same identity keeps its ``status=ok`` rows; one
   with another identity is refused with one line (or, for stages that own their folder,
   replaced with ``force``);
@@ -227,6 +229,8 @@ def run(
         size = stage.batch_size(runner.compute_device(step.device))
         outcome.stats = _feed(stage, step, runner, todo, size, rows, outcome, progress)
         state["executor"] = runner.describe()
+        state["startup_seconds"] = round(runner.startup_seconds, 3)
+        state["worker_seconds"] = round(outcome.stats.get("worker_seconds", 0.0), 3)
     outcome.table = rows.write()
     state["seconds"] = round(time.perf_counter() - start, 3)
     state.update(stage.summarize(outcome))
@@ -254,19 +258,28 @@ def _feed(
     if not batches:
         return dict(stats)
     for index, result in runner.map(step, batches):
-        batch = batches[index]
+        records = [_record_of(item) for item in batches[index]]
         if isinstance(result, BatchFailure):
-            for item in batch:
-                record = _record_of(item)
-                rows.set([stage.error_row(record, result.message)])
-                outcome.errors.append(f"{record.path}: {result.message}")
+            _error_rows(stage, records, result.message, rows, outcome)
         else:
             _merge(stage, result, rows, outcome, stats)
+            returned = {row["path"] for row in result.rows}
+            lost = [r for r in records if r.path not in returned]  # a step's bug: never silent
+            _error_rows(stage, lost, "the worker returned no result for it", rows, outcome)
         rows.write()
-        done += len(batch)
+        done += len(records)
         if progress:
             progress(done, len(todo))
     return dict(stats)
+
+
+def _error_rows(
+    stage: Stage, records: list[ImageRecord], message: str, rows: _Rows, outcome: StageRun
+) -> None:
+    """An error row saying ``message`` for each of ``records``."""
+    for record in records:
+        rows.set([stage.error_row(record, message)])
+        outcome.errors.append(f"{record.path}: {message}")
 
 
 def _merge(
