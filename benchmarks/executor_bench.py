@@ -55,6 +55,7 @@ from xraydebug.device import machine_info, machine_line
 from xraydebug.executor import ExecutorConfig, RayExecutor
 from xraydebug.models.train import TrainConfig, train
 from xraydebug.runfolder import CLEAN_STATE, RUN_JSON
+from xraydebug.saliency.config import DEFAULT_PRESET
 from xraydebug.stages.clean import CleanConfig, clean_dataset
 from xraydebug.stages.scan import ScanConfig, scan
 
@@ -117,30 +118,34 @@ def _run(stage: str, name: str, executor, args, data, model, work) -> dict[str, 
         n, state_file = len(result.table), CLEAN_STATE
     seconds = time.perf_counter() - t0
     state = json.loads((out / state_file).read_text())
+    steady = seconds - state["startup_seconds"]
+    workers = len(state["executor"]["workers"])
     return {
         "stage": stage,
         "executor": name,
         "images": n,
         "seconds": round(seconds, 3),
         "startup_seconds": state["startup_seconds"],
-        "steady_seconds": round(seconds - state["startup_seconds"], 3),
+        "steady_seconds": round(steady, 3),
         "worker_seconds": state["worker_seconds"],
-        "workers": len(state["executor"]["workers"]),
+        "workers": workers,
+        # steady seconds minus a worker's mean compute: batches and results moving, the
+        # driver writing
+        "idle_seconds": round(steady - state["worker_seconds"] / workers, 3),
         "out": str(out),
     }
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (stage, executor): the median over its runs of every timing, the rates they
-    give (``images_per_second``: steady state; ``..._with_startup``: whole runs), and
-    ``idle_seconds``: steady seconds minus a worker's mean compute, the time a worker waits
-    for batches or results to move."""
-    keys = ("seconds", "startup_seconds", "steady_seconds", "worker_seconds")
+    """One row per (stage, executor): the median over its runs of every timing (each its own
+    median) and the rates they give (``images_per_second``: steady state;
+    ``..._with_startup``: whole runs)."""
+    keys = ("seconds", "startup_seconds", "steady_seconds", "worker_seconds", "idle_seconds")
     table = pd.DataFrame(runs)
     rows = []
     for (stage, name), group in table.groupby(["stage", "executor"], sort=False):
         medians = {k: round(float(group[k].median()), 3) for k in keys}
-        images, workers = int(group["images"].iloc[0]), int(group["workers"].iloc[0])
+        images = int(group["images"].iloc[0])
         rows.append(
             {
                 "stage": stage,
@@ -148,9 +153,6 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "images": images,
                 "runs": len(group),
                 **medians,
-                "idle_seconds": round(
-                    medians["steady_seconds"] - medians["worker_seconds"] / workers, 3
-                ),
                 "images_per_second": round(images / medians["steady_seconds"], 4),
                 "images_per_second_with_startup": round(images / medians["seconds"], 4),
                 "same_as_local": bool(group["same_as_local"].all()),
@@ -166,12 +168,13 @@ def overheads(summary: list[dict[str, Any]], cores: int) -> dict[str, dict[str, 
     result = {}
     for stage in table.index.get_level_values("stage").unique():
         local, ray = table.loc[(stage, "local")], table.loc[(stage, f"ray-1x{cores}")]
-        result[stage] = {
-            "steady": round(ray["steady_seconds"] / local["steady_seconds"] - 1, 4),
-            "with_startup": round(ray["seconds"] / local["seconds"] - 1, 4),
-            "extra_seconds": round(ray["steady_seconds"] - local["steady_seconds"], 3),
-            "extra_worker_seconds": round(ray["worker_seconds"] - local["worker_seconds"], 3),
-            "extra_idle_seconds": round(ray["idle_seconds"] - local["idle_seconds"], 3),
+        result[stage] = {  # plain floats: pandas hands out numpy scalars
+            "steady": round(float(ray["steady_seconds"] / local["steady_seconds"]) - 1, 4),
+            "with_startup": round(float(ray["seconds"] / local["seconds"]) - 1, 4),
+            **{
+                f"extra_{key}": round(float(ray[key] - local[key]), 3)
+                for key in ("steady_seconds", "worker_seconds", "idle_seconds")
+            },
         }
     return result
 
@@ -254,8 +257,8 @@ def main() -> None:
         print(
             f"{stage}: Ray overhead per image (1 actor x {cores} threads vs local): steady "
             f"{100 * o['steady']:+.1f}%, with start-up {100 * o['with_startup']:+.1f}%; of the "
-            f"steady {o['extra_seconds']:+.2f} s: workers' compute {o['extra_worker_seconds']:+.2f}"
-            f" s, workers idle {o['extra_idle_seconds']:+.2f} s"
+            f"steady {o['extra_steady_seconds']:+.2f} s: workers' compute "
+            f"{o['extra_worker_seconds']:+.2f} s, workers idle {o['extra_idle_seconds']:+.2f} s"
         )
     if args.node_images_per_second:
         per_node = dict(zip(("scan", "clean"), args.node_images_per_second, strict=True))
@@ -280,6 +283,12 @@ def main() -> None:
                 {
                     "machine": machine_info(),
                     "torch_threads": torch.get_num_threads(),
+                    "cores": cores,
+                    "scan": {
+                        "films": args.scan_limit,
+                        "mask_size": args.mask_size,
+                        "preset": DEFAULT_PRESET,
+                    },
                     "ray_init_seconds": round(ray_start, 2),
                     "films": args.films,
                     "size": args.size,

@@ -16,8 +16,8 @@ are printed in the same table, without targets. Both are rerun with ``--referenc
 ``--engine-seeds`` noise seeds, so that a difference can be told from seed-to-seed noise;
 ``--curve`` runs every preset (the quality-per-second curve); ``--cache DIR`` keeps the
 reference's masks and timings between runs, keyed by model, image, settings, seed, machine,
-device and a hash of ``igospp_reference.py``. A speed-up whose reference seconds came from the
-cache says so.
+device and the reference's code (``igospp_reference.py`` and the xraydebug modules it imports).
+A speed-up whose reference seconds came from the cache says so.
 
 Usage (from the repository root)::
 
@@ -225,21 +225,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-REFERENCE_SOURCE = Path(__file__).with_name("igospp_reference.py")
+def _reference_sources() -> tuple[Path, ...]:
+    """The reference loop's code: its module and the xraydebug modules it imports."""
+    from xraydebug.saliency import masks, runtime
+
+    here = Path(__file__).with_name("igospp_reference.py")
+    return (here, Path(masks.__file__), Path(runtime.__file__))
+
+
+REFERENCE_SOURCES = _reference_sources()
 
 
 class ReferenceCache:
     """Reference masks, counts and seconds per (model, image, settings, seed, machine, device,
     reference code), so the slow loop runs once per image, machine and device (``--cache``): a
-    CUDA run never reuses CPU seconds, and an edit of ``igospp_reference.py`` invalidates every
-    entry. Entries are written atomically."""
+    CUDA run never reuses CPU seconds, and an edit of ``igospp_reference.py`` or of the
+    xraydebug modules it imports invalidates every entry. Entries are written atomically."""
 
     def __init__(self, folder: Path | None, model_id: str, device: str) -> None:
         from xraydebug.device import machine_info
 
         self.folder, self.model_id, self.device = folder, model_id, device
         self.machine = machine_info()  # once: it reads /proc/cpuinfo
-        self.reference_sha256 = file_sha256(REFERENCE_SOURCE)
+        self.reference_sha256 = [file_sha256(path) for path in REFERENCE_SOURCES]
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 

@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from xraydebug.device import machine_line
 
 BENCHMARKS = Path(__file__).resolve().parent
 READMES = (BENCHMARKS.parent / "README.md", BENCHMARKS / "README.md")
@@ -59,15 +62,9 @@ def _rows(header: list[str], rows: list[list[str]], align: str = "") -> str:
     return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
 
 
-def cpu_words(machine: dict[str, Any] | str) -> str:
-    """The CPU as a README names it, from ``machine_info()`` or a ``machine_line()``."""
-    if isinstance(machine, str):  # "CPU: NAME (torch capability X, native bf16 yes), N threads"
-        return machine.removeprefix("CPU: ")
-    bf16 = "yes" if machine["native_bf16"] else "no"
-    return (
-        f"{machine['cpu']} (torch capability {machine['cpu_capability']}, native bf16 {bf16}), "
-        f"{machine['threads']} threads"
-    )
+def cpu_words(machine: dict[str, Any]) -> str:
+    """The CPU as a README names it, from a recorded ``machine_info()``."""
+    return machine_line(machine).removeprefix("CPU: ")
 
 
 # -- executor_bench ---------------------------------------------------------------------------
@@ -79,11 +76,11 @@ def executor_tables(folder: Path) -> str:
     rows = {(r["stage"], r["executor"]): r for r in data["summary"]}
     stages = list(dict.fromkeys(r["stage"] for r in data["summary"]))
     names = list(dict.fromkeys(r["executor"] for r in data["summary"]))
-    threads = data["torch_threads"]
-    label = {"local": "local", f"ray-1x{threads}": f"Ray 1 actor x {threads} threads"}
-    label[f"ray-{threads}x1"] = f"Ray {threads} actors x 1 thread"
+    cores, scan = data["cores"], data["scan"]
+    label = {"local": "local", f"ray-1x{cores}": f"Ray 1 actor x {cores} threads"}
+    label[f"ray-{cores}x1"] = f"Ray {cores} actors x 1 thread"
     what = {
-        "scan": lambda r: f"scan ({r['images']} films, mask 56, balanced)",
+        "scan": lambda r: f"scan ({r['images']} films, mask {scan['mask_size']}, {scan['preset']})",
         "clean": lambda r: f"clean ({r['images']} films)",
     }
     header = ["stage", *[label.get(n, n) for n in names]]
@@ -94,7 +91,7 @@ def executor_tables(folder: Path) -> str:
             cells = [what[stage](rows[(stage, "local")])]
             for name in names:
                 cell = f"{rows[(stage, name)][key]:.3f} img/s"
-                if name == f"ray-1x{threads}":
+                if name == f"ray-1x{cores}":
                     cell += f" ({100 * data['overhead'][stage][overhead]:+.1f}%)"
                 cells.append(cell)
             body.append(cells)
@@ -246,6 +243,87 @@ def _difference(base: dict[str, Any], method: dict[str, Any], bold: bool = False
     )
 
 
+# -- text_sensitivity_bench -------------------------------------------------------------------
+
+_TS_MODELS = {
+    "shortcut": "shortcut",
+    "oracle": "oracle (text-free twin)",
+    "clean": "clean",
+    "clean+decorrelate": "clean + decorrelate",
+}
+
+
+@table("text-sensitivity")
+def text_sensitivity_table(folder: Path) -> str:
+    data = _load(folder, "text_sensitivity_bench.json")
+    body, lines = [], []
+    for result in data["seeds"]:
+        for key, label in _TS_MODELS.items():
+            r = result[key]
+            ci = f" [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]" if r["ci"] else ""
+            sensitivity = f"{r['sensitivity']:+.2f}"
+            if key == "shortcut":
+                sensitivity = f"**{sensitivity}**"
+            body.append(
+                [
+                    str(result["seed"]) if key == "shortcut" else "",
+                    label,
+                    f"{r['accuracy']:.3f}",
+                    f"{r['macro_f1']:.3f}",
+                    f"{r['gap']:+.2f}" if "gap" in r else "-",
+                    sensitivity + ci,
+                ]
+            )
+        targets, two = result["targets"], result["two_sided"]
+        failed = [name for name, ok in targets.items() if not ok]
+        distance = ", ".join(
+            f"{key.replace('_', '-')} {t['abs_diff_from_oracle']:.3f} "
+            f"({'within' if t['within_0.05'] else '**outside**'} 0.05)"
+            for key, t in two.items()
+        )
+        lines.append(
+            f"* seed {result['seed']}: {len(targets) - len(failed)} of {len(targets)} targets"
+            + (f" (failed: {'; '.join(failed)})" if failed else "")
+            + f"; two-sided |decorrelate - oracle|: {distance}; over-correction flags: "
+            + ("; ".join(result["flags"]) or "none")
+        )
+    v = data["verdict"]
+    header = ["seed", "model", "accuracy", "macro-F1", "gap", "sensitivity [95% CI]"]
+    return (
+        f"{cpu_words(data['header'])}.\n\n"
+        + _rows(header, body, "llrrrl")
+        + "\n"
+        + "\n".join(lines)
+        + f"\n\nIn all: {v['targets_passed']} of {v['targets']} targets passed, "
+        f"{v['flags']} over-correction flag(s).\n"
+    )
+
+
+@table("text-sensitivity-summary")
+def text_sensitivity_summary(folder: Path) -> str:
+    """The README's line: per model, the sensitivity of every seed and the accuracy's mean
+    and sd over seeds, then the verdict."""
+    data = _load(folder, "text_sensitivity_bench.json")
+    seeds = data["seeds"]
+    cells = []
+    for key, label in _TS_MODELS.items():
+        accuracy = [r[key]["accuracy"] for r in seeds]
+        sensitivity = ", ".join(f"{r[key]['sensitivity']:+.2f}" for r in seeds)
+        sd = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
+        cells.append(
+            f"{label}: sensitivity {sensitivity}, accuracy {statistics.fmean(accuracy):.2f} "
+            f"± {sd:.2f}"
+        )
+    v = data["verdict"]
+    return (
+        f"Seeds {', '.join(str(r['seed']) for r in seeds)}, toward COVID-19 (text minus "
+        "placebo pastes), accuracy as mean ± sd over the seeds; "
+        + "; ".join(cells)
+        + f". {v['targets_passed']} of {v['targets']} targets passed, {v['flags']} "
+        "over-correction flag(s).\n"
+    )
+
+
 # -- train_recipe_bench -----------------------------------------------------------------------
 
 
@@ -343,10 +421,10 @@ def foreign_shortcut_table(folder: Path) -> str:
         return f"{100 * x:+.1f}%"
 
     def scanned(r: dict[str, Any]) -> str:
-        target = f" (`--target {r['shortcut']}`)" if r["kind"] == "multilabel" else ""
+        target = f", `--target {r['shortcut']}`" if r["kind"] == "multilabel" else ""
         return (
             f"{r['flagged']} flagged, {r['flagged_with_text']} of them with text "
-            f"({r['scanned_with_text']} carry text){target}"
+            f"({r['scanned_with_text']} of the {r['scanned']} carry text{target})"
         )
 
     def auroc(r: dict[str, Any]) -> str:

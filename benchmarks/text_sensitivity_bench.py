@@ -184,13 +184,14 @@ def _two_sided(seed_result: dict[str, Any]) -> dict[str, dict[str, float | bool]
 
 
 def _flags(seed_result: dict[str, Any]) -> list[str]:
-    """Over-correction flags: the decorrelated model's sensitivity or gap below -0.05 (text
-    now pushes its answers away from COVID-19)."""
-    d = seed_result["clean+decorrelate"]
+    """Over-correction flags: the failed ``>= -0.05`` targets of :func:`_targets` (the
+    decorrelated model's sensitivity or gap below -0.05: text now pushes its answers away
+    from COVID-19), with the value that failed."""
+    d, targets = seed_result["clean+decorrelate"], _targets(seed_result)
     return [
         f"over-correction: decorrelate {key} {d[key]:+.3f} < -{LIMIT}"
         for key in ("sensitivity", "gap")
-        if d[key] < -LIMIT
+        if not targets[f"decorrelate {key} >= -{LIMIT}"]
     ]
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.igospp_bench import ReferenceCache, verdict
+from benchmarks.igospp_bench import REFERENCE_SOURCES, ReferenceCache, verdict
 from benchmarks.igospp_bench import main as bench_main
 from benchmarks.igospp_reference import expected_counts, igospp_one_at_a_time
 from tests.test_saliency import PATCH, SIZE, PatchNet
@@ -165,10 +165,14 @@ def test_reference_cache_is_keyed_by_device_and_reference_code(tmp_path, monkeyp
     cpu.put(image, settings, {"counts": {"seconds": 1.0}})
     assert cpu.get(image, settings) == {"counts": {"seconds": 1.0}}
     assert ReferenceCache(tmp_path, "model", "cuda:0 (NVIDIA H100)").get(image, settings) is None
-    edited = tmp_path / "igospp_reference.py"
-    edited.write_text("# another reference loop\n")
-    monkeypatch.setattr("benchmarks.igospp_bench.REFERENCE_SOURCE", edited)
-    assert ReferenceCache(tmp_path, "model", "cpu (cpu)").get(image, settings) is None
+    for k, source in enumerate(REFERENCE_SOURCES):  # the loop and the modules it imports
+        edited = tmp_path / f"edited-{k}.py"
+        edited.write_text(source.read_text() + "# edited\n")
+        sources = (*REFERENCE_SOURCES[:k], edited, *REFERENCE_SOURCES[k + 1 :])
+        with monkeypatch.context() as m:
+            m.setattr("benchmarks.igospp_bench.REFERENCE_SOURCES", sources)
+            assert ReferenceCache(tmp_path, "model", "cpu (cpu)").get(image, settings) is None
+    assert ReferenceCache(tmp_path, "model", "cpu (cpu)").get(image, settings) is not None
 
 
 def test_bench_end_to_end_on_an_untrained_model(tmp_path, capsys: pytest.CaptureFixture) -> None:

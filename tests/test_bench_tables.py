@@ -38,6 +38,7 @@ def test_an_edited_number_is_caught_and_rewritten(
 
 
 def _run(stage: str, executor: str, seconds: float, startup: float, worker: float) -> dict:
+    workers = 2 if executor == "ray-2x1" else 1
     return {
         "stage": stage,
         "executor": executor,
@@ -46,7 +47,8 @@ def _run(stage: str, executor: str, seconds: float, startup: float, worker: floa
         "startup_seconds": startup,
         "steady_seconds": seconds - startup,
         "worker_seconds": worker,
-        "workers": 2 if executor == "ray-2x1" else 1,
+        "workers": workers,
+        "idle_seconds": seconds - startup - worker / workers,
         "same_as_local": True,
     }
 
@@ -54,12 +56,12 @@ def _run(stage: str, executor: str, seconds: float, startup: float, worker: floa
 def test_executor_overhead_is_steady_state_on_both_sides() -> None:
     """Medians of three runs, each side minus its own start-up; numbers worked out by hand."""
     runs = [
-        _run("clean", "local", 21.0, 1.0, 19.0),  # steady 20
-        _run("clean", "local", 23.0, 1.0, 20.0),  # steady 22
-        _run("clean", "local", 25.0, 1.0, 21.0),  # steady 24: median 22 (seconds median 23)
-        _run("clean", "ray-1x2", 26.0, 3.0, 21.0),  # steady 23
-        _run("clean", "ray-1x2", 27.0, 4.0, 21.5),  # steady 23
-        _run("clean", "ray-1x2", 30.0, 5.0, 22.0),  # steady 25: median 23 (seconds median 27)
+        _run("clean", "local", 21.0, 1.0, 19.0),  # steady 20, idle 1
+        _run("clean", "local", 23.0, 1.0, 20.0),  # steady 22, idle 2
+        _run("clean", "local", 25.0, 1.0, 21.0),  # steady 24, idle 3: medians 22 and 2
+        _run("clean", "ray-1x2", 26.0, 3.0, 21.0),  # steady 23, idle 2
+        _run("clean", "ray-1x2", 27.0, 4.0, 21.5),  # steady 23, idle 1.5
+        _run("clean", "ray-1x2", 30.0, 5.0, 22.0),  # steady 25, idle 3: medians 23 and 2
         _run("clean", "ray-2x1", 16.0, 3.0, 20.0),  # steady 13
         _run("clean", "ray-2x1", 16.0, 3.0, 20.0),
         _run("clean", "ray-2x1", 16.0, 3.0, 20.0),
@@ -68,15 +70,12 @@ def test_executor_overhead_is_steady_state_on_both_sides() -> None:
     assert summary["local"]["steady_seconds"] == 22.0 and summary["local"]["seconds"] == 23.0
     assert summary["local"]["images_per_second"] == pytest.approx(40 / 22, abs=1e-4)
     assert summary["local"]["images_per_second_with_startup"] == pytest.approx(40 / 23, abs=1e-4)
-    assert summary["local"]["idle_seconds"] == 2.0  # 22 - 20
+    assert summary["local"]["idle_seconds"] == 2.0
     assert summary["ray-1x2"]["startup_seconds"] == 4.0
-    assert summary["ray-1x2"]["idle_seconds"] == 1.5  # 23 - 21.5
+    assert summary["ray-1x2"]["idle_seconds"] == 2.0  # the median of each run's idle time
     assert summary["ray-2x1"]["idle_seconds"] == 3.0  # 13 - 20 / 2 workers
     o = overheads(list(summary.values()), cores=2)["clean"]
     assert o["steady"] == pytest.approx(1 / 22, abs=1e-4)  # 23 / 22 - 1 = +4.5%
     assert o["with_startup"] == pytest.approx(4 / 23, abs=1e-4)  # 27 / 23 - 1
-    assert (o["extra_seconds"], o["extra_worker_seconds"], o["extra_idle_seconds"]) == (
-        1.0,
-        1.5,
-        -0.5,
-    )
+    extra = (o["extra_steady_seconds"], o["extra_worker_seconds"], o["extra_idle_seconds"])
+    assert extra == (1.0, 1.5, 0.0)

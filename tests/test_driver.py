@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,19 @@ from xraydebug.stages import driver
 
 @dataclass(frozen=True)
 class ShoutStep:
-    """Upper-cases each record's text file; dies (as a killed run) on ``die_on``."""
+    """Upper-cases each record's text file; dies (as a killed run) on ``die_on``. Building
+    it takes 20 ms and each batch 10 ms, so that the driver's timings have something to
+    measure."""
 
     root: str
     die_on: str = ""
     device: str = "cpu"
 
     def build(self):
+        time.sleep(0.02)
+
         def step(records: list[ImageRecord]) -> BatchResult:
+            time.sleep(0.01)
             result = BatchResult([])
             for rec in records:
                 if rec.path == self.die_on:
@@ -101,11 +107,26 @@ def test_a_toy_stage_gets_resume_error_rows_and_atomic_writes(words, tmp_path: P
         table.loc["broken.txt", "status"] == "error" and table.loc["broken.txt", "error"] == "bad"
     )
     assert done.errors == ["broken.txt: bad"]
-    assert json.loads((out / ".shout.json").read_text())["executor"]["kind"] == "local"
-    assert driver.run(ShoutStage(root, records, volume=11), out).n_new == 0
+    state = json.loads((out / ".shout.json").read_text())
+    assert state["executor"]["kind"] == "local"
+    assert 0.02 <= state["startup_seconds"] < state["seconds"]  # the step built here
+    assert 0.02 <= state["worker_seconds"] < state["seconds"]  # both batches timed
+    slow = _SlowStart()
+    assert driver.run(ShoutStage(root, records, volume=11), out, executor=slow).n_new == 0
+    state = json.loads((out / ".shout.json").read_text())
+    assert slow.startup_seconds > 0.05  # left from the run before, not this one's: none started
+    assert (state["startup_seconds"], state["worker_seconds"]) == (0.0, 0.0)
 
     with pytest.raises(DatasetError, match="holds a shout made with other settings"):
         driver.run(ShoutStage(root, records, volume=12), out)
+
+
+class _SlowStart(LocalExecutor):
+    """An executor whose last map (another stage's, say) took a while to start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.startup_seconds = 0.1
 
 
 class _DeadWorkers(LocalExecutor):

@@ -6,6 +6,7 @@ them may see no CUDA device)."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,18 +270,33 @@ def test_without_ray_the_option_names_the_extra(text_data: Path, tmp_path: Path,
         (16, 0, False, None, None, (16, 1)),  # one single-threaded actor per CPU
         (16, 0, False, None, 4, (4, 4)),
         (16, 0, False, None, 3, (5, 3)),  # 16 // 3: the 16th CPU stays idle
-        (2, 0, False, None, 4, (1, 4)),  # at least one actor
         (16, 0, False, 3, None, (3, 1)),
         (16, 4, False, None, None, (16, 1)),  # a CPU-only detector on a GPU cluster
         (16, 4, True, None, None, (4, 4)),  # one actor per GPU, the CPUs shared out
         (16, 4, True, None, 2, (4, 2)),
         (16, 4, True, 2, None, (2, 4)),
-        (2, 4, True, None, None, (4, 1)),  # at least one thread
+        (2, 4, True, None, None, (2, 1)),  # no more GPU actors than CPUs to run them
     ],
 )
 def test_plan_actors(cpus, gpus, gpu, actors, threads, planned):
     config = ExecutorConfig(kind="ray", actors=actors, threads=threads)
     assert plan_actors(config, cpus, gpus, gpu=gpu) == planned
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "gpu", "actors", "threads", "needs"),
+    [
+        (2, 0, False, None, 4, "1 Ray actor(s) x 4 thread(s) need 4 CPUs; the cluster has 2"),
+        (16, 0, False, 5, 4, "5 Ray actor(s) x 4 thread(s) need 20 CPUs; the cluster has 16"),
+        (16, 4, True, 5, None, "5 Ray actor(s) x 4 thread(s) need 20 CPUs and 5 GPUs; the"),
+        (16, 4, True, 3, 8, "3 Ray actor(s) x 8 thread(s) need 24 CPUs and 3 GPUs; the"),
+    ],
+)
+def test_plans_the_cluster_cannot_hold_are_refused(cpus, gpus, gpu, actors, threads, needs):
+    """Ray would leave the extra actors pending forever, and the run would hang."""
+    config = ExecutorConfig(kind="ray", actors=actors, threads=threads)
+    with pytest.raises(XrayDebugError, match=re.escape(needs)):
+        plan_actors(config, cpus, gpus, gpu=gpu)
 
 
 def test_only_detectors_on_torch_ask_for_gpus():
@@ -325,5 +341,8 @@ def test_ray_text_with_the_default_detector_matches_local(ray_local, text_data: 
     assert local["n_boxes"].astype(int).sum() > 0
     text_csv = (tmp_path / "local" / "text.csv").read_text()
     assert (tmp_path / "ray" / "text.csv").read_text() == text_csv
-    workers = executor.describe()["workers"]  # DBNet on a cluster with GPUs: one per CPU
+    # DBNet runs on the CPU: on a cluster with GPUs it asks for none, one actor per CPU (the
+    # fixture's 2 CPUs and 2 GPUs give (2, 1) either way, so the GPU question is asked here)
+    assert config.step_device() == "cpu" and not executor.uses_gpu(config.step_device())
+    workers = executor.describe()["workers"]
     assert [(w["device"], w["threads"]) for w in workers] == [("cpu", 1), ("cpu", 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -21,10 +22,12 @@ from xraydebug.audit.retrain import (
     BEFORE_AFTER_COLUMNS,
     REPEAT_COLUMNS,
     RetrainConfig,
+    _sensitivity_sentence,
     before_after_table,
     comparison_table,
     print_before_after,
     retrain,
+    still_reacts,
     summarise_repeats,
 )
 from xraydebug.audit.shortcut_check import residual_shortcut_warnings, text_breakdown
@@ -245,9 +248,19 @@ def _assert_text_sensitivity_per_seed(result, run: Path) -> None:
     assert sensitivity["seed"] == 0  # the detailed before/after summaries
     per_seed = sensitivity["per_seed"]
     assert [entry["seed"] for entry in per_seed] == [0, 1]
+    # the seeds' models differ, so an entry filled from the wrong seed's pair would show
+    assert per_seed[0]["after"]["into"] != per_seed[1]["after"]["into"]
     for entry in per_seed:  # the same recipe and seed on the same data: the same reaction
         assert set(entry["after"]["into"]) == set(CLASSES)
         assert entry["before"]["into"] == entry["after"]["into"]
+        for side in ("before", "after"):  # each entry is its own seed's side, as written
+            folder = side if entry["seed"] == 0 else f"{side}-seed{entry['seed']}"
+            written = json.loads(
+                (run / "text_sensitivity" / folder / "text_sensitivity.json").read_text()
+            )
+            assert {c: r["sensitivity"] for c, r in entry[side]["into"].items()} == {
+                c: r["sensitivity"] for c, r in written["into"].items()
+            }
     assert per_seed[0]["after"]["into"]["COVID-19"]["sensitivity"] == pytest.approx(
         sensitivity["after"]["into"]["COVID-19"]["sensitivity"]
     )
@@ -257,7 +270,11 @@ def _assert_text_sensitivity_per_seed(result, run: Path) -> None:
     assert spread["mean"] == pytest.approx(np.mean(values))
     assert (spread["min"], spread["max"]) == (min(values), max(values))
     assert sensitivity["summary"]["COVID-19"]["diff"]["mean"] == pytest.approx(0.0)
-    assert "Over 2 seeds (0, 1)" in sensitivity["sentence"]
+    assert re.search(
+        r"^\d of 2 retrained models \(seeds 0, 1\) still react", sensitivity["sentence"]
+    )
+    assert "Seed 0: After retraining" in sensitivity["sentence"]
+    assert "Over the 2 seeds, text minus placebo toward" in sensitivity["sentence"]
     printed = Console(record=True, width=200)
     print_before_after(result, printed)
     text = " ".join(printed.export_text().split())  # titles wrap at the table width
@@ -676,3 +693,34 @@ def test_retrain_refuses_repeats_and_other_data_for_imported(
             config=RetrainConfig(device="cpu"),
             console=Console(quiet=True),
         )
+
+
+def _side(reacts: bool, worst: str, covid: float, pneumonia: float) -> dict:
+    into = {"COVID-19": covid, "pneumonia": pneumonia}
+    return {
+        "reacts": reacts,
+        "worst_class": worst,
+        "into": {c: {"sensitivity": v, "ci": [v - 0.05, v + 0.05]} for c, v in into.items()},
+    }
+
+
+def test_sensitivity_sentence_leads_with_the_seeds_that_still_react() -> None:
+    """Seed 0's retrained model no longer reacts, seed 1's does (toward pneumonia): the
+    sentence must not read as all clear, and its spread is toward seed 1's class."""
+    before = _side(True, "COVID-19", 0.60, 0.01)
+    per_seed = [
+        {"seed": 0, "before": before, "after": _side(False, "COVID-19", 0.01, 0.02)},
+        {"seed": 1, "before": before, "after": _side(True, "pneumonia", 0.00, 0.30)},
+    ]
+    spread = {"mean": 0.16, "sd": 0.2, "min": 0.02, "max": 0.30}
+    summary = {
+        c: {"before": spread, "after": spread, "diff": spread} for c in ("COVID-19", "pneumonia")
+    }
+    record = {"seed": 0, "before": before, "after": per_seed[0]["after"], "per_seed": per_seed}
+    sentence = _sensitivity_sentence({**record, "summary": summary})
+    assert sentence.startswith("1 of 2 retrained models (seeds 0, 1) still react")
+    assert "Seed 0: After retraining the model no longer reacts" in sentence
+    assert sentence.endswith(
+        "toward pneumonia: before +16% ± 20% (+2% .. +30%), after +16% ± 20% (+2% .. +30%)."
+    )
+    assert still_reacts({**record, "summary": summary})

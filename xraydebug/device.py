@@ -70,10 +70,11 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def machine_line() -> str:
+def machine_line(info: dict[str, Any] | None = None) -> str:
     """One line naming what a benchmark's numbers depend on (every benchmark prints it first):
-    ``CPU: <model> (torch capability <AVX2|AVX512|...>, native bf16 yes/no), N threads``."""
-    info = machine_info()
+    ``CPU: <model> (torch capability <AVX2|AVX512|...>, native bf16 yes/no), N threads``, of
+    this machine or of a recorded :func:`machine_info` ``info``."""
+    info = info or machine_info()
     bf16 = "yes" if info["native_bf16"] else "no"
     gpu = f", GPU {info['cuda']}" if info["cuda"] else ""
     return (

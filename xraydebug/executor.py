@@ -224,13 +224,23 @@ def import_ray() -> Any:
 
 def plan_actors(config: ExecutorConfig, cpus: int, gpus: int, *, gpu: bool) -> tuple[int, int]:
     """(actors, threads per actor) on a cluster of ``cpus`` CPUs and ``gpus`` GPUs: steps on a
-    GPU (``gpu``) get one actor per GPU sharing the CPUs, others one single-threaded actor per
-    CPU; ``config.actors`` and ``config.threads`` override either count."""
+    GPU (``gpu``) get one actor per GPU (no more than there are CPUs) sharing the CPUs, others
+    one single-threaded actor per CPU; ``config.actors`` and ``config.threads`` override
+    either count. A plan the cluster cannot hold is refused with one line: Ray would leave
+    its extra actors waiting for resources forever."""
     if gpu:
+        actors = config.actors or min(gpus, cpus)  # every actor needs a CPU as well
         threads = config.threads or max(1, cpus // gpus)
-        return config.actors or gpus, threads
-    threads = config.threads or 1
-    return config.actors or max(1, cpus // threads), threads
+    else:
+        threads = config.threads or 1
+        actors = config.actors or max(1, cpus // threads)
+    if actors * threads > cpus or (gpu and actors > gpus):
+        wants = f"{actors * threads} CPUs" + (f" and {actors} GPUs" if gpu else "")
+        raise XrayDebugError(
+            f"{actors} Ray actor(s) x {threads} thread(s) need {wants}; the cluster has {cpus} "
+            f"CPUs and {gpus} GPUs: lower --actors or --threads-per-actor"
+        )
+    return actors, threads
 
 
 class _StepActor:

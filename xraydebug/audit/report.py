@@ -23,9 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cv2
@@ -536,12 +537,18 @@ def _hide_paths(value: Any) -> Any:
     return value
 
 
+# an absolute POSIX path in a message: a "/" that starts a word (not "a/b", "1/2", "+/-" or
+# a URL's "//"), up to the next space or quote
+_ABSOLUTE_PATH = re.compile(r"(?<![\w./:+-])/[\w.][^\s'\"]*")
+
+
 def _hide_roots(message: str, roots: list[Path]) -> str:
     """``message`` with each folder of ``roots`` written by its name (longest first, so a
-    folder inside another keeps its own name)."""
+    folder inside another keeps its own name, and a file in one keeps its path below it),
+    then any other absolute path (a model file, say) by its last part."""
     for root in sorted(roots, key=lambda r: len(str(r)), reverse=True):
         message = message.replace(str(root), _shown_path(root, show_paths=False))
-    return message
+    return _ABSOLUTE_PATH.sub(lambda m: PurePosixPath(m.group()).name or m.group(), message)
 
 
 def _report_roots(

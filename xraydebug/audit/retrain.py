@@ -923,8 +923,9 @@ def still_reacts(sensitivity: dict[str, Any]) -> bool:
 
 
 def _sensitivity_sentence(record: dict[str, Any]) -> str:
-    """The verdict on the first pair, and with several seeds, labelled with its seed and
-    followed by the spread over seeds and how many retrained models still react."""
+    """The verdict on the first pair; with several seeds, led by how many retrained models
+    still react, the first pair's verdict labelled with its seed, and the spread over seeds
+    toward the class a still-reacting model is pushed into (else the first pair's class)."""
     b, a = record["before"], record["after"]
     # the class text pushed toward before cleaning, unless after it pushes toward another
     cls = a["worst_class"] if a["reacts"] else b["worst_class"]
@@ -940,13 +941,15 @@ def _sensitivity_sentence(record: dict[str, Any]) -> str:
     if len(per_seed) == 1:
         return sentence
     seeds = ", ".join(str(entry["seed"]) for entry in per_seed)
+    reacting = [entry for entry in per_seed if entry["after"]["reacts"]]
+    if reacting:  # the spread toward the class a still-reacting model is pushed into
+        cls = reacting[0]["after"]["worst_class"]
     spread = record["summary"][cls]
-    reacting = sum(entry["after"]["reacts"] for entry in per_seed)
     return (
-        f"Seed {record['seed']}: {sentence} Over {len(per_seed)} seeds ({seeds}), text minus "
-        f"placebo toward {cls}: before {_spread_text(spread['before'])}, after "
-        f"{_spread_text(spread['after'])}; {reacting} of {len(per_seed)} retrained models "
-        "still react."
+        f"{len(reacting)} of {len(per_seed)} retrained models (seeds {seeds}) still react to "
+        f"burned-in text. Seed {record['seed']}: {sentence} Over the {len(per_seed)} seeds, "
+        f"text minus placebo toward {cls}: before {_spread_text(spread['before'])}, after "
+        f"{_spread_text(spread['after'])}."
     )
 
 

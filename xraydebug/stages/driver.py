@@ -229,7 +229,8 @@ def run(
         size = stage.batch_size(runner.compute_device(step.device))
         outcome.stats = _feed(stage, step, runner, todo, size, rows, outcome, progress)
         state["executor"] = runner.describe()
-        state["startup_seconds"] = round(runner.startup_seconds, 3)
+        # nothing to do: no worker started (an executor reused across stages keeps the last)
+        state["startup_seconds"] = round(runner.startup_seconds, 3) if todo else 0.0
         state["worker_seconds"] = round(outcome.stats.get("worker_seconds", 0.0), 3)
     outcome.table = rows.write()
     state["seconds"] = round(time.perf_counter() - start, 3)
