@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.igospp_bench import compare
+from benchmarks.text_sensitivity_bench import seed_spread
 from xraydebug.device import machine_line
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -235,12 +236,10 @@ def igospp_summary(folder: Path) -> str:
 
 
 def _difference(base: dict[str, Any], method: dict[str, Any], bold: bool = False) -> str:
-    speedup = base["seconds_per_image"] / method["seconds_per_image"]
-    times = f"**{speedup:.1f}x**" if bold else f"{speedup:.1f}x"
-    return (
-        f"{times}, {method['deletion_auc_mean'] - base['deletion_auc_mean']:+.4f} / "
-        f"{method['insertion_auc_mean'] - base['insertion_auc_mean']:+.4f}"
-    )
+    """``method`` against ``base`` as the bench computes it (:func:`compare`)."""
+    d = compare(base, method)
+    times = f"**{d['speedup']:.1f}x**" if bold else f"{d['speedup']:.1f}x"
+    return f"{times}, {d['deletion_difference']:+.4f} / {d['insertion_difference']:+.4f}"
 
 
 # -- text_sensitivity_bench -------------------------------------------------------------------
@@ -307,13 +306,9 @@ def text_sensitivity_summary(folder: Path) -> str:
     seeds = data["seeds"]
     cells = []
     for key, label in _TS_MODELS.items():
-        accuracy = [r[key]["accuracy"] for r in seeds]
+        mean, sd = seed_spread(seeds, key)["accuracy"]  # as the bench prints it
         sensitivity = ", ".join(f"{r[key]['sensitivity']:+.2f}" for r in seeds)
-        sd = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
-        cells.append(
-            f"{label}: sensitivity {sensitivity}, accuracy {statistics.fmean(accuracy):.2f} "
-            f"± {sd:.2f}"
-        )
+        cells.append(f"{label}: sensitivity {sensitivity}, accuracy {mean:.2f} ± {sd:.2f}")
     v = data["verdict"]
     return (
         f"Seeds {', '.join(str(r['seed']) for r in seeds)}, toward COVID-19 (text minus "

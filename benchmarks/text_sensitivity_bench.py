@@ -195,6 +195,14 @@ def _flags(seed_result: dict[str, Any]) -> list[str]:
     ]
 
 
+def seed_spread(results: list[dict[str, Any]], name: str) -> dict[str, tuple[float, float]]:
+    """Model ``name``'s accuracy, macro-F1, gap (where it has one) and sensitivity over the
+    seeds' ``results``: (mean, standard deviation over the seeds, ``np.std``)."""
+    keys = [k for k in ("accuracy", "macro_f1", "gap", "sensitivity") if k in results[0][name]]
+    values = {k: [r[name][k] for r in results] for k in keys}
+    return {k: (float(np.mean(v)), float(np.std(v))) for k, v in values.items()}
+
+
 def _print_seed(result: dict[str, Any]) -> None:
     """One seed's models, targets, two-sided oracle figures, flags and timings."""
     print(f"seed {result['seed']}: (accuracy, macro-F1, gap, sensitivity to COVID-19 [95% CI])")
@@ -249,12 +257,10 @@ def main(argv: list[str] | None = None) -> None:
         results.append(result)
         _print_seed(result)
     for name in ("shortcut", "oracle", "clean", "clean+decorrelate"):
-        keys = [k for k in ("accuracy", "macro_f1", "gap", "sensitivity") if k in results[0][name]]
-        means = {k: float(np.mean([r[name][k] for r in results])) for k in keys}
-        sds = {k: float(np.std([r[name][k] for r in results])) for k in keys}
+        spread = seed_spread(results, name)
         print(
             f"mean over {len(results)} seeds, {name:<18} "
-            + "  ".join(f"{k} {means[k]:+.3f} ± {sds[k]:.3f}" for k in keys)
+            + "  ".join(f"{k} {mean:+.3f} ± {sd:.3f}" for k, (mean, sd) in spread.items())
         )
     verdict = _verdict(results)
     print(
