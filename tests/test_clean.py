@@ -12,6 +12,7 @@ from PIL import Image
 from tests.conftest import tree_digest
 from xraydebug.data.synth import SynthConfig, plan_dataset, render_record, synthesize
 from xraydebug.errors import DatasetError
+from xraydebug.inpaint import make_inpainter
 from xraydebug.runfolder import SCAN_COLUMNS
 from xraydebug.stages.clean import CleanConfig, clean_dataset, write_derived_dicom
 from xraydebug.text.inpaint import box_mask, inpaint_boxes
@@ -54,7 +55,9 @@ def synth_with_scan(tmp_path_factory):
 def test_inpaint_keeps_outside_pixels_and_dtype():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 4096, size=(64, 80), dtype=np.uint16)
-    out = inpaint_boxes(pixels, [[10, 10, 20, 18]], dilate=2, radius=5)
+    out = inpaint_boxes(
+        pixels, [[10, 10, 20, 18]], dilate=2, inpainter=make_inpainter("telea", radius=5)
+    )
     assert out.dtype == np.uint16 and out.shape == pixels.shape
     outside = box_mask(pixels.shape, [[10, 10, 20, 18]], dilate=2) == 0
     assert np.array_equal(out[outside], pixels[outside])
@@ -170,7 +173,9 @@ def test_derived_dicom_tags(tmp_path: Path):
     ds.PixelData = pixels.tobytes()
     src = tmp_path / "a.dcm"
     ds.save_as(src, enforce_file_format=True)
-    cleaned = inpaint_boxes(pixels, [[4, 4, 10, 10]], dilate=1, radius=3)
+    cleaned = inpaint_boxes(
+        pixels, [[4, 4, 10, 10]], dilate=1, inpainter=make_inpainter("telea", radius=3)
+    )
     derived = pydicom.dcmread(
         __import__("io").BytesIO(
             write_derived_dicom(src, cleaned, [[4, 4, 10, 10]], text_remains=False)

@@ -85,6 +85,20 @@ DetectorOpt = Annotated[
     str | None,
     typer.Option(help=_detector_help()),
 ]
+
+
+def _inpainter_help() -> str:
+    from xraydebug.inpaint import DEFAULT_INPAINTER, inpainter_class, inpainter_names
+
+    described = "; ".join(f"{n} ({inpainter_class(n).description})" for n in inpainter_names())
+    return f"How text is removed: {described}. \\[default: {DEFAULT_INPAINTER}]"
+
+
+InpainterOpt = Annotated[str | None, typer.Option(help=_inpainter_help())]
+InpainterModelOpt = Annotated[
+    Path | None,
+    typer.Option(help="The learned inpainter's checkpoint (xraydebug inpainter train)."),
+]
 LongSideOpt = Annotated[
     int | None,
     typer.Option(
@@ -938,7 +952,7 @@ def _renamed(options: dict[str, Any], **old_to_new: str) -> dict[str, Any]:
 @with_executor
 def clean(
     data: Annotated[Path, typer.Argument(help="Dataset folder (read only).")],
-    inpaint: Annotated[bool, typer.Option(help="Inpaint text boxes (OpenCV Telea).")] = True,
+    inpaint: Annotated[bool, typer.Option(help="Inpaint text boxes.")] = True,
     out: Annotated[Path | None, typer.Option(help="New dataset folder (default: DATA-clean).")] = (
         None
     ),
@@ -951,8 +965,11 @@ def clean(
     dilate: Annotated[
         int | None, typer.Option(help="Grow each box by this many pixels. \\[default: 3]")
     ] = None,
+    inpainter: InpainterOpt = None,
+    inpainter_model: InpainterModelOpt = None,
     radius: Annotated[
-        float | None, typer.Option(help="Telea inpainting radius in pixels. \\[default: 10]")
+        float | None,
+        typer.Option(help="telea / ns inpainting radius in pixels. \\[default: 10]"),
     ] = None,
     second_pass: Annotated[
         bool | None,
@@ -982,13 +999,18 @@ def clean(
     options = _options(
         locals(), "data", "inpaint", "out", "manifest", "dry_run", "force", "executor", "set_"
     )
-    check_paths({"DATA": data, "--scan": scan}, {"--manifest": manifest}, {"--out": out})
+    check_paths(
+        {"DATA": data, "--scan": scan},
+        {"--manifest": manifest, "--inpainter-model": inpainter_model},
+        {"--out": out},
+    )
     from xraydebug.audit.report import build_report
     from xraydebug.stages.clean import CleanConfig, clean_dataset
 
     if not inpaint:
         raise _fail("only --inpaint cleaning exists; nothing to do without it")
     options["scan"] = str(scan) if scan else None
+    options["inpainter_model"] = str(inpainter_model) if inpainter_model else None
     config = CleanConfig.from_options(options, parse_assignments(set_ or []))
     with progress_bar() as progress:
         result = clean_dataset(

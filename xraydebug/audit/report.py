@@ -433,6 +433,20 @@ def _gallery(
 # ----------------------------------------------------------------------------- clean / retrain
 
 
+def _inpainting_words(inpaint: dict[str, Any]) -> str:
+    """How a cleaning removed text, for a reader: the inpainter's description and settings."""
+    from xraydebug.inpaint import inpainter_class
+
+    name = inpaint.get("inpainter", "telea")  # cleanings from before the registry: Telea
+    try:
+        words = f"{name}: {inpainter_class(name).description}"
+    except ValueError:
+        words = name
+    if name in ("telea", "ns"):
+        words += f", radius {inpaint.get('radius', '?')} px"
+    return f"{words}, boxes grown by {inpaint.get('dilate', '?')} px"
+
+
 def _clean_summary(clean_dir: Path) -> dict[str, Any]:
     table = read_table(clean_dir / CLEANING_CSV)
     state_path = clean_dir / CLEAN_STATE
@@ -447,6 +461,7 @@ def _clean_summary(clean_dir: Path) -> dict[str, Any]:
         "dir": str(clean_dir),
         "source": state.get("data"),
         "config": state.get("config", {}),
+        "method": _inpainting_words(state.get("config", {}).get("inpaint", {})),
         "n": len(table),
         "n_changed": int(changed.sum()),
         "n_copied": int((~changed & (table["status"] == "ok")).sum()),

@@ -29,10 +29,11 @@ from xraydebug.data.labels import LABELS_UNUSED
 from xraydebug.data.layouts import load_index
 from xraydebug.data.public_layouts import PUBLIC_LAYOUTS
 from xraydebug.data.records import STATUS_ERROR, DatasetIndex, ImageRecord
-from xraydebug.device import machine_info
+from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.executor import BatchResult, Executor, ExecutorConfig, readable_root
-from xraydebug.fsutil import atomic_write_bytes, ensure_outside
+from xraydebug.fsutil import atomic_write_bytes, ensure_outside, file_sha256
+from xraydebug.inpaint import DEFAULT_INPAINTER, Inpainter, inpainter_class, make_inpainter
 from xraydebug.runfolder import (
     CLEAN_STATE,
     CLEANING_COLUMNS,
@@ -64,14 +65,36 @@ RECHECK_MARGIN = 16  # px added around an inpainted box (beyond its own size) fo
 
 @dataclass(frozen=True)
 class InpaintConfig:
-    """How text boxes are removed: each box grown by ``dilate`` px and filled by OpenCV's
-    Telea inpainting with ``radius`` px; with ``second_pass``, where the re-check still finds
-    text, the union of the first boxes and the remaining ones is inpainted again with twice
-    the dilation."""
+    """How text boxes are removed: each box grown by ``dilate`` px and filled by the
+    ``inpainter`` of the registry (:mod:`xraydebug.inpaint`: ``telea``, ``ns``, ``fsr``,
+    ``learned``); ``radius``: the ``telea``/``ns`` radius in px; ``inpainter_model``: the
+    ``learned`` inpainter's checkpoint (``xraydebug inpainter train``). With ``second_pass``,
+    where the re-check still finds text, the union of the first boxes and the remaining ones
+    is inpainted again with twice the dilation."""
 
     dilate: int = 3
     radius: float = 10.0
     second_pass: bool = True
+    inpainter: str = DEFAULT_INPAINTER
+    inpainter_model: str | None = None
+
+    def __post_init__(self) -> None:
+        inpainter_class(self.inpainter)  # an unknown name fails here, listing the valid ones
+
+    def build(self, device: str = "cpu") -> Inpainter:
+        """The configured inpainter (not loaded), given only the settings it has."""
+        cls = inpainter_class(self.inpainter)
+        fields = cls.config_class.__dataclass_fields__
+        offered = {"radius": self.radius, "model": self.inpainter_model}
+        return make_inpainter(
+            self.inpainter, device=device, **{k: v for k, v in offered.items() if k in fields}
+        )
+
+    def model_sha256(self) -> str | None:
+        """The learned model file's hash (a retrained model is another cleaning)."""
+        if self.inpainter_model is None or inpainter_class(self.inpainter).classical:
+            return None
+        return file_sha256(Path(self.inpainter_model))
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,7 @@ class CleanConfig(DetectingConfig):
         """What makes two cleanings the same (not the device or the batch size)."""
         out = self.resolved()
         del out["device"], out["batch_size"]
+        out["inpaint"]["model_sha256"] = self.inpaint.model_sha256()
         return out
 
 
@@ -176,7 +200,11 @@ def _copy_label_files(data: Path, out: Path, layout: str, manifest: Path | None)
 
 
 def write_derived_dicom(
-    source: Path, pixels: np.ndarray, boxes: list[list[int]], text_remains: bool | None
+    source: Path,
+    pixels: np.ndarray,
+    boxes: list[list[int]],
+    text_remains: bool | None,
+    inpainter: str = DEFAULT_INPAINTER,
 ) -> bytes:
     """A derived DICOM: new SOP Instance / Series UIDs, ImageType DERIVED, provenance.
 
@@ -203,7 +231,7 @@ def write_derived_dicom(
     image_type = list(ds.get("ImageType", ["ORIGINAL", "PRIMARY"]))
     ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
     ds.DerivationDescription = (
-        f"xraydebug: burned-in text removed by Telea inpainting of {len(boxes)} text box(es)"
+        f"xraydebug: burned-in text removed by {inpainter} inpainting of {len(boxes)} text box(es)"
     )[:1024]
     reference = Dataset()
     reference.ReferencedSOPClassUID = original_class
@@ -226,21 +254,25 @@ class _Cleaned:
 
 
 def _clean_one(
-    source: Path, boxes: list[list[int]], config: InpaintConfig, detector: TextDetector
+    source: Path,
+    boxes: list[list[int]],
+    config: InpaintConfig,
+    detector: TextDetector,
+    inpainter: Inpainter,
 ) -> _Cleaned:
-    """Inpaint ``boxes`` (non-empty) of ``source`` and re-check the film for text with
-    ``detector``; the cleaned file is returned as bytes in the source's format."""
+    """Inpaint ``boxes`` (non-empty) of ``source`` with ``inpainter`` and re-check the film for
+    text with ``detector``; the cleaned file is returned as bytes in the source's format."""
     pixels, meta = read_native(source)
-    cleaned = inpaint_boxes(pixels, boxes, config.dilate, config.radius)
+    cleaned = inpaint_boxes(pixels, boxes, config.dilate, inpainter, meta)
     remaining = _remaining_text(cleaned, meta, boxes, detector)
     passes = 1
     if remaining and config.second_pass:
         wider = merge_boxes([*boxes, *remaining])
-        cleaned = inpaint_boxes(pixels, wider, 2 * config.dilate, config.radius)
+        cleaned = inpaint_boxes(pixels, wider, 2 * config.dilate, inpainter, meta)
         remaining = _remaining_text(cleaned, meta, wider, detector)
         passes = 2
     if meta.format == "DICOM":
-        encoded = write_derived_dicom(source, cleaned, boxes, bool(remaining))
+        encoded = write_derived_dicom(source, cleaned, boxes, bool(remaining), inpainter.name)
     else:
         encoded = encode_like(cleaned, meta)
     return _Cleaned(encoded, remaining, passes)
@@ -327,6 +359,7 @@ class CleanWorker:
         self.root = readable_root(spec.root)
         self.config, self.dry_run = spec.config, spec.dry_run
         self.detector = spec.config.text_detector().load()
+        self.inpainter = spec.config.inpaint.build(str(resolve_device(spec.config.device))).load()
 
     def _boxes(self, tasks: list[CleanTask]) -> list[list[list[int]] | str]:
         """Each task's boxes: given, detected here, or the reason its film is unreadable."""
@@ -352,7 +385,7 @@ class CleanWorker:
             if boxes and not self.dry_run:
                 try:
                     cleaned = _clean_one(
-                        self.root / path, boxes, self.config.inpaint, self.detector
+                        self.root / path, boxes, self.config.inpaint, self.detector, self.inpainter
                     )
                 except ImageReadError as exc:
                     row.update(status=STATUS_ERROR, error=str(exc), changed=False)
@@ -392,6 +425,7 @@ class CleanStage(driver.Stage):
         )
         if config.only_flagged and self.scan_boxes is None:
             raise ValueError("--only-flagged needs --scan DIR (flags come from a scan)")
+        config.inpaint.build().load()  # a missing or unreadable model fails here, once
 
     def select(self) -> list[CleanTask]:
         records = self.index.select(with_errors=False)

@@ -1,21 +1,26 @@
-"""Remove burned-in text: OpenCV Telea inpainting of text boxes at the original bit depth.
+"""Remove burned-in text: inpainting of text boxes at the original bit depth.
 
 The iGOS++ paper cleaned COVIDx by inpainting CRAFT's text boxes with Telea's method (radius
-10). Here each box is dilated by a few pixels (glyph anti-aliasing and label-box borders reach
-past the detector's box) and inpainted on the *stored* pixels (``read_native``), so a 16-bit
-PNG or a 12-bit DICOM keeps its depth and values outside the boxes are untouched.
+10), the default here; any inpainter of :mod:`xraydebug.inpaint` can be used. Each box is
+dilated by a few pixels (glyph anti-aliasing and label-box borders reach past the detector's
+box) and inpainted on the *stored* pixels (``read_native``), so a 16-bit PNG or a 12-bit DICOM
+keeps its depth and values outside the boxes are untouched.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from xraydebug.data.imageio import ImageMeta
+
+if TYPE_CHECKING:
+    from xraydebug.inpaint import Inpainter
 
 Box = Sequence[int]
 
@@ -32,42 +37,36 @@ def box_mask(shape: tuple[int, int], boxes: Sequence[Box], dilate: int = 3) -> n
     return mask
 
 
-def _inpaint_channel(channel: np.ndarray, mask: np.ndarray, radius: float) -> np.ndarray:
-    """Telea on one (H, W) channel of any numeric dtype; returns the same dtype."""
-    if channel.dtype in (np.uint8, np.uint16):
-        return cv2.inpaint(channel, mask, radius, cv2.INPAINT_TELEA)
-    values = cv2.inpaint(channel.astype(np.float32), mask, radius, cv2.INPAINT_TELEA)
-    if np.issubdtype(channel.dtype, np.integer):
-        info = np.iinfo(channel.dtype)
-        values = np.clip(np.rint(values), info.min, info.max)
-    return values.astype(channel.dtype)
-
-
 def inpaint_boxes(
-    pixels: np.ndarray, boxes: Sequence[Box], dilate: int = 3, radius: float = 10.0
+    pixels: np.ndarray,
+    boxes: Sequence[Box],
+    dilate: int = 3,
+    inpainter: Inpainter | None = None,
+    meta: ImageMeta | None = None,
 ) -> np.ndarray:
-    """Inpaint ``boxes`` in ``pixels`` ((H, W) or (H, W, C), any numeric dtype).
+    """Inpaint ``boxes`` in stored ``pixels`` ((H, W) or (H, W, C), any numeric dtype) with
+    ``inpainter`` (default: Telea, radius 10).
 
     Returns a new array of the same shape and dtype; pixels outside the dilated boxes are
     bit-identical to the input. ``boxes`` are ``[x0, y0, x1, y1]`` with exclusive x1/y1.
+    A learned inpainter saw films as a reader does: a MONOCHROME1 film (``meta``) is inverted
+    for it (``lo + hi - pixels`` over the stored range) and back.
     """
+    from xraydebug.inpaint import make_inpainter
+
     mask = box_mask(pixels.shape[:2], boxes, dilate)
     if not mask.any():
         return pixels.copy()
-    if pixels.ndim == 2:
-        out = _inpaint_channel(pixels, mask, radius)
-    elif pixels.dtype == np.uint8 and pixels.shape[2] == 3:
-        out = cv2.inpaint(np.ascontiguousarray(pixels), mask, radius, cv2.INPAINT_TELEA)
-    else:
-        out = np.stack(
-            [
-                _inpaint_channel(np.ascontiguousarray(pixels[..., c]), mask, radius)
-                for c in range(pixels.shape[2])
-            ],
-            axis=-1,
-        )
-    outside = mask == 0
-    out[outside] = pixels[outside]  # guarantee: nothing outside the boxes changes
+    inpainter = inpainter or make_inpainter("telea")
+    flip = meta is not None and meta.photometric == "MONOCHROME1" and not inpainter.classical
+    if not flip:
+        return inpainter.inpaint([pixels], [mask])[0]
+    lo, hi = pixels.min(), pixels.max()
+    work = pixels.astype(np.int64) if pixels.dtype.kind in "iu" else pixels
+    inverted = (hi + lo - work).astype(pixels.dtype)  # stays inside [lo, hi]
+    filled = inpainter.inpaint([inverted], [mask])[0]
+    out = (hi + lo - filled.astype(work.dtype)).astype(pixels.dtype)
+    out[mask == 0] = pixels[mask == 0]
     return out
 
 
