@@ -212,3 +212,19 @@ def test_burn_text_boxes_and_contact_sheet(tiny: Path, tmp_path: Path) -> None:
     sheet = contact_sheet(tiny, tmp_path / "sheet.png", n=6)
     with Image.open(sheet) as img:
         assert img.mode == "RGB" and img.width >= 256
+
+
+def test_lesion_mask_is_where_the_lesion_changed_the_film():
+    from xraydebug.data.synth import lesion_mask
+
+    config = SynthConfig(n_train=16, n_test=0, size=96, seed=4)
+    records = plan_dataset(config)
+    normal = next(r for r in records if r.label == "normal")
+    assert not lesion_mask(config, normal).any()
+    sick = next(r for r in records if r.label == "pneumonia")
+    mask = lesion_mask(config, sick)
+    assert 0.002 < mask.mean() < 0.3
+    film = render_record(config, sick).clean.astype(int)
+    without = render_record(dataclasses.replace(config, lesion_strength=0.0), sick).clean
+    changed = np.abs(film - without) > 6  # beyond the mask's threshold and 8-bit rounding
+    assert changed.any() and not (changed & ~mask).any()

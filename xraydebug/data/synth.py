@@ -51,6 +51,7 @@ __all__ = [
     "contact_sheet",
     "encode_png",
     "iter_rendered",
+    "lesion_mask",
     "plan_dataset",
     "prepare_out_dir",
     "render_radiograph",
@@ -893,6 +894,29 @@ def render_record(config: SynthConfig, record: SynthRecord) -> RenderedImage:
     with_text, boxes = burn_text(clean.astype(np.float32) / 255.0, text_rng, site=site)
     image = to_uint8(with_text)
     return RenderedImage(clean=clean, image=image, boxes=tight_boxes(clean, image, boxes))
+
+
+def lesion_mask(config: SynthConfig, record: SynthRecord, threshold: float = 0.02) -> np.ndarray:
+    """Where ``record``'s lesions are on its film: bool ``(size, size)``.
+
+    The film is rendered again from the same random state with its lesions at strength 0
+    (the lesions draw from a stream of their own, so anatomy, pose and grain are identical),
+    and the pixels that differ by more than ``threshold`` (in [0, 1]; 0.02 is 5 grey levels
+    of the 8-bit film) are the lesion. ``normal`` films have none (all False).
+    """
+    films = []
+    for strength in (config.lesion_strength, 0.0):
+        anatomy_rng, _ = _image_rngs(config, record.split, record.index)
+        films.append(
+            render_radiograph(
+                anatomy_rng,
+                config.size,
+                record.label,
+                lesion_strength=strength,
+                pose_jitter=config.pose_jitter,
+            )
+        )
+    return np.abs(films[0] - films[1]) > threshold
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
