@@ -456,6 +456,131 @@ def foreign_shortcut_table(folder: Path) -> str:
     return _rows(["", "softmax (COVIDx layout)", "multi-label (NIH layout)"], rows)
 
 
+# -- inpaint_bench, removal_bench, shortcut_move_bench -------------------------------------------
+
+
+def _inpaint_sets(folder: Path, name: str) -> str:
+    run = _load(folder, name)
+    labels = list(next(iter(run["sets"].values()))["inpainters"])
+    header = ["set (films)", "before", *labels]
+    rows = []
+    for key, block in run["sets"].items():
+        cells = [f"{key} ({block['n_films']})", f"{block['before']['psnr_in']:.2f}"]
+        best = max(row["psnr_in"] for row in block["inpainters"].values())
+        for label in labels:
+            row = block["inpainters"].get(label)
+            if row is None:
+                cells.append("–")
+                continue
+            text = f"{row['psnr_in']:.2f} / {row['ssim_in']:.3f} / {row['seconds_per_film']:.3f}"
+            cells.append(f"**{text}**" if row["psnr_in"] == best else text)
+        rows.append(cells)
+    return _rows(header, rows, "l" + "r" * (len(header) - 1))
+
+
+@table("inpaint-quality")
+def inpaint_quality_table(folder: Path) -> str:
+    """In-box PSNR (dB) / SSIM / seconds per film of each inpainter, held-out seed."""
+    return _inpaint_sets(folder, "inpaint_bench.json")
+
+
+@table("inpaint-timing")
+def inpaint_timing_table(folder: Path) -> str:
+    run = _load(folder, "inpaint_bench.json")
+    labels = sorted({label for row in run["timing"].values() for label in row})
+    rows = [
+        [f"{size} px", *[f"{row[label]:.3f}" if label in row else "–" for label in labels]]
+        for size, row in run["timing"].items()
+    ]
+    outside = max(
+        row["outside_max_change"]
+        for block in run["sets"].values()
+        for row in block["inpainters"].values()
+    )
+    note = f"\n\nLargest change outside the holes, every set and inpainter: {outside} grey levels."
+    return _rows(["film", *labels], rows, "l" + "r" * len(labels)) + note
+
+
+@table("removal-table1")
+def removal_table1(folder: Path) -> str:
+    run = _load(folder, "removal_bench.json")
+    operators = list(run["table1"]["lesion"])
+    rows = []
+    for region, block in run["table1"].items():
+        cells = [region.replace("_", " ")]
+        for op in operators:
+            r = block[op]
+            lo, hi = r["ci95"]
+            cells.append(f"{100 * r['still_predicted']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]")
+        rows.append(cells)
+    return _rows(["region removed", *operators], rows, "l" + "r" * len(operators))
+
+
+@table("removal-quality")
+def removal_quality_table(folder: Path) -> str:
+    run = _load(folder, "removal_bench.json")
+    rows = []
+    for optimised, block in run["quality"].items():
+        summary = block["summary"]
+        for scorer in ("blur", "inpaint"):
+            d, i = summary[scorer]["deletion"], summary[scorer]["insertion"]
+            rows.append(
+                [
+                    optimised,
+                    scorer,
+                    f"{d['mean']:.4f} ± {d['sd']:.4f}",
+                    f"{i['mean']:.4f} ± {i['sd']:.4f}",
+                    f"{summary['lesion_mass']['mean']:.3f}",
+                    f"{summary['pointing']['mean']:.2f}",
+                    f"{summary['explain_seconds_per_film']['mean']:.2f} + "
+                    f"{summary[scorer]['seconds_per_film']:.2f}",
+                ]
+            )
+    header = [
+        "masks optimised with",
+        "scored with",
+        "deletion ↓",
+        "insertion ↑",
+        "saliency on lesion",
+        "pointing game",
+        "s/film (explain + metrics)",
+    ]
+    checks = run["verdict"]["checks"]
+    failed = [name for name, ok in checks.items() if not ok]
+    verdict = (
+        "inpainting meets every condition of the default rule"
+        if run["verdict"]["inpaint_becomes_default"]
+        else "inpainting does not meet the default rule: " + "; ".join(failed) + " failed"
+    )
+    return (
+        _rows(header, rows, "llrrrrr")
+        + f"\n\n{run['n_films']} films, {cpu_words(run['machine'])}; {verdict}."
+    )
+
+
+@table("shortcut-move")
+def shortcut_move_table(folder: Path) -> str:
+    run = _load(folder, "shortcut_move_bench.json")
+    smudges = list(next(iter(run["models"].values())))
+    rows = []
+    for model, block in run["models"].items():
+        cells = [model]
+        for smudge in smudges:
+            r = block[smudge]
+            lo, hi = r["delta_prob_ci95"]
+            ilo, ihi = r["into_covid_ci95"]
+            cells.append(
+                f"{r['delta_prob']:+.3f} [{lo:+.3f}, {hi:+.3f}]; "
+                f"{100 * r['into_covid']:.1f}% [{100 * ilo:.1f}, {100 * ihi:.1f}]"
+            )
+        rows.append(cells)
+    header = [
+        "model trained on data cleaned by",
+        *[f"{s} smudge: ΔP(COVID-19); into COVID-19" for s in smudges],
+    ]
+    return _rows(header, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale")

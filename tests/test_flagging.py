@@ -149,3 +149,25 @@ def test_flags_recomputed_from_columns():
     flags = apply_flags(table, FlagRule())["flagged"].tolist()
     assert flags == ["true", "false", ""]
     assert apply_flags(table, FlagRule(min_reveal_prob=0.95))["flagged"][0] == "false"
+
+
+def test_removal_test_and_the_inpainting_operator(marker_data: Path, tmp_path: Path):
+    """The removal test: with the "R" inpainted away (clean's Telea), the model that reads it
+    loses its answer and the blind one keeps it. ``removal="inpaint"`` explains with MP2-G, and
+    run.json and the report name the operator."""
+    import json
+
+    from xraydebug.audit.report import build_report
+
+    config = scan_config(**CONFIG, removal="inpaint")
+    reader = scan(marker_data, loaded(slice(0, 40), slice(0, 40)), tmp_path / "a", config=config)
+    blind = scan(marker_data, loaded(slice(44, 84), slice(44, 84)), tmp_path / "b", config=config)
+    gone = reader.table["text_removed_prob"].astype(float)
+    assert (gone < 0.5).all() and (reader.table["target_prob"].astype(float) > 0.5).all()
+    kept = blind.table["text_removed_prob"].astype(float) - blind.table["target_prob"].astype(float)
+    assert kept.abs().max() < 0.05
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["config"]["removal"]["operator"] == "inpaint"
+    assert "inpainted by 'telea'" in run["config"]["removal"]["summary"]
+    html = build_report(tmp_path / "a").read_text()
+    assert "everything else inpainted by telea" in html and "Text inpainted away" in html

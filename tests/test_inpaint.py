@@ -42,15 +42,10 @@ def _inputs() -> dict[str, np.ndarray]:
     }
 
 
-def _available(name: str) -> bool:
-    cls = inpainter_class(name)
-    return getattr(cls, "available", lambda: True)()
-
-
 @pytest.mark.parametrize("name", CLASSICAL)
 @pytest.mark.parametrize("kind", ["uint8", "uint16", "int16", "float32", "rgb"])
 def test_inpainters_keep_outside_pixels_dtype_and_range(name: str, kind: str):
-    if not _available(name):
+    if not inpainter_class(name).available():
         pytest.skip(f"{name} needs OpenCV contrib")
     pixels = _inputs()[kind]
     _, _, boxes = _film()
@@ -85,7 +80,7 @@ def test_fills_come_closer_to_the_text_free_twin():
     mask = box_mask(image.shape, boxes, 2) > 0
     before = np.abs(image[mask].astype(float) - clean[mask]).mean()
     for name in CLASSICAL:
-        if _available(name):
+        if inpainter_class(name).available():
             out = make_inpainter(name).inpaint([image], [mask])[0]
             assert np.abs(out[mask].astype(float) - clean[mask]).mean() < before / 2, name
 
@@ -99,6 +94,9 @@ def test_registry_refuses_unknown_names_and_settings():
         make_inpainter("telea", radius=0)
     with pytest.raises(ValueError, match="choose one of"):
         CleanConfig.from_options({"inpainter": "deepfill"})
+    model = {"inpainter": "telea", "inpainter_model": "weights.pt"}
+    with pytest.raises(TypeError, match="no model file"):
+        CleanConfig.from_options(model).inpaint.build()
 
 
 # -- clean --inpainter, PNG and DICOM, with resume ---------------------------------------------
@@ -145,16 +143,16 @@ def mixed_dataset(tmp_path_factory) -> tuple[Path, Path, dict[str, list[list[int
 def _model_options(name: str, tmp_path: Path) -> dict[str, str]:
     if inpainter_class(name).classical:
         return {}
-    from tests.test_inpaint_learned import tiny_learned_model
+    from tests.test_inpaint_learned import _model_file
 
-    return {"inpainter_model": str(tiny_learned_model(tmp_path))}
+    return {"inpainter_model": str(_model_file(tmp_path / "inpainter.pt"))}
 
 
 @pytest.mark.parametrize("name", inpainter_names())
 def test_clean_with_every_inpainter_png_and_dicom_resumes(
     name: str, mixed_dataset, tmp_path: Path, monkeypatch
 ):
-    if not _available(name):
+    if not inpainter_class(name).available():
         pytest.skip(f"{name} is not installed here")
     from xraydebug.stages import clean as clean_module
 

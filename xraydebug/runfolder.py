@@ -98,6 +98,7 @@ SCAN_COLUMNS = [
     "target_prob",
     "iterations",
     "second_look_boxes",
+    "text_removed_prob",
 ]
 TEXT_COLUMNS = ["path", "split", "label", "n_boxes", "boxes", "status", "error"]
 CLEANING_COLUMNS = [

@@ -270,6 +270,22 @@ def _scan_summary(table: pd.DataFrame, run: dict[str, Any]) -> dict[str, Any]:
         "config": config,
         "method": _describe_method(run),
         "rule": config.get("flags") or {},
+        "removal": _removal(config),
+    }
+
+
+def _removal(config: dict[str, Any]) -> dict[str, str]:
+    """How the scan removed evidence, in words: ``operator`` (blur for scans from before the
+    option) and ``rest`` (what the reveal test did to everything but the text)."""
+    removal = config.get("removal") or {"operator": "blur"}
+    operator = removal.get("operator", "blur")
+    rest = {"blur": "blurred", "grey": "greyed out", "noise": "replaced by noise"}
+    inpainter = removal.get("inpainter", "telea")
+    return {
+        "operator": operator,
+        "summary": removal.get("summary", "Gaussian blur of the image"),
+        "rest": rest.get(operator, f"inpainted by {inpainter}"),
+        "inpainter": inpainter,
     }
 
 
@@ -281,6 +297,7 @@ def _describe_method(run: dict[str, Any]) -> str:
     if not saliency.get("preset"):
         settings = saliency.get("settings") or {}
         text += f", mask {settings.get('mask_size', '?')}" if "mask_size" in settings else ""
+    text += f"; removed evidence: {_removal(config)['summary']}"
     cost = run.get("cost_per_image")
     if cost:
         text += (
@@ -348,6 +365,7 @@ def _case(
         "mass": _num(row["mass_in_text"]),
         "area": _num(row["text_area"]),
         "reveal": _num(row["text_reveal_prob"], float("nan")),
+        "removed": _num(row.get("text_removed_prob", ""), float("nan")),
         "deletion_auc": _num(row["deletion_auc"], float("nan")),
         "insertion_auc": _num(row["insertion_auc"], float("nan")),
         "source": row.get("source") or "–",
@@ -423,6 +441,7 @@ def _gallery(
             "mass": row["_mass"],
             "area": _num(row["text_area"]),
             "reveal": _num(row["text_reveal_prob"], float("nan")),
+            "removed": _num(row.get("text_removed_prob", ""), float("nan")),
             "source": row.get("source") or "–",
         }
         for rank, row in enumerate(rows[config.max_gallery :], config.max_gallery + 1)

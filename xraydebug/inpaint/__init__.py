@@ -7,11 +7,15 @@
   (:mod:`xraydebug.inpaint.learned`, ``xraydebug inpainter train``).
 """
 
-from . import classical  # noqa: F401  (registers telea, ns, fsr)
+from . import (
+    classical,  # noqa: F401  (registers telea, ns, fsr)
+    learned,  # noqa: F401  (registers learned)
+)
 from .base import (
     Inpainter,
     InpainterConfig,
     as_mask,
+    build_inpainter,
     inpainter_class,
     inpainter_names,
     make_inpainter,
@@ -25,6 +29,7 @@ __all__ = [
     "Inpainter",
     "InpainterConfig",
     "as_mask",
+    "build_inpainter",
     "inpainter_class",
     "inpainter_names",
     "make_inpainter",

@@ -55,6 +55,11 @@ class Inpainter:
         self.config = config
         self.device = device
 
+    @classmethod
+    def available(cls) -> bool:
+        """Whether what it needs is installed (``True`` unless a subclass says otherwise)."""
+        return True
+
     def load(self) -> Self:
         """Load weights onto the object (idempotent); returns ``self``."""
         return self
@@ -195,3 +200,13 @@ def make_inpainter(name: str, *, device: str = "cpu", **settings: Any) -> Inpain
             f"valid: {', '.join(sorted(valid)) or 'none'}"
         )
     return cls(cls.config_class(**given), device=device)
+
+
+def build_inpainter(name: str, *, device: str = "cpu", **offered: Any) -> Inpainter:
+    """:func:`make_inpainter` with only those of ``offered`` that inpainter ``name`` has (a
+    stage offers ``radius`` and ``model`` whatever the method; ``telea`` takes the first,
+    ``learned`` the second); a model file for an inpainter without one raises ``TypeError``."""
+    fields = inpainter_class(name).config_class.__dataclass_fields__
+    if offered.get("model") is not None and "model" not in fields:
+        raise TypeError(f"inpainter {name!r} takes no model file (--inpainter-model)")
+    return make_inpainter(name, device=device, **{k: v for k, v in offered.items() if k in fields})

@@ -14,6 +14,12 @@ By name (the scan, the CLI, the benchmarks)::
     config = explainer.default_config(preset="fast", mask_size=56)
     result = explainer.explain(model, images, targets, config)
     run_json["saliency"] = explainer.describe(config)
+
+Removing pixels by inpainting instead of blurring (MP2-G, :mod:`.removal`)::
+
+    removal = Removal(RemovalConfig("inpaint", inpainter="telea"))   # built once, shared
+    result = igospp(model, images, targets, removal=removal)
+    del_auc, ins_auc = deletion_insertion(model, images, targets, result, removal=removal)
 """
 
 from .config import GradCAMConfig, IGOSConfig
@@ -29,12 +35,14 @@ from .registry import (
     get_explainer,
     register_explainer,
 )
+from .removal import REMOVAL_OPERATORS, Removal, RemovalConfig, remove
 from .result import SaliencyResult
 from .runtime import ACTIVATIONS
 
 __all__ = [
     "ACTIVATIONS",
     "EXPLAINERS",
+    "REMOVAL_OPERATORS",
     "Explainer",
     "GradCAMConfig",
     "GradCAMExplainer",
@@ -42,6 +50,8 @@ __all__ = [
     "IGOSExplainer",
     "IGOSFamily",
     "IGOSPPExplainer",
+    "Removal",
+    "RemovalConfig",
     "SaliencyResult",
     "bilateral_tv",
     "blur_baseline",
@@ -53,6 +63,7 @@ __all__ = [
     "igos",
     "igospp",
     "register_explainer",
+    "remove",
     "total_variation",
     "upsample_mask",
 ]

@@ -49,6 +49,22 @@ Speed (the reference explains one image at a time, one K-point path per call):
   convolution (:func:`~.runtime.fold_batchnorm`; same function, one op fewer per pair);
 * ``channels_last`` inputs on CUDA.
 
+Removal operators (``removal=``, :mod:`~.removal`): ``None`` or ``"blur"`` is the blurred
+baseline above, bit for bit; ``"grey"`` and ``"noise"`` replace it by a fixed filler;
+``"inpaint"`` is MP2-G (Agarwal & Nguyen, ACCV 2020) carried over to iGOS++: the baseline ``B``
+of both the deletion and the insertion inputs becomes ``G(m_b, I)``, the inpainter's fill of
+``m_b``, the binarised deletion mask (the top ``top`` share of the upsampled saliency
+``1 - M_del``, only pixels with saliency > 1e-6). It is recomputed at every iteration ``it > 0``
+with ``it % every == 0`` (counted over coarse-to-fine stages) for the active images whose
+deletion mask has salient pixels (until then an image keeps the blur), in one batched inpainter
+call; their objective is re-evaluated with the new baseline before the line search (so Armijo
+compares like with like), and the objective history of a refilled image is shifted by the
+jump the new baseline makes, so that ``tol`` measures the optimisation's progress across
+refills (``objective_history`` holds the shifted values). Note that
+``B = I`` outside ``m_b``, so only the pixels of ``m_b`` are perturbed by either term until the
+next refill. Stats: ``refills`` (per image) and ``refill_seconds`` (binarising, inpainting and
+re-evaluating, all images).
+
 Deviations from the reference, each deliberate:
 
 1. Line-search objective: the reference evaluates every candidate with the noisy K-point path
@@ -103,6 +119,7 @@ from .masks import (
     weighted_tv,
 )
 from .registry import Explainer, Targets, check_keys, register_explainer
+from .removal import Removal, RemovalConfig, binarise_top
 from .result import SaliencyResult
 from .runtime import (
     autocast_context,
@@ -171,6 +188,10 @@ def make_baseline(images: Tensor, baseline: Baseline, kernel: int, sigma: float)
     raise ValueError(f"baseline: expected 'blur' or a tensor, got {baseline!r}")
 
 
+#: saliency ``1 - M`` at or below this is rounding, not a salient pixel (MP2-G refills)
+_SALIENT_EPS = 1e-6
+
+
 class _Optimizer:
     """State of one batched I-GOS / iGOS++ optimisation (internal)."""
 
@@ -186,8 +207,12 @@ class _Optimizer:
         device: torch.device,
         it_offset: int = 0,
         activation: str = "softmax",
+        removal: Removal | None = None,
     ) -> None:
         self.model, self.cfg, self.device = model, cfg, device
+        self.removal = removal if removal is not None and removal.operator == "inpaint" else None
+        if self.removal is not None:
+            baseline = baseline.clone()  # refills write into it
         self.images, self.baseline, self.targets = images, baseline, targets
         self.diff = images - baseline
         self.terms, self.n_masks = objective.terms, objective.n_masks
@@ -211,6 +236,8 @@ class _Optimizer:
         self.checked = False  # class indices validated against the logits (first forward)
         self.ig_forwards = 0
         self.ls_forwards = 0
+        self.refills = torch.zeros(images.shape[0], dtype=torch.long)  # per image (MP2-G)
+        self.refill_seconds = 0.0
         if cfg.batch_size is None and device.type == "cuda":
             self.batch_size = self._rows_that_fit_cuda()
 
@@ -448,6 +475,37 @@ class _Optimizer:
             pending = pending[~hit]
         return accepted, new_masks, new_loss, step
 
+    # -- MP2-G refill ----------------------------------------------------------------------------
+    def refill_due(self, it: int) -> bool:
+        """Whether the inpainted baseline is recomputed before iteration ``it`` of this stage
+        (iterations counted over coarse-to-fine stages)."""
+        if self.removal is None:
+            return False
+        g = it + self.it_offset
+        return g > 0 and g % self.removal.config.every == 0
+
+    @torch.no_grad()
+    def refill(self, masks: Tensor, active: Tensor) -> Tensor:
+        """MP2-G: the baseline of every image of ``active`` whose deletion mask has salient
+        pixels becomes the inpainter's fill of the binarised top-``top`` saliency of its
+        upsampled deletion mask (one batched call); ``diff`` follows. Returns those images'
+        global indices."""
+        cfg, top = self.cfg, self.removal.config.top
+        sal = 1.0 - upsample_mask(masks[active, 0], self.size)  # (n, 1, H, W)
+        # bilinear upsampling of an all-ones mask may give 1 - 6e-8: not a salient pixel
+        sal = torch.where(sal > _SALIENT_EPS, sal, 0.0)
+        has = (sal.flatten(1) > 0).any(dim=1)
+        rows = active[has]
+        if rows.numel() == 0:
+            return rows
+        m_b = binarise_top(sal[has], top).to(self.images.dtype)
+        new = self.removal(
+            self.images[rows], m_b, blur_kernel=cfg.blur_kernel, blur_sigma=cfg.blur_sigma
+        )
+        self.baseline[rows] = new
+        self.diff[rows] = self.images[rows] - new
+        return rows
+
     # -- main loop -------------------------------------------------------------------------------
     def run(self, start: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
         """Optimises from ``start`` ``(B, n_masks, 1, s', s')`` (resized to ``mask_size``;
@@ -471,6 +529,21 @@ class _Optimizer:
         for it in range(cfg.iterations):
             if active.numel() == 0:
                 break
+            if self.refill_due(it):
+                t0 = time.perf_counter()
+                rows = self.refill(masks, active)
+                if rows.numel():
+                    before_refill = loss[rows].clone()
+                    loss[rows] = self.objective(masks[rows], rows)  # Armijo: the new baseline
+                    rows_cpu = rows.cpu()
+                    self.refills[rows_cpu] += 1
+                    # ``tol`` measures progress, not the jump a new baseline makes: the
+                    # history of refilled images is shifted by it
+                    jump = (loss[rows] - before_refill).cpu()
+                    for past in history:
+                        past[rows_cpu] += jump
+                sync(dev)
+                self.refill_seconds += time.perf_counter() - t0
             current = masks[active]
             grad = self.gradient(current, active, it)
             ok, new, new_loss, step = self.line_search(
@@ -503,6 +576,8 @@ class _Optimizer:
             "final_objective": loss.cpu().tolist(),
             "converged": converged.tolist(),
             "objective_history": torch.stack(history, dim=1).tolist(),
+            "refills": self.refills.tolist(),
+            "refill_seconds": self.refill_seconds,
         }
         return masks, stats
 
@@ -514,8 +589,9 @@ def _merge_stage_stats(before: dict[str, Any], stage: dict[str, Any]) -> dict[st
     if not before:
         return stage
     out = dict(stage)
-    for key in ("iterations", "updates", "step_sizes"):
+    for key in ("iterations", "updates", "step_sizes", "refills"):
         out[key] = [a + b for a, b in zip(before[key], stage[key], strict=True)]
+    out["refill_seconds"] = before["refill_seconds"] + stage["refill_seconds"]
     out["stopped_early"] = [
         a or b for a, b in zip(before["stopped_early"], stage["stopped_early"], strict=True)
     ]
@@ -532,19 +608,32 @@ def _optimise(
     seeds: list[int],
     device: torch.device,
     activation: str,
+    removal: Removal | None = None,
 ) -> tuple[Tensor, dict[str, Any], dict[str, Any]]:
     """Runs the coarse-to-fine stages (just ``mask_size`` without ``coarse``), each stage's masks
     upsampled into the next -> masks ``(N, n_masks, 1, s, s)``, per-image stats (merged over
-    the stages) and the run's counts (stages, forward images, chunk rows)."""
+    the stages) and the run's counts (stages, forward images, chunk rows). With an
+    ``"inpaint"`` ``removal`` each stage starts from the previous stage's inpainted baseline."""
     masks, stats, stages = None, {}, []
     ig_forwards = ls_forwards = it_offset = 0
     opt = None
     for side, iters in (*cfg.coarse, (cfg.mask_size, cfg.iterations)):
         stage_cfg = replace(cfg, mask_size=side, iterations=iters, coarse=())
         opt = _Optimizer(
-            net, x, base, targets, objective, stage_cfg, seeds, device, it_offset, activation
+            net,
+            x,
+            base,
+            targets,
+            objective,
+            stage_cfg,
+            seeds,
+            device,
+            it_offset,
+            activation,
+            removal,
         )
         masks, stage = opt.run(masks)
+        base = opt.baseline
         stats = _merge_stage_stats(stats, stage)
         stages.append({"mask_size": side, "iterations": stage["iterations"]})
         ig_forwards, ls_forwards = ig_forwards + opt.ig_forwards, ls_forwards + opt.ls_forwards
@@ -553,7 +642,10 @@ def _optimise(
     return masks, stats, counts
 
 
-_CALL_OPTIONS = ("device", "activation", "baseline", "noise_seeds")
+#: stream tag of the ``"noise"`` filler drawn from an image's noise seed
+_FILLER_STREAM = 0x6E6F697365
+
+_CALL_OPTIONS = ("device", "activation", "baseline", "noise_seeds", "removal")
 
 
 class IGOSFamily(Explainer):
@@ -564,6 +656,7 @@ class IGOSFamily(Explainer):
     """
 
     config_class = IGOSConfig
+    removes = True
     objective: ClassVar[Objective]
 
     def default_config(self, preset: str | None = None, **overrides: Any) -> IGOSConfig:
@@ -590,6 +683,7 @@ class IGOSFamily(Explainer):
         activation: str = "softmax",
         baseline: Baseline = "blur",
         noise_seeds: Sequence[int] | Tensor | None = None,
+        removal: RemovalConfig | Removal | str | None = None,
     ) -> SaliencyResult:
         """Optimised masks of every (image, target) pair (:meth:`Explainer.explain`).
 
@@ -610,6 +704,14 @@ class IGOSFamily(Explainer):
                 broadcastable to ``images``.
             noise_seeds: one int per image naming its noise stream; default a hash of ``seed``
                 and the image's pixels, so an image gets the same mask alone or in any batch.
+            removal: how removed pixels are filled (:mod:`~.removal`): ``None`` or ``"blur"``
+                -> ``baseline`` (unchanged); ``"grey"`` / ``"noise"`` -> that fixed filler
+                (noise from each image's noise stream); ``"inpaint"`` -> MP2-G, the
+                inpainter's fill of the binarised deletion mask, refilled every ``every``
+                iterations (the blur until the mask has salient pixels). A
+                :class:`~.removal.RemovalConfig`, an operator name, or a built
+                :class:`~.removal.Removal` (its inpainter shared, e.g. with the metrics).
+                Other operators than ``"blur"`` do not combine with a tensor ``baseline``.
         """
         cfg = self.checked(config)
         check_activation(activation)
@@ -617,6 +719,13 @@ class IGOSFamily(Explainer):
         start = time.perf_counter()
         out_device = images.device
         dev = resolve_device(model, images, device)
+        rem = Removal.coerce(removal, device=dev)
+        operator = "blur" if rem is None else rem.operator
+        if operator != "blur" and not (isinstance(baseline, str) and baseline == "blur"):
+            raise ValueError(
+                f"removal {operator!r} replaces the baseline: leave baseline='blur' (got a "
+                f"{type(baseline).__name__})"
+            )
         x = images.detach().to(dev, torch.float32)
         with frozen_model(model), torch.no_grad():
             base = make_baseline(x, baseline, cfg.blur_kernel, cfg.blur_sigma)
@@ -624,11 +733,14 @@ class IGOSFamily(Explainer):
             if per_image > 1:
                 base = base.repeat_interleave(per_image, dim=0)
             seeds = resolve_noise_seeds(x, cfg.seed, noise_seeds, per_image)
+            if operator in ("grey", "noise"):
+                base = rem.filler(x, seed=[mix_seed(s, _FILLER_STREAM) for s in seeds])
             net, folded = fold_batchnorm(model) if cfg.fold_bn else (model, 0)
             masks, stats, counts = _optimise(
-                net, x, base, tgt, self.objective, cfg, seeds, dev, activation
+                net, x, base, tgt, self.objective, cfg, seeds, dev, activation, rem
             )
         sync(dev)
+        stats["removal"] = rem.describe() if rem is not None else RemovalConfig().describe()
         counts.update(
             seconds=time.perf_counter() - start,
             device=str(dev),
@@ -750,7 +862,8 @@ def igospp(
         **settings: any :class:`IGOSConfig` field (``mask_size``, ``iterations``, ``ig_steps``,
             ``l1``, ``l2``, ``noise``, ``batch_size``, ``seed``, ``init_step``, ``amp``, ...),
             each overriding ``config`` whatever its value; and the call options ``device``,
-            ``activation``, ``baseline``, ``noise_seeds``.
+            ``activation``, ``baseline``, ``noise_seeds``, ``removal`` (a
+            :class:`~.removal.RemovalConfig`: ``"inpaint"`` is MP2-G, the inpainted baseline).
 
     Returns:
         :class:`SaliencyResult` with ``deletion_mask``, ``insertion_mask`` and

@@ -12,6 +12,13 @@ and the probability of the target class (softmax, or sigmoid of its logit for mu
 is the trapezoid area under that curve over the fraction of pixels in [0, 1]: low deletion and
 high insertion AUC mean a faithful saliency map.
 
+Removal operators (``removal=``, :mod:`~.removal`): ``None`` / ``"blur"`` is the above, bit for
+bit; ``"grey"`` and ``"noise"`` use their filler as the baseline; with ``"inpaint"`` the
+removed pixels of every curve point (deletion: the top-ranked ones; insertion: the ones not yet
+inserted) are filled by the inpainter from the remaining pixels, one batched inpainter call per
+chunk of curve points. The end points are as with the blur: the image, and (everything
+removed, nothing to fill from) the blurred image.
+
 Reference difference: the authors' ``metric`` ranks the ``s x s`` mask cells and upsamples the
 binary mask; ranking the upsampled saliency at image resolution gives the same curve for
 nearest-cell ties and a finer one otherwise, and works for Grad-CAM maps of any size.
@@ -19,12 +26,15 @@ nearest-cell ties and a finer one otherwise, and works for Grad-CAM maps of any 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from .igos import Baseline, make_baseline
 from .masks import default_batch_size, upsample_mask
 from .registry import Targets
+from .removal import Removal, RemovalConfig
 from .result import SaliencyResult
 from .runtime import (
     autocast_context,
@@ -51,6 +61,8 @@ def deletion_insertion(
     blur_sigma: float = 50.0,
     amp: bool = False,
     activation: str = "softmax",
+    removal: RemovalConfig | Removal | str | None = None,
+    seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Deletion and insertion AUC of a saliency map for each (image, target) pair.
 
@@ -71,6 +83,12 @@ def deletion_insertion(
         amp: autocast on CUDA (off by default so scores are comparable across devices).
         activation: ``"softmax"`` or ``"sigmoid"`` (probability of class ``c`` =
             ``sigmoid(logit_c)``, for per-finding multi-label models).
+        removal: how removed pixels are filled (:mod:`~.removal`): ``None`` / ``"blur"`` ->
+            ``baseline``; ``"grey"`` / ``"noise"`` -> that filler as the baseline (not with a
+            tensor ``baseline``); ``"inpaint"`` -> the inpainter fills the removed pixels of
+            every curve point from the others. A :class:`~.removal.RemovalConfig`, an
+            operator name or a built :class:`~.removal.Removal` (e.g. the explainer's).
+        seed: the ``"noise"`` filler's seed (per image, mixed with its pixels).
 
     Returns:
         ``(deletion_auc, insertion_auc)``, each ``(N,)`` float32 in [0, 1] on ``images.device``.
@@ -81,9 +99,19 @@ def deletion_insertion(
         raise ValueError(f"deletion_insertion: expected steps >= 1, got {steps}")
     out_device = images.device
     dev = resolve_device(model, images, device)
+    rem = Removal.coerce(removal, device=dev)
+    operator = "blur" if rem is None else rem.operator
+    if operator != "blur" and not (isinstance(baseline, str) and baseline == "blur"):
+        raise ValueError(
+            f"removal {operator!r} replaces the baseline: leave baseline='blur' (got a "
+            f"{type(baseline).__name__})"
+        )
     x = images.detach().to(dev, torch.float32)
     with frozen_model(model), torch.inference_mode():
-        base = make_baseline(x, baseline, blur_kernel, blur_sigma)
+        if operator in ("grey", "noise"):
+            base = rem.filler(x, seed=seed)
+        else:
+            base = make_baseline(x, baseline, blur_kernel, blur_sigma)
         x, tgt, per_image = pair_up(model, x, targets)
         if per_image > 1:
             base = base.repeat_interleave(per_image, dim=0)
@@ -93,7 +121,13 @@ def deletion_insertion(
         counts = torch.arange(steps + 1, device=dev, dtype=torch.float64) * n_pix / steps
         counts = torch.round(counts).long()
         bs = batch_size or default_batch_size(x[0].numel())
-        probs = _curve_probs(model, x, base, tgt, rank, counts, bs, amp, activation)
+        fill = None
+        if operator == "inpaint":
+
+            def fill(xs: Tensor, removed: Tensor) -> Tensor:
+                return rem(xs, removed, blur_kernel=blur_kernel, blur_sigma=blur_sigma)
+
+        probs = _curve_probs(model, x, base, tgt, rank, counts, bs, amp, activation, fill)
     fractions = counts.float() / n_pix
     del_auc, ins_auc = _areas(probs, steps, fractions)
     return del_auc.to(out_device), ins_auc.to(out_device)
@@ -132,10 +166,14 @@ def _curve_probs(
     bs: int,
     amp: bool,
     activation: str,
+    fill: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """``(b, 2 * (steps - 1) + 2)`` target probabilities per image: the inner points
     ``j = 1 .. steps - 1`` of the deletion curve, then of the insertion curve, then the two end
-    points shared by both curves (the image: j=0 deletion = j=steps insertion; and the blur)."""
+    points shared by both curves (the image: j=0 deletion = j=steps insertion; and the blur).
+
+    ``fill(images, removed)`` (``"inpaint"``), when given, builds each chunk's inputs from
+    its images and binary removal masks (one call per chunk) instead of the ``base`` blend."""
     dev, b, steps = x.device, x.shape[0], counts.numel() - 1
     inner = steps - 1
     per_image = 2 * inner + 2
@@ -151,7 +189,7 @@ def _curve_probs(
         removed = torch.where((slot == 2 * inner).view(-1, 1, 1, 1), 0.0, removed)  # image
         removed = torch.where((slot == 2 * inner + 1).view(-1, 1, 1, 1), 1.0, removed)  # blur
         # ``removed`` is now the share of each pixel taken from the baseline.
-        xr = x[img] + (base[img] - x[img]) * removed
+        xr = x[img] + (base[img] - x[img]) * removed if fill is None else fill(x[img], removed)
         with autocast_context(dev, amp):
             probs[r] = target_probs(model, xr, tgt[img], check=r0 == 0, activation=activation)
     return probs.view(b, per_image)

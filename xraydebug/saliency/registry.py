@@ -41,6 +41,8 @@ class Explainer:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     config_class: ClassVar[type] = type(None)
+    #: takes a ``removal=`` call option (:mod:`~.removal`: how removed pixels are filled)
+    removes: ClassVar[bool] = False
 
     def default_config(self, **overrides: Any) -> Any:
         """``config_class`` with ``overrides`` on top; ``None`` values are ignored (they mean

@@ -33,7 +33,7 @@ from xraydebug.device import machine_info, resolve_device
 from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.executor import BatchResult, Executor, ExecutorConfig, readable_root
 from xraydebug.fsutil import atomic_write_bytes, ensure_outside, file_sha256
-from xraydebug.inpaint import DEFAULT_INPAINTER, Inpainter, inpainter_class, make_inpainter
+from xraydebug.inpaint import DEFAULT_INPAINTER, Inpainter, build_inpainter, inpainter_class
 from xraydebug.runfolder import (
     CLEAN_STATE,
     CLEANING_COLUMNS,
@@ -83,11 +83,8 @@ class InpaintConfig:
 
     def build(self, device: str = "cpu") -> Inpainter:
         """The configured inpainter (not loaded), given only the settings it has."""
-        cls = inpainter_class(self.inpainter)
-        fields = cls.config_class.__dataclass_fields__
-        offered = {"radius": self.radius, "model": self.inpainter_model}
-        return make_inpainter(
-            self.inpainter, device=device, **{k: v for k, v in offered.items() if k in fields}
+        return build_inpainter(
+            self.inpainter, device=device, radius=self.radius, model=self.inpainter_model
         )
 
     def model_sha256(self) -> str | None:

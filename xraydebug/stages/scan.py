@@ -59,6 +59,7 @@ from xraydebug.flagging import (
     text_mass,
 )
 from xraydebug.fsutil import ensure_outside
+from xraydebug.inpaint import build_inpainter
 from xraydebug.models.checkpoint import LoadedModel, load_model
 from xraydebug.models.evaluate import check_kind, predicted_label
 from xraydebug.models.inference import class_probabilities, predict_probs
@@ -71,6 +72,7 @@ from xraydebug.saliency import (
     get_explainer,
 )
 from xraydebug.saliency.config import DEFAULT_PRESET
+from xraydebug.saliency.removal import Removal, RemovalConfig
 from xraydebug.settings import field_names, take_fields
 from xraydebug.stages import driver
 from xraydebug.stages.options import detector_from_options, detector_record, finish_options
@@ -117,6 +119,10 @@ class ScanConfig:
         precision: the text networks' precision: ``fp32``, ``bf16`` or ``auto``.
         second_look: zoom in on salient blobs outside every text box; None: off.
         flags: when an image is flagged (recomputed on every write; not part of the identity).
+        removal: how evidence is removed (:class:`~xraydebug.saliency.removal.RemovalConfig`):
+            the filler of iGOS++ / I-GOS (MP2-G with ``inpaint``), of the deletion/insertion
+            metrics and of the reveal test; its inpainter also removes the text boxes for the
+            removal test (``text_removed_prob``; ``telea``, as ``clean``, by default).
         split, shard, limit: which images (``DatasetIndex.select``).
         batch_size: images explained together; None: 8 on CPU, 64 on CUDA.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -131,6 +137,7 @@ class ScanConfig:
     precision: str = "fp32"
     second_look: SecondLookConfig | None = field(default_factory=SecondLookConfig)
     flags: FlagRule = field(default_factory=FlagRule)
+    removal: RemovalConfig = field(default_factory=RemovalConfig)
     split: str = "all"
     shard: tuple[int, int] = (0, 1)
     limit: int | None = None
@@ -164,6 +171,7 @@ class ScanConfig:
         text = opts.pop("text", None) is not False
         method, preset = opts.pop("method", None) or cls.method, opts.pop("preset", None)
         name = opts.pop("detector", None)
+        removal = removal_from_options(opts)
         own = take_fields(cls, opts)  # the scan's own settings first: batch_size is the scan's
         detector = detector_from_options(name, opts)
         explainer = get_explainer(method)
@@ -171,7 +179,13 @@ class ScanConfig:
         if "mask_size" in field_names(explainer.config_class):
             chosen.setdefault("mask_size", DEFAULT_MASK_SIZE)
         saliency = explainer.default_config(**({"preset": preset} if preset else {}), **chosen)
-        config = cls(**own, method=method, saliency=saliency, detector=detector if text else None)
+        config = cls(
+            **own,
+            method=method,
+            saliency=saliency,
+            detector=detector if text else None,
+            removal=removal,
+        )
         return finish_options(config, opts, sets or {})
 
     def images_per_chunk(self, device: torch.device) -> int:
@@ -191,6 +205,7 @@ class ScanConfig:
         settings as they resolved (for ``run.json``)."""
         out = asdict(self)
         out["saliency"] = get_explainer(self.method).describe(self.saliency)
+        out["removal"] = self.removal.to_dict() | self.removal.describe()
         detector = self.text_detector("cpu")
         out["detector"] = detector_record(detector) if detector else None
         return json.loads(json.dumps(out))
@@ -201,7 +216,26 @@ class ScanConfig:
         out = self.resolved()
         for key in ("batch_size", "device", "shard", "limit", "split", "flags"):
             del out[key]
+        if self.removal == RemovalConfig():
+            del out["removal"]  # the default: scans from before the option still resume
         return out
+
+
+def removal_from_options(options: dict[str, Any]) -> RemovalConfig:
+    """The removal settings among flat options (taken out of ``options``): ``removal`` (the
+    operator), ``removal_inpainter`` (default: ``telea``), ``inpainter_model``,
+    ``removal_top`` and ``removal_every`` (None = the default)."""
+    names = {
+        "removal": "operator",
+        "removal_inpainter": "inpainter",
+        "inpainter_model": "inpainter_model",
+        "removal_top": "top",
+        "removal_every": "every",
+    }
+    given = {field: options.pop(key, None) for key, field in names.items()}
+    if given["inpainter_model"] is not None:
+        given["inpainter_model"] = str(given["inpainter_model"])
+    return RemovalConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -254,6 +288,13 @@ class ScanWorker:
         self.loaded = spec.model
         self.loaded.model.to(self.device)
         self.explainer = get_explainer(self.config.method)
+        removal = self.config.removal
+        self.removal = Removal(removal, device=self.device) if removal.operator != "blur" else None
+        # the removal test inpaints the text boxes as clean would (its radius, not the
+        # explanations' smaller one)
+        self.text_remover = build_inpainter(
+            removal.inpainter, device=str(self.device), model=removal.inpainter_model
+        ).load()
         detector = self.config.text_detector(self.device)
         self.detector = detector.load() if detector else None
         self.second_look = None
@@ -296,8 +337,15 @@ class ScanWorker:
         images = prep.normalize(cache.images.to(device).float())[owner]
         timings["classify"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        removal = {"removal": self.removal} if self.removal and self.explainer.removes else {}
         result = self.explainer.explain(
-            loaded.model, images, targets, config.saliency, device=device, activation=activation
+            loaded.model,
+            images,
+            targets,
+            config.saliency,
+            device=device,
+            activation=activation,
+            **removal,
         )
         timings["explain"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -308,6 +356,7 @@ class ScanWorker:
             result,
             steps=config.metric_steps,
             activation=activation,
+            removal=self.removal,
         )
         timings["metrics"] = time.perf_counter() - t0
         text: list[dict[str, Any]] = [{} for _ in owner]
@@ -402,22 +451,33 @@ class ScanWorker:
                     "text_area": round(area, 6),
                 }
             )
-        reveal = self._reveal_probs(images, targets, np.stack(masks))
-        for column, prob, (boxes, _) in zip(columns, reveal, found, strict=True):
-            column["text_reveal_prob"] = round(prob, 6) if boxes else ""
+        reveal, removed = self._reveal_probs(images, targets, np.stack(masks))
+        for column, shown, gone, (boxes, _) in zip(columns, reveal, removed, found, strict=True):
+            column["text_reveal_prob"] = round(shown, 6) if boxes else ""
+            column["text_removed_prob"] = round(gone, 6) if boxes else ""
         return columns
 
     def _reveal_probs(
         self, images: torch.Tensor, targets: torch.Tensor, masks: np.ndarray
-    ) -> list[float]:
-        """The targets' probabilities with only the text boxes revealed on the blurred
-        baseline (the iGOS++ paper's confirmation test); ``masks``: (B, S, S) in [0, 1]."""
+    ) -> tuple[list[float], list[float]]:
+        """The targets' probabilities (1) with only the text boxes revealed, everything else
+        removed by the scan's operator (blur: the iGOS++ paper's confirmation test), and (2)
+        with the text boxes inpainted away and everything else shown (what the model says
+        once ``clean`` has run); ``masks``: (B, S, S) box coverage in [0, 1]."""
         mask_tensor = torch.from_numpy(masks[:, None]).to(self.device)
         with torch.inference_mode():
-            revealed = reveal_inputs(images, blur_baseline(images), mask_tensor)
-            logits = self.loaded.model(revealed.contiguous(memory_format=torch.channels_last))
-            probs = class_probabilities(logits.float(), self.loaded.activation)
-            return probs.gather(1, targets.to(self.device)[:, None])[:, 0].tolist()
+            if self.removal is None:
+                revealed = reveal_inputs(images, blur_baseline(images), mask_tensor)
+            else:
+                revealed = self.removal(images, 1.0 - mask_tensor)
+            removed = self.text_remover.inpaint_tensor(images, (mask_tensor > 0).float())
+            probs = self._target_probs(torch.cat([revealed, removed]), targets.repeat(2))
+        return probs[: len(images)], probs[len(images) :]
+
+    def _target_probs(self, inputs: torch.Tensor, targets: torch.Tensor) -> list[float]:
+        logits = self.loaded.model(inputs.contiguous(memory_format=torch.channels_last))
+        probs = class_probabilities(logits.float(), self.loaded.activation)
+        return probs.gather(1, targets.to(self.device)[:, None])[:, 0].tolist()
 
 
 def check_targets(loaded: LoadedModel, config: ScanConfig) -> None:
