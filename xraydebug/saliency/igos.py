@@ -719,13 +719,8 @@ class IGOSFamily(Explainer):
         start = time.perf_counter()
         out_device = images.device
         dev = resolve_device(model, images, device)
-        rem = Removal.coerce(removal, device=dev)
+        rem = Removal.for_baseline(removal, baseline, device=dev)
         operator = "blur" if rem is None else rem.operator
-        if operator != "blur" and not (isinstance(baseline, str) and baseline == "blur"):
-            raise ValueError(
-                f"removal {operator!r} replaces the baseline: leave baseline='blur' (got a "
-                f"{type(baseline).__name__})"
-            )
         x = images.detach().to(dev, torch.float32)
         with frozen_model(model), torch.no_grad():
             base = make_baseline(x, baseline, cfg.blur_kernel, cfg.blur_sigma)

@@ -99,13 +99,8 @@ def deletion_insertion(
         raise ValueError(f"deletion_insertion: expected steps >= 1, got {steps}")
     out_device = images.device
     dev = resolve_device(model, images, device)
-    rem = Removal.coerce(removal, device=dev)
+    rem = Removal.for_baseline(removal, baseline, device=dev)
     operator = "blur" if rem is None else rem.operator
-    if operator != "blur" and not (isinstance(baseline, str) and baseline == "blur"):
-        raise ValueError(
-            f"removal {operator!r} replaces the baseline: leave baseline='blur' (got a "
-            f"{type(baseline).__name__})"
-        )
     x = images.detach().to(dev, torch.float32)
     with frozen_model(model), torch.inference_mode():
         if operator in ("grey", "noise"):

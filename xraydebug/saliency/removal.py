@@ -267,6 +267,21 @@ class Removal:
             return value
         return cls(as_removal_config(value), device=device)
 
+    @classmethod
+    def for_baseline(
+        cls, value: RemovalConfig | Removal | str | None, baseline: Any, *, device: torch.device
+    ) -> Removal | None:
+        """:meth:`coerce` for an explainer or metric called with ``baseline`` as well: an
+        operator other than blur replaces the baseline, so it must be left at ``"blur"``."""
+        removal = cls.coerce(value, device=device)
+        operator = "blur" if removal is None else removal.operator
+        if operator != "blur" and not (isinstance(baseline, str) and baseline == "blur"):
+            raise ValueError(
+                f"removal {operator!r} replaces the baseline: leave baseline='blur' (got a "
+                f"{type(baseline).__name__})"
+            )
+        return removal
+
     @property
     def operator(self) -> str:
         return self.config.operator
