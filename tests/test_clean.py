@@ -13,9 +13,10 @@ from tests.conftest import tree_digest
 from xraydebug.data.synth import SynthConfig, plan_dataset, render_record, synthesize
 from xraydebug.errors import DatasetError
 from xraydebug.inpaint import make_inpainter
+from xraydebug.inpaint.boxes import inpaint_boxes
 from xraydebug.runfolder import SCAN_COLUMNS
 from xraydebug.stages.clean import CleanConfig, clean_dataset, write_derived_dicom
-from xraydebug.text.inpaint import box_mask, inpaint_boxes
+from xraydebug.text.inpaint import box_mask
 from xraydebug.text.registry import detector_class, resolve_detector
 
 

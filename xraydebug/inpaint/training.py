@@ -543,32 +543,20 @@ def _save_resume(
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _try_resume(
-    path: Path,
-    net: InpaintNet,
-    optimizer: torch.optim.Optimizer,
-    identity: dict,
-    console: Console,
-) -> dict[str, Any]:
-    """The run's state (``step``, loss ``ema``, ``history``) from a matching resume file (its
-    weights and optimizer loaded), else a fresh one."""
-    fresh: dict[str, Any] = {"step": 0, "ema": None, "history": []}
+def _read_resume(path: Path, identity: dict, console: Console) -> dict[str, Any] | None:
+    """The contents of a resume file written for ``identity``, else None (saying why a file
+    that is there is ignored)."""
     if not path.exists():
-        return fresh
+        return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # an unreadable resume file is ignored, never fatal
         console.print(f"[yellow]Ignoring {path}: not readable.[/]")
-        return fresh
-    if saved.get("identity") != identity:
+        return None
+    if not isinstance(saved, dict) or saved.get("identity") != identity:
         console.print(f"[yellow]Ignoring {path}: other config or data.[/]")
-        return fresh
-    net.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["torch_rng"])
-    state = saved["state"]
-    console.print(f"Resuming from step {state['step']} ({path}).")
-    return state
+        return None
+    return saved
 
 
 def _finished(out: Path, identity: dict) -> dict[str, Any] | None:
@@ -732,15 +720,28 @@ def train_inpainter(
     order = rng_held.permutation(len(held_records))[: config.held_out.films]
     judged = [held_records[i] for i in sorted(order)]
     with _progress(console, progress) as bars:
-        boxes, text_source = _text_boxes(index, train_records + judged, text, config, bars, skipped)
+        saved = None if force else _read_resume(resume_path, identity, console)
+        if saved is not None and "boxes" in saved["state"]:  # the text found before
+            boxes, text_source = saved["state"]["boxes"], saved["state"]["text_source"]
+            skipped += saved["state"]["skipped"]
+        else:
+            boxes, text_source = _text_boxes(
+                index, train_records + judged, text, config, bars, skipped
+            )
         cache = _FilmCache(index, train_records, boxes, config, skipped)
         cache.plan(bars)
 
         torch.manual_seed(config.seed)
         net = InpaintNet(config.net).to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-        fresh = {"step": 0, "ema": None, "history": []}
-        state = fresh if force else _try_resume(resume_path, net, optimizer, identity, console)
+        state: dict[str, Any] = {"step": 0, "ema": None, "history": []}
+        if saved is not None:
+            net.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["torch_rng"])
+            state = saved["state"]
+            console.print(f"Resuming from step {state['step']} ({resume_path}).")
+        state.update(boxes=boxes, text_source=text_source, skipped=list(skipped))
         first = state["step"]
         every = max(1, config.steps // 50)  # loss history points
         net.train()

@@ -34,6 +34,7 @@ from xraydebug.errors import DatasetError, ImageReadError
 from xraydebug.executor import BatchResult, Executor, ExecutorConfig, readable_root
 from xraydebug.fsutil import atomic_write_bytes, ensure_outside, file_sha256
 from xraydebug.inpaint import DEFAULT_INPAINTER, Inpainter, build_inpainter, inpainter_class
+from xraydebug.inpaint.boxes import inpaint_boxes
 from xraydebug.runfolder import (
     CLEAN_STATE,
     CLEANING_COLUMNS,
@@ -49,7 +50,7 @@ from xraydebug.text import (
     detector_config,
     merge_boxes,
 )
-from xraydebug.text.inpaint import encode_like, inpaint_boxes
+from xraydebug.text.inpaint import encode_like
 
 __all__ = [
     "CleanConfig",

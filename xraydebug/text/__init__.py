@@ -1,4 +1,4 @@
-"""Burned-in text on radiographs: detectors by name, the saliency-guided second look, inpainting.
+"""Burned-in text on radiographs: detectors by name, the saliency-guided second look, box masks.
 
 * Detectors (:mod:`~xraydebug.text.registry`, :mod:`~xraydebug.text.detect`): ``ppocr`` and
   ``craft`` verify cheap text proposals (:mod:`~xraydebug.text.proposals`) at zoom with a text
@@ -8,7 +8,8 @@
   own with :func:`register_detector`.
 * :class:`SecondLook` looks again, at high zoom, where the model's saliency forms a compact
   blob outside every box (:func:`saliency_blobs`).
-* :mod:`~xraydebug.text.inpaint` removes boxes from the stored pixels (Telea inpainting).
+* :mod:`~xraydebug.text.inpaint` turns boxes into masks and encodes cleaned films like their
+  source (:mod:`xraydebug.inpaint` fills them).
 
 Network design: Baek et al., CRAFT, CVPR 2019; weights craft_mlt_25k.pth (c) NAVER Corp., MIT
 licence. PP-OCRv4 DBNet (PaddleOCR), Apache-2.0.

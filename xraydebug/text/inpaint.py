@@ -1,26 +1,20 @@
-"""Remove burned-in text: inpainting of text boxes at the original bit depth.
+"""Text boxes as pixels: the mask of a film's boxes, and a cleaned film encoded like its source.
 
-The iGOS++ paper cleaned COVIDx by inpainting CRAFT's text boxes with Telea's method (radius
-10), the default here; any inpainter of :mod:`xraydebug.inpaint` can be used. Each box is
-dilated by a few pixels (glyph anti-aliasing and label-box borders reach past the detector's
-box) and inpainted on the *stored* pixels (``read_native``), so a 16-bit PNG or a 12-bit DICOM
-keeps its depth and values outside the boxes are untouched.
+The boxes are inpainted by :func:`xraydebug.inpaint.boxes.inpaint_boxes` (any inpainter of
+the registry) on the *stored* pixels (``read_native``), so a 16-bit PNG or a 12-bit DICOM keeps
+its depth; :func:`encode_like` writes them back in the source's raster format.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from xraydebug.data.imageio import ImageMeta
-
-if TYPE_CHECKING:
-    from xraydebug.inpaint import Inpainter
 
 Box = Sequence[int]
 
@@ -35,39 +29,6 @@ def box_mask(shape: tuple[int, int], boxes: Sequence[Box], dilate: int = 3) -> n
         if xb > xa and yb > ya:
             mask[ya:yb, xa:xb] = 255
     return mask
-
-
-def inpaint_boxes(
-    pixels: np.ndarray,
-    boxes: Sequence[Box],
-    dilate: int = 3,
-    inpainter: Inpainter | None = None,
-    meta: ImageMeta | None = None,
-) -> np.ndarray:
-    """Inpaint ``boxes`` in stored ``pixels`` ((H, W) or (H, W, C), any numeric dtype) with
-    ``inpainter`` (default: Telea, radius 10).
-
-    Returns a new array of the same shape and dtype; pixels outside the dilated boxes are
-    bit-identical to the input. ``boxes`` are ``[x0, y0, x1, y1]`` with exclusive x1/y1.
-    A learned inpainter saw films as a reader does: a MONOCHROME1 film (``meta``) is inverted
-    for it (``lo + hi - pixels`` over the stored range) and back.
-    """
-    from xraydebug.inpaint import make_inpainter
-
-    mask = box_mask(pixels.shape[:2], boxes, dilate)
-    if not mask.any():
-        return pixels.copy()
-    inpainter = inpainter or make_inpainter("telea")
-    flip = meta is not None and meta.photometric == "MONOCHROME1" and not inpainter.classical
-    if not flip:
-        return inpainter.inpaint([pixels], [mask])[0]
-    lo, hi = pixels.min(), pixels.max()
-    work = pixels.astype(np.int64) if pixels.dtype.kind in "iu" else pixels
-    inverted = (hi + lo - work).astype(pixels.dtype)  # stays inside [lo, hi]
-    filled = inpainter.inpaint([inverted], [mask])[0]
-    out = (hi + lo - filled.astype(work.dtype)).astype(pixels.dtype)
-    out[mask == 0] = pixels[mask == 0]
-    return out
 
 
 def encode_like(pixels: np.ndarray, meta: ImageMeta) -> bytes:
