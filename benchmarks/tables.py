@@ -497,7 +497,7 @@ def inpaint_timing_table(folder: Path) -> str:
         for block in run["sets"].values()
         for row in block["inpainters"].values()
     )
-    note = f"\n\nLargest change outside the holes, every set and inpainter: {outside} grey levels."
+    note = f"\nLargest change outside the holes, every set and inpainter: {outside} grey levels.\n"
     return _rows(["film", *labels], rows, "l" + "r" * len(labels)) + note
 
 
@@ -554,7 +554,7 @@ def removal_quality_table(folder: Path) -> str:
     )
     return (
         _rows(header, rows, "llrrrrr")
-        + f"\n\n{run['n_films']} films, {cpu_words(run['machine'])}; {verdict}."
+        + f"\n{run['n_films']} films, {cpu_words(run['machine'])}; {verdict}.\n"
     )
 
 
